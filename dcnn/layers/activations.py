@@ -1,0 +1,49 @@
+"""ReLU with an optional firing cap, and Softmax for prediction."""
+from backends import backend_of
+from .base import Layer
+
+
+class ReLU(Layer):
+    """max(x, 0), clipped at ``max_activation`` when given (the seed's firing limit).
+
+    The gradient is zero below 0 and above the cap, as for torch.nn.Hardtanh(0, cap).
+    """
+
+    def __init__(self, max_activation: float | None = None):
+        super().__init__()
+        if max_activation is not None and not max_activation > 0:
+            raise ValueError(f"max_activation must be > 0; got {max_activation!r}")
+        self.max_activation = None if max_activation is None else float(max_activation)
+
+    def describe(self) -> str:
+        return "ReLU()" if self.max_activation is None else f"ReLU(max_activation={self.max_activation:g})"
+
+    def forward(self, x):
+        xp = backend_of(x).xp
+        passes = x > 0
+        if self.max_activation is not None:
+            passes &= x < self.max_activation
+            y = xp.clip(x, 0.0, self.max_activation)
+        else:
+            y = xp.where(passes, x, 0.0)
+        self._cache = (xp, passes)
+        return y
+
+    def backward(self, dy):
+        xp, passes = self._cache
+        return xp.where(passes, dy, 0.0)
+
+
+class Softmax(Layer):
+    """Probabilities over the last axis.  For training use the fused SoftmaxCrossEntropy loss."""
+
+    def forward(self, x):
+        xp = backend_of(x).xp
+        z = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
+        y = z / xp.sum(z, axis=-1, keepdims=True)
+        self._cache = (xp, y)
+        return y
+
+    def backward(self, dy):
+        xp, y = self._cache
+        return y * (dy - xp.sum(dy * y, axis=-1, keepdims=True))

@@ -1,0 +1,109 @@
+"""Flatten, Dense and Dropout."""
+import numpy as np
+
+from backends import backend_of
+from ..initializers import initial_weight
+from .base import Layer, check_rank
+
+
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C*H*W) in C, H, W order, as torch.nn.Flatten."""
+
+    def output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+    def forward(self, x):
+        xp = backend_of(x).xp
+        self._cache = (xp, tuple(x.shape))
+        return xp.reshape(x, (x.shape[0], -1))
+
+    def backward(self, dy):
+        xp, shape = self._cache
+        return xp.reshape(dy, shape)
+
+
+class Dense(Layer):
+    """torch.nn.Linear: y = x @ W.T + b with W of shape (units, in_features).  The seed's FullyConnect."""
+
+    def __init__(self, units: int, *, use_bias: bool = True, init: str = "glorot"):
+        super().__init__()
+        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
+            raise ValueError(f"units must be a positive int; got {units!r}")
+        self.units = int(units)
+        self.use_bias = use_bias
+        self.init = init
+
+    def describe(self) -> str:
+        return f"Dense({self.units})"
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 1:
+            raise ValueError(f"{self.describe()} expects flat (features,) inputs; got {input_shape} "
+                             "(add a Flatten layer before it)")
+        return (self.units,)
+
+    def build(self, input_shape, rng, backend):
+        self.output_shape(input_shape)
+        fan_in = input_shape[0]
+        w = initial_weight(self.init, rng, (self.units, fan_in), fan_in, self.units)
+        self.params["weight"] = backend.from_numpy(w)
+        if self.use_bias:
+            self.params["bias"] = backend.from_numpy(np.zeros(self.units, np.float32))
+        super().build(input_shape, rng, backend)
+
+    def forward(self, x):
+        check_rank(self, x, 2, "(N, features) inputs")
+        w = self.params["weight"]
+        if x.shape[1] != w.shape[1]:
+            raise ValueError(f"{self.describe()} was built for {w.shape[1]} input features; got {x.shape[1]}")
+        xp = backend_of(x).xp
+        y = x @ xp.matrix_transpose(w)
+        if self.use_bias:
+            y += self.params["bias"]
+        self._cache = (xp, x)
+        return y
+
+    def backward(self, dy):
+        xp, x = self._cache
+        if self.trainable:
+            self.grads["weight"] = xp.matrix_transpose(dy) @ x
+            if self.use_bias:
+                self.grads["bias"] = xp.sum(dy, axis=0)
+        if not self.needs_input_grad:
+            return None
+        return dy @ self.params["weight"]
+
+
+class Dropout(Layer):
+    """Zeroes a fraction ``rate`` of activations in training and rescales the rest (inverted dropout)."""
+
+    def __init__(self, rate: float = 0.5):
+        super().__init__()
+        if not 0 <= rate < 1:
+            raise ValueError(f"rate must be in [0, 1); got {rate!r}")
+        self.rate = float(rate)
+        self.generator = None
+
+    def describe(self) -> str:
+        return f"Dropout({self.rate:g})"
+
+    def build(self, input_shape, rng, backend):
+        # Masks are drawn on the device; its stream is seeded from the model's seed.
+        self.generator = backend.random_generator(int(rng.integers(2**63)))
+        super().build(input_shape, rng, backend)
+
+    def forward(self, x):
+        xp = backend_of(x).xp
+        if not self.training or self.rate == 0:
+            self._cache = None
+            return x
+        keep = self.generator.random(tuple(x.shape), x.dtype) >= self.rate
+        scale = 1.0 / (1.0 - self.rate)
+        self._cache = (xp, keep, scale)
+        return xp.where(keep, x * scale, 0.0)
+
+    def backward(self, dy):
+        if self._cache is None:
+            return dy
+        xp, keep, scale = self._cache
+        return xp.where(keep, dy * scale, 0.0)

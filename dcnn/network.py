@@ -1,0 +1,291 @@
+"""DCNNetwork: the seed's add_layer / compile / fit API, made whole."""
+from __future__ import annotations
+
+import numpy as np
+
+import backends
+from .callbacks import CallbackList, History
+from .fileio import load_arrays, save_arrays
+from .layers import Dropout, Layer, Sequential, Softmax
+from .losses import get_loss
+from .optimizers import get_optimizer
+from .validation import as_batch, as_targets
+
+
+class DCNNetwork:
+    """A sequential CNN on the active backend.
+
+    >>> net = DCNNetwork(input_shape=(1, 28, 28))
+    >>> net.add_layer(Conv2D(8, 3)); net.add_layer(ReLU()); net.add_layer(Flatten()); net.add_layer(Dense(10))
+    >>> net.compile(optimizer="sgd", lr=0.05, momentum=0.9)
+    >>> history = net.fit(x, y, epochs=2, batch_size=64)
+    """
+
+    def __init__(self, layers=(), *, input_shape=None, seed: int = 0, backend=None):
+        self.model = Sequential(layers)
+        self.backend = backends.resolve(backend) if isinstance(backend, str) else (backend or backends.get_backend())
+        self.seed = int(seed)
+        seeds = np.random.SeedSequence(self.seed).spawn(2)
+        self._init_rng = np.random.default_rng(seeds[0])
+        self.shuffle_rng = np.random.default_rng(seeds[1])
+        self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+        self.loss = None
+        self.optimizer = None
+        self.history = History()
+
+    # --- building ------------------------------------------------------------
+    @property
+    def layers(self) -> list[Layer]:
+        return self.model.layers
+
+    def add_layer(self, layer: Layer) -> "DCNNetwork":
+        self.model.add(layer)
+        return self
+
+    add = add_layer
+
+    def build(self, input_shape=None) -> "DCNNetwork":
+        if self.model.built:
+            return self
+        shape = tuple(input_shape) if input_shape is not None else self.input_shape
+        if shape is None:
+            raise ValueError("the model has no input shape yet: pass input_shape=(C, H, W) to DCNNetwork "
+                             "or call build((C, H, W)) or fit() first")
+        if not self.layers:
+            raise ValueError("the model has no layers: add some with add_layer()")
+        self.input_shape = shape
+        self.model.build(shape, self._init_rng, self.backend)
+        self.model.set_needs_input_grad(False)
+        return self
+
+    def compile(self, optimizer="sgd", loss="cross_entropy", **optimizer_options) -> "DCNNetwork":
+        """``optimizer`` is 'sgd', 'adam' or an Optimizer; options such as lr=, momentum= go to it."""
+        self.optimizer = get_optimizer(optimizer, **optimizer_options) if isinstance(optimizer, str) else \
+            get_optimizer(optimizer)
+        self.loss = get_loss(loss)
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        self._require_built()
+        return self.model.output_shape(self.input_shape)[-1]
+
+    def _require_built(self):
+        if not self.model.built:
+            self.build()
+
+    def _require_compiled(self):
+        if self.optimizer is None or self.loss is None:
+            raise RuntimeError("call compile(optimizer=..., loss=...) before training")
+
+    # --- computing ------------------------------------------------------------
+    def _logit_layers(self) -> list[Layer]:
+        # A trailing Softmax is skipped in training: the loss fuses softmax with cross-entropy.
+        if self.layers and isinstance(self.layers[-1], Softmax):
+            return self.layers[:-1]
+        return self.layers
+
+    def logits(self, x, training: bool = False):
+        """Forward pass on validated device input; returns device logits."""
+        self.model.train(training)
+        for layer in self._logit_layers():
+            x = layer.forward(x)
+        return x
+
+    def train_on_batch(self, x, y):
+        """One optimisation step on device arrays; returns (loss, correct) as 0-d device arrays."""
+        logits = self.logits(x, training=True)
+        loss = self.loss.forward(logits, y)
+        dy = self.loss.backward()
+        for layer in reversed(self._logit_layers()):
+            dy = layer.backward(dy)
+            if dy is None:
+                break
+        self.optimizer.step(self._parameters_and_grads())
+        return loss, self._correct(logits, y)
+
+    def _parameters_and_grads(self):
+        return [(prefix + name, layer.params[name], layer.grads[name])
+                for prefix, layer in self.model.named_layers()
+                for name in layer.params if name in layer.grads]
+
+    def _correct(self, logits, y):
+        xp = self.backend.xp
+        labels = y if y.ndim == 1 else xp.argmax(y, axis=1)
+        return xp.sum(xp.astype(xp.argmax(logits, axis=1) == labels, xp.int64))
+
+    def _prepare(self, x, y=None):
+        if not self.model.built and self.input_shape is None and hasattr(x, "shape") and len(x.shape) > 1:
+            self.input_shape = tuple(int(d) for d in x.shape[1:])
+        self._require_built()
+        xd = as_batch(self.backend, x, self.input_shape)
+        if y is None:
+            return xd
+        return xd, as_targets(self.backend, y, xd.shape[0], self.num_classes)
+
+    @staticmethod
+    def _check_batch_size(batch_size):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+
+    def fit(self, x, y, epochs: int = 1, batch_size: int = 32, validation_data=None, shuffle: bool = True,
+            verbose: int = 1, callbacks=(), initial_epoch: int = 0) -> History:
+        """Train; returns the History (per-epoch loss, accuracy and validation metrics)."""
+        self._check_batch_size(batch_size)
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+            raise ValueError(f"epochs must be a non-negative int; got {epochs!r}")
+        self._require_compiled()
+        xd, yd = self._prepare(x, y)
+        val = None
+        if validation_data is not None:
+            if len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (x_val, y_val)")
+            val = self._prepare(*validation_data)
+        xp = self.backend.xp
+        n = xd.shape[0]
+        steps = -(-n // batch_size)
+        cbs = CallbackList(list(callbacks) + ([_EpochPrinter()] if verbose else []) + [self.history])
+        cbs.on_train_begin(self, epochs=epochs, steps=steps)
+        for epoch in range(initial_epoch, epochs):
+            order = self.shuffle_rng.permutation(n) if shuffle else np.arange(n)
+            order = self.backend.from_numpy(order)
+            loss_sum = xp.zeros((), dtype=xp.float32, device=self.backend.device)
+            correct = xp.zeros((), dtype=xp.int64, device=self.backend.device)
+            cbs.on_epoch_begin(epoch)
+            for step in range(steps):
+                idx = order[step * batch_size:(step + 1) * batch_size]
+                xb, yb = xp.take(xd, idx, axis=0), xp.take(yd, idx, axis=0)
+                loss, hits = self.train_on_batch(xb, yb)
+                loss_sum += loss * xb.shape[0]
+                correct += hits
+                seen = min((step + 1) * batch_size, n)
+                cbs.on_batch_end(step, {"loss_sum": loss_sum, "correct": correct, "seen": seen})
+                if self.stop_training:
+                    break
+            logs = {"loss": float(loss_sum) / seen, "accuracy": int(correct) / seen}  # one sync per epoch
+            if val is not None:
+                logs.update({f"val_{k}": v for k, v in self._evaluate_device(*val, batch_size=256).items()})
+            cbs.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        cbs.on_train_end()
+        return self.history
+
+    stop_training = False
+
+    def _evaluate_device(self, xd, yd, batch_size):
+        xp = self.backend.xp
+        loss_sum = xp.zeros((), dtype=xp.float32, device=self.backend.device)
+        correct = xp.zeros((), dtype=xp.int64, device=self.backend.device)
+        n = xd.shape[0]
+        for start in range(0, n, batch_size):
+            xb, yb = xd[start:start + batch_size], yd[start:start + batch_size]
+            logits = self.logits(xb, training=False)
+            loss_sum += self.loss.forward(logits, yb) * xb.shape[0]
+            correct += self._correct(logits, yb)
+        return {"loss": float(loss_sum) / n, "accuracy": int(correct) / n}
+
+    def evaluate(self, x, y, batch_size: int = 256) -> dict:
+        """Mean loss and accuracy, in eval mode."""
+        self._check_batch_size(batch_size)
+        if self.loss is None:
+            self.loss = get_loss("cross_entropy")
+        return self._evaluate_device(*self._prepare(x, y), batch_size=batch_size)
+
+    def predict(self, x, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities as a host NumPy array of shape (N, classes)."""
+        self._check_batch_size(batch_size)
+        xd = self._prepare(x)
+        xp = self.backend.xp
+        softmax = Softmax()
+        outs = [softmax.forward(self.logits(xd[s:s + batch_size], training=False))
+                for s in range(0, xd.shape[0], batch_size)]
+        return self.backend.to_numpy(xp.concat(outs, axis=0))
+
+    # --- describing -----------------------------------------------------------
+    def summary(self, print_fn=print) -> str:
+        """Each layer's output shape and parameter count, and the total (the seed's print_dimension)."""
+        self._require_built()
+        rows = [("#", "layer", "output shape", "params")]
+        shape = self.input_shape
+        rows.append(("", "input", str(("N",) + shape).replace("'", ""), ""))
+        for i, layer in enumerate(self.layers):
+            shape = layer.output_shape(shape)
+            rows.append((str(i), layer.describe(), str(("N",) + tuple(shape)).replace("'", ""),
+                         f"{layer.param_count():,}"))
+        widths = [max(len(r[c]) for r in rows) for c in range(4)]
+        fmt = lambda r: "  ".join(v.ljust(w) if c < 3 else v.rjust(w) for c, (v, w) in enumerate(zip(r, widths)))
+        rule = "-" * len(fmt(rows[0]))
+        text = "\n".join([fmt(rows[0]), rule] + [fmt(r) for r in rows[1:]] + [rule,
+                         f"total parameters: {self.model.param_count():,}  (backend: {self.backend.describe()})"])
+        if print_fn:
+            print_fn(text)
+        return text
+
+    # --- state ----------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Host copies, keyed and laid out as the equivalent torch.nn.Sequential's state_dict."""
+        self._require_built()
+        return {key: self.backend.to_numpy(value) for key, value in self.model.state().items()}
+
+    def load_state_dict(self, arrays: dict, source: str = "state dict") -> None:
+        self._require_built()
+        expected = self.model.state()
+        missing = [k for k in expected if k not in arrays]
+        unexpected = [k for k in arrays if k not in expected]
+        if missing or unexpected:
+            raise ValueError(f"{source} does not fit this model: missing keys {missing}, unexpected keys {unexpected}")
+        for key, current in expected.items():
+            value = np.asarray(arrays[key])
+            if tuple(value.shape) != tuple(current.shape):
+                raise ValueError(f"{source}: {key!r} has shape {tuple(value.shape)}, the model expects "
+                                 f"{tuple(current.shape)}")
+            if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                raise ValueError(f"{source}: {key!r} contains NaN or Inf")
+        layers = dict(self.model.named_layers())
+        for key, current in expected.items():
+            prefix, name = key.rsplit(".", 1)
+            value = np.asarray(arrays[key]).astype(np.dtype(str(current.dtype).split(".")[-1]))
+            layers[prefix + "."].set_state(name, self.backend.from_numpy(value))
+
+    def save_weights(self, path, metadata: dict | None = None) -> None:
+        """A safetensors file with torch.nn.Sequential keys, written atomically."""
+        meta = {"format": "dcnn", "input_shape": list(self.input_shape or ()),
+                "layers": [layer.describe() for layer in self.layers], **(metadata or {})}
+        save_arrays(path, self.state_dict(), meta)
+
+    def load_weights(self, path) -> dict:
+        """Load weights saved by dcnn or converted from PyTorch; returns the file's metadata."""
+        arrays, metadata = load_arrays(path)
+        self.load_state_dict(arrays, source=str(path))
+        return metadata
+
+    def to(self, backend) -> "DCNNetwork":
+        """Move parameters, buffers and optimiser state to another backend."""
+        target = backends.resolve(backend) if isinstance(backend, str) else backend
+        if target is self.backend:
+            return self
+        move = lambda a: target.from_numpy(self.backend.to_numpy(a))
+        if self.model.built:
+            for _, layer in self.model.named_layers():
+                layer.params = {k: move(v) for k, v in layer.params.items()}
+                layer.buffers = {k: move(v) for k, v in layer.buffers.items()}
+                layer.grads = {}
+                if isinstance(layer, Dropout):
+                    layer.generator = target.random_generator(int(self._init_rng.integers(2**63)))
+        if self.optimizer is not None:
+            self.optimizer.state = {k: {s: move(v) for s, v in slots.items()}
+                                    for k, slots in self.optimizer.state.items()}
+        self.backend = target
+        return self
+
+
+class _EpochPrinter:
+    """verbose=1: one line per epoch."""
+
+    def on_train_begin(self, net, epochs, steps):
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs):
+        parts = "  ".join(f"{k}={v:.4f}" for k, v in logs.items())
+        print(f"epoch {epoch + 1}/{self.epochs}  {parts}", flush=True)

@@ -1,0 +1,70 @@
+"""Checks on user input, so mistakes fail early with a message that names them."""
+from __future__ import annotations
+
+import numpy as np
+
+from backends import Backend
+
+
+def as_batch(backend: Backend, x, expected_shape: tuple | None, name: str = "x"):
+    """Validate images or features and return them as a float32 array on ``backend``.
+
+    Host (NumPy) data is checked on the host before it moves; device data with
+    one reduction (one sync per call, never per batch).
+    """
+    on_device = backend.owns(x) and not isinstance(x, np.ndarray)
+    if not on_device:
+        if not isinstance(x, np.ndarray):
+            try:
+                x = np.asarray(x)
+            except Exception:
+                raise TypeError(f"{name} must be an array; got {type(x).__name__}") from None
+        dtype_ok = np.issubdtype(x.dtype, np.floating)
+    else:
+        dtype_ok = backend.xp.isdtype(x.dtype, "real floating")
+    if not dtype_ok:
+        raise TypeError(f"{name} must hold floating-point values (e.g. float32 scaled to [0, 1]); "
+                        f"got dtype {x.dtype}")
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); give at least one sample")
+    if expected_shape is not None:
+        if x.ndim != len(expected_shape) + 1:
+            raise ValueError(f"{name} must have shape (N, {', '.join(map(str, expected_shape))}); "
+                             f"got {x.ndim}-D shape {tuple(x.shape)}")
+        if tuple(x.shape[1:]) != tuple(expected_shape):
+            raise ValueError(f"{name} must have shape (N, {', '.join(map(str, expected_shape))}); "
+                             f"got {tuple(x.shape)}"
+                             + (f" (wrong channel count: {x.shape[1]} instead of {expected_shape[0]})"
+                                if len(expected_shape) == 3 and x.shape[1] != expected_shape[0] else ""))
+    if on_device:
+        xp = backend.xp
+        finite = bool(xp.all(xp.isfinite(x)))
+        x = xp.astype(x, xp.float32, copy=False)
+    else:
+        finite = bool(np.isfinite(x).all())
+        x = backend.from_numpy(x, np.float32)
+    if not finite:
+        raise ValueError(f"{name} contains NaN or Inf values")
+    return x
+
+
+def as_targets(backend: Backend, y, count: int, classes: int, name: str = "y"):
+    """Integer labels in [0, classes) or (count, classes) one-hot rows, on ``backend``."""
+    y = backend.to_numpy(y) if (backend.owns(y) and not isinstance(y, np.ndarray)) else np.asarray(y)
+    if y.shape[:1] != (count,):
+        raise ValueError(f"x and {name} have different lengths: {count} samples but {y.shape[0] if y.ndim else 0} "
+                         f"targets")
+    if y.ndim == 1:
+        if not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating)
+                                                        and np.all(np.mod(y, 1) == 0))):
+            raise TypeError(f"{name} must be integer class labels; got dtype {y.dtype}")
+        if y.size and (y.min() < 0 or y.max() >= classes):
+            raise ValueError(f"{name} has labels outside [0, {classes - 1}]: found {int(y.min())}..{int(y.max())} "
+                             f"for a model with {classes} outputs")
+        return backend.from_numpy(y.astype(np.int64))
+    if y.ndim == 2 and y.shape[1] == classes:
+        if not np.isfinite(y).all():
+            raise ValueError(f"{name} contains NaN or Inf values")
+        return backend.from_numpy(y, np.float32)
+    raise ValueError(f"{name} must be labels of shape ({count},) or one-hot of shape ({count}, {classes}); "
+                     f"got {y.shape}")
