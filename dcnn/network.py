@@ -129,8 +129,13 @@ class DCNNetwork:
             raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
 
     def fit(self, x, y, epochs: int = 1, batch_size: int = 32, validation_data=None, shuffle: bool = True,
-            verbose: int = 1, callbacks=(), initial_epoch: int = 0) -> History:
-        """Train; returns the History (per-epoch loss, accuracy and validation metrics)."""
+            verbose: int = 1, callbacks=(), initial_epoch: int = 0, augment=None) -> History:
+        """Train; returns the History (per-epoch loss, accuracy and validation metrics).
+
+        ``augment`` is an optional callable ``(device_batch) -> device_batch`` applied
+        to each training batch (e.g. random crops); ``initial_epoch`` resumes a run.
+        Metrics are summed on the device and read once per epoch.
+        """
         self._check_batch_size(batch_size)
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative int; got {epochs!r}")
@@ -155,11 +160,13 @@ class DCNNetwork:
             for step in range(steps):
                 idx = order[step * batch_size:(step + 1) * batch_size]
                 xb, yb = xp.take(xd, idx, axis=0), xp.take(yd, idx, axis=0)
+                if augment is not None:
+                    xb = augment(xb)
                 loss, hits = self.train_on_batch(xb, yb)
                 loss_sum += loss * xb.shape[0]
                 correct += hits
                 seen = min((step + 1) * batch_size, n)
-                cbs.on_batch_end(step, {"loss_sum": loss_sum, "correct": correct, "seen": seen})
+                cbs.on_batch_end(step, {"loss": loss, "loss_sum": loss_sum, "correct": correct, "seen": seen})
                 if self.stop_training:
                     break
             logs = {"loss": float(loss_sum) / seen, "accuracy": int(correct) / seen}  # one sync per epoch
