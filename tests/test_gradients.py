@@ -1,0 +1,130 @@
+"""Every layer's backward pass, and whole networks, against float64 central differences.
+
+Runs on every available backend, including array_api_strict's second device.
+"""
+import numpy as np
+import pytest
+
+from dcnn import (BatchNorm2D, Conv2D, ConvBlock, DCNNetwork, Dense, FeatureMapNorm, Flatten, MaxPool2D,
+                  ReLU, Softmax, SoftmaxCrossEntropy)
+from helpers import cast_params, directional_check, leaves
+
+
+def untied(rng, shape, gap=0.05):
+    """Values with no ties and no two within ``gap`` (max-pool and ReLU kinks stay put)."""
+    values = (rng.permutation(int(np.prod(shape))) - np.prod(shape) / 2.3) * gap
+    return values.reshape(shape)
+
+
+def check_layer(backend, layer, x_host, rng, training=True):
+    xp = backend.xp
+    x = backend.from_numpy(x_host.astype(np.float64))
+    layer.build(tuple(x.shape[1:]), np.random.default_rng(0), backend)
+    cast_params(layer, backend, xp.float64)
+    layer.train(training)
+    names = [(leaf, name) for leaf in leaves(layer) for name in leaf.params]
+    params = [leaf.params[name] for leaf, name in names]
+
+    def backward(dy):
+        dx = layer.backward(dy)
+        return [dx] + [leaf.grads[name] for leaf, name in names]
+
+    directional_check(backend, lambda: layer.forward(x), [x], params, backward, rng)
+
+
+@pytest.mark.parametrize("filters,k,stride,pad", [(3, 3, 1, 0), (4, 3, 2, 1), (2, 5, 1, 2), (3, 2, 3, 0), (2, 1, 1, 0)])
+def test_conv2d(backend, rng, filters, k, stride, pad):
+    check_layer(backend, Conv2D(filters, k, stride, pad), rng.standard_normal((2, 3, 7, 8)), rng)
+
+
+def test_conv2d_fixed_edge_filters_frozen(backend, rng):
+    edges = np.array([[[1, 0, -1]] * 3, [[1, 1, 1], [0, 0, 0], [-1, -1, -1]]], np.float32)
+    layer = Conv2D(2, kernel=edges, trainable=False)
+    x = backend.from_numpy(rng.standard_normal((2, 1, 6, 6)).astype(np.float32))
+    layer(x)
+    assert layer.params["weight"].shape == (2, 1, 3, 3)
+    layer.backward(layer.forward(x))
+    assert "weight" not in layer.grads
+
+
+@pytest.mark.parametrize("size,stride,hw", [(2, None, (6, 6)), (3, 2, (7, 7)), (3, 3, (8, 7)), (2, 1, (5, 4))])
+def test_maxpool(backend, rng, size, stride, hw):
+    check_layer(backend, MaxPool2D(size, stride), untied(rng, (2, 3) + hw), rng)
+
+
+@pytest.mark.parametrize("cap", [None, 1.5])
+def test_relu(backend, rng, cap):
+    x = untied(rng, (2, 3, 5, 5), gap=0.037)
+    x = np.where(np.abs(x - 1.5) < 0.02, x + 0.05, x)  # keep away from the cap's kink too
+    check_layer(backend, ReLU(cap), x, rng)
+
+
+def test_feature_map_norm(backend, rng):
+    check_layer(backend, FeatureMapNorm(), rng.standard_normal((3, 2, 4, 5)) * 3 + 1, rng)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm(backend, rng, training):
+    layer = BatchNorm2D()
+    x = rng.standard_normal((4, 3, 3, 5)) * 2 + 0.5
+    check_layer(backend, layer, x, rng, training=training)
+
+
+def test_dense_and_flatten(backend, rng):
+    from dcnn import Sequential
+    check_layer(backend, Sequential([Flatten(), Dense(5)]), rng.standard_normal((3, 2, 2, 3)), rng)
+
+
+def test_softmax(backend, rng):
+    check_layer(backend, Softmax(), rng.standard_normal((4, 6)), rng)
+
+
+def test_seed_conv_block(backend, rng):
+    check_layer(backend, ConvBlock(3, 3, padding=1, max_activation=2.0), untied(rng, (2, 2, 6, 6), 0.01), rng)
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_softmax_cross_entropy(backend, rng, one_hot):
+    loss = SoftmaxCrossEntropy()
+    logits = backend.from_numpy(rng.standard_normal((5, 4)) * 3)
+    labels = rng.integers(0, 4, 5)
+    targets = backend.from_numpy(np.eye(4)[labels] if one_hot else labels)
+
+    def backward(dy):
+        return [loss.backward() * dy]
+
+    directional_check(backend, lambda: loss.forward(logits, targets), [logits], [], backward, rng)
+
+
+def _whole_network_check(backend, rng, layers, x_shape):
+    xp = backend.xp
+    net = DCNNetwork(layers, input_shape=x_shape[1:], backend=backend)
+    net.build()
+    net.model.set_needs_input_grad(True)
+    cast_params(net.model, backend, xp.float64)
+    loss = SoftmaxCrossEntropy()
+    x = backend.from_numpy(untied(rng, x_shape, 0.01))
+    y = backend.from_numpy(rng.integers(0, 3, x_shape[0]))
+    names = [(leaf, name) for leaf in leaves(net.model) for name in leaf.params]
+
+    def forward():
+        return loss.forward(net.logits(x, training=True), y)
+
+    def backward(dy):
+        dx = net.model.backward(loss.backward() * dy)
+        return [dx] + [leaf.grads[name] for leaf, name in names]
+
+    directional_check(backend, forward, [x], [leaf.params[n] for leaf, n in names], backward, rng)
+
+
+def test_seed_network(backend, rng):
+    """The notebook's chain: conv -> capped ReLU -> pool -> per-map norm -> flatten -> dense."""
+    _whole_network_check(backend, rng, [
+        Conv2D(3, 3, padding=1), ReLU(max_activation=3.0), MaxPool2D(2), FeatureMapNorm(),
+        Conv2D(4, 3), ReLU(), Flatten(), Dense(6, init="he"), ReLU(), Dense(3)], (3, 2, 8, 8))
+
+
+def test_batchnorm_network(backend, rng):
+    _whole_network_check(backend, rng, [
+        Conv2D(4, 3, stride=2, padding=1), BatchNorm2D(), ReLU(), MaxPool2D(2),
+        Flatten(), Dense(3)], (4, 1, 9, 9))
