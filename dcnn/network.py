@@ -157,15 +157,15 @@ class DCNNetwork:
             loss_sum = xp.zeros((), dtype=xp.float32, device=self.backend.device)
             correct = xp.zeros((), dtype=xp.int64, device=self.backend.device)
             cbs.on_epoch_begin(epoch)
-            for step in range(steps):
-                idx = order[step * batch_size:(step + 1) * batch_size]
+            for step, (start, stop) in enumerate(_spans(n, batch_size)):
+                idx = order[start:stop]
                 xb, yb = xp.take(xd, idx, axis=0), xp.take(yd, idx, axis=0)
                 if augment is not None:
                     xb = augment(xb)
                 loss, hits = self.train_on_batch(xb, yb)
                 loss_sum += loss * xb.shape[0]
                 correct += hits
-                seen = min((step + 1) * batch_size, n)
+                seen = stop
                 cbs.on_batch_end(step, {"loss": loss, "loss_sum": loss_sum, "correct": correct, "seen": seen})
                 if self.stop_training:
                     break
@@ -185,8 +185,8 @@ class DCNNetwork:
         loss_sum = xp.zeros((), dtype=xp.float32, device=self.backend.device)
         correct = xp.zeros((), dtype=xp.int64, device=self.backend.device)
         n = xd.shape[0]
-        for start in range(0, n, batch_size):
-            xb, yb = xd[start:start + batch_size], yd[start:start + batch_size]
+        for start, stop in _spans(n, batch_size):
+            xb, yb = xd[start:stop, ...], yd[start:stop, ...]
             logits = self.logits(xb, training=False)
             loss_sum += self.loss.forward(logits, yb) * xb.shape[0]
             correct += self._correct(logits, yb)
@@ -205,8 +205,8 @@ class DCNNetwork:
         xd = self._prepare(x)
         xp = self.backend.xp
         softmax = Softmax()
-        outs = [softmax.forward(self.logits(xd[s:s + batch_size], training=False))
-                for s in range(0, xd.shape[0], batch_size)]
+        outs = [softmax.forward(self.logits(xd[start:stop, ...], training=False))
+                for start, stop in _spans(xd.shape[0], batch_size)]
         return self.backend.to_numpy(xp.concat(outs, axis=0))
 
     # --- describing -----------------------------------------------------------
@@ -285,6 +285,11 @@ class DCNNetwork:
                                     for k, slots in self.optimizer.state.items()}
         self.backend = target
         return self
+
+
+def _spans(n: int, batch_size: int):
+    """(start, stop) of each batch; stops never pass n (the array API forbids it)."""
+    return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
 
 
 class _EpochPrinter:
