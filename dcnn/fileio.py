@@ -43,7 +43,8 @@ def atomic_write_text(path, text: str) -> None:
 def save_arrays(path, arrays: dict[str, np.ndarray], metadata: dict | None = None) -> None:
     """Host arrays to a safetensors file; metadata values are JSON-encoded."""
     meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
-    contiguous = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    # (np.ascontiguousarray would turn 0-d arrays such as num_batches_tracked into 1-d.)
+    contiguous = {k: np.require(v, requirements="C") for k, v in arrays.items()}
     atomic_write_bytes(path, safetensors.numpy.save(contiguous, metadata=meta))
 
 
