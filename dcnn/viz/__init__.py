@@ -1,0 +1,25 @@
+"""Pictures of what a network computes, learns and gets wrong, written as PNG files.
+
+Drawing needs matplotlib (``pip install 'dcnn[plot]'``); importing this package does not.
+
+- ``plot_stages(net, image, out_dir)``: the seed notebook's step-by-step pictures, one per layer.
+- ``edge_filter_demo()``: the seed's model (edge filters -> ReLU -> max-pool -> normalisation).
+- ``plot_filters(net, path)``: the first convolution's filters.
+- ``plot_training_curves(history, path)``: loss and accuracy per epoch.
+- ``plot_confusion_matrix``, ``plot_misclassified``, ``plot_results``: results on labelled images.
+
+Each ``plot_*`` has a ``*_figure`` twin that returns the matplotlib Figure instead of writing it.
+"""
+from ._figure import INSTALL_HINT
+from .filters import filters_figure, plot_filters
+from .images import as_chw, load_image_file
+from .results import (confusion_matrix, confusion_matrix_figure, misclassified_figure, plot_confusion_matrix,
+                      plot_misclassified, plot_results)
+from .seed import HORIZONTAL_EDGE, VERTICAL_EDGE, edge_filter_demo
+from .stages import Stage, feature_maps, plot_stages, stage_figure
+from .training import plot_training_curves, training_curves_figure
+
+__all__ = ["HORIZONTAL_EDGE", "INSTALL_HINT", "Stage", "VERTICAL_EDGE", "as_chw", "confusion_matrix",
+           "confusion_matrix_figure", "edge_filter_demo", "feature_maps", "filters_figure", "load_image_file",
+           "misclassified_figure", "plot_confusion_matrix", "plot_filters", "plot_misclassified", "plot_results",
+           "plot_stages", "plot_training_curves", "stage_figure", "training_curves_figure"]
