@@ -31,12 +31,12 @@ def filters_figure(net, *, max_filters: int = 64):
     weights = net.backend.to_numpy(conv.params["weight"])       # (F, C, K, K)
     shown = min(len(weights), max_filters)
     rows, cols = grid_shape(shown, max_cols=8)
-    fig = new_figure(1.2 * cols + 0.4, 1.25 * rows + 0.6)
+    fig = new_figure(max(1.2 * cols + 0.4, 4.0), 1.25 * rows + 0.8)
     grid = fig.add_gridspec(rows, cols)
     for j in range(shown):
-        show_image(fig.add_subplot(grid[j // cols, j % cols]), weights[j], f"{j}", fontsize=8)
+        show_image(fig.add_subplot(grid[j // cols, j % cols]), weights[j], f"filter {j}", fontsize=8)
     f, c, k, _ = weights.shape
     more = f", first {shown} of {f}" if shown < f else ""
-    fig.suptitle(f"layer {key.rstrip('.')} {conv.describe()}: {k}×{k} filters over {c} channel(s){more}",
-                 fontsize=10)
+    fig.suptitle(f"layer {key.rstrip('.')}: {conv.describe()}\n{f} filters of {k}×{k} over {c} channel(s){more}",
+                 fontsize=9)
     return fig

@@ -55,16 +55,16 @@ def feature_maps(net, image) -> tuple[np.ndarray, list[Stage]]:
     return image, stages
 
 
-def stage_figure(image: np.ndarray, stage: Stage, *, max_maps: int = 16, title: str | None = None):
+def stage_figure(image: np.ndarray, stage: Stage, *, max_maps: int = 16, caption: str = ""):
     """One Figure: the input image, the stage's first ``max_maps`` maps, and for a
-    normalisation stage the histogram of its first map."""
+    normalisation stage the histogram of its first map.  ``caption`` names the image."""
     maps = stage.maps
     shown = min(len(maps), max_maps)
     rows, cols = grid_shape(shown)
     histogram = isinstance(stage.layer, NORMALISATIONS)
     width = 1 + cols + (1.4 if histogram else 0)
     fig = new_figure(1.9 * width + 0.4, 1.9 * rows + 0.8)
-    grid = fig.add_gridspec(rows, cols + 1 + histogram,
+    grid = fig.add_gridspec(rows, 1 + cols + int(histogram),
                             width_ratios=[1.0] + [1.0] * cols + ([1.4] if histogram else []))
     show_image(fig.add_subplot(grid[:, 0]), image, "input")
     for j in range(shown):
@@ -79,15 +79,17 @@ def stage_figure(image: np.ndarray, stage: Stage, *, max_maps: int = 16, title: 
         ax.tick_params(labelsize=7)
     c, h, w = maps.shape
     more = f" (first {shown} of {c} maps)" if shown < c else ""
-    fig.suptitle(title or f"stage {stage.number}: {stage.layer.describe()} → {c}×{h}×{w}{more}", fontsize=10)
+    fig.suptitle(f"stage {stage.number}: {stage.layer.describe()} → {c}×{h}×{w}{more}"
+                 + (f"\n{caption}" if caption else ""), fontsize=10)
     return fig
 
 
-def plot_stages(net, image, out_dir, *, max_maps: int = 16, prefix: str = "") -> list[Path]:
+def plot_stages(net, image, out_dir, *, max_maps: int = 16, prefix: str = "", caption: str = "") -> list[Path]:
     """Write one PNG per stage of ``net`` for ``image`` into ``out_dir``; returns their paths.
 
     ``image`` is (H, W), (C, H, W) or (H, W, C), float or uint8; files are named
-    ``{prefix}stage01_conv2d.png``, ``{prefix}stage02_relu.png``, ...
+    ``{prefix}stage01_conv2d.png``, ``{prefix}stage02_relu.png``, ...; ``caption`` (e.g. where
+    the image comes from) goes under each title.
     """
     if isinstance(max_maps, bool) or not isinstance(max_maps, (int, np.integer)) or max_maps < 1:
         raise ValueError(f"max_maps must be a positive int; got {max_maps!r}")
@@ -95,5 +97,6 @@ def plot_stages(net, image, out_dir, *, max_maps: int = 16, prefix: str = "") ->
     if not stages:
         raise ValueError("the model has no layer that outputs feature maps before Flatten: nothing to draw")
     out_dir = Path(out_dir)
-    return [save_png(stage_figure(image, stage, max_maps=max_maps), out_dir / f"{prefix}{stage.slug}.png")
+    return [save_png(stage_figure(image, stage, max_maps=max_maps, caption=caption),
+                     out_dir / f"{prefix}{stage.slug}.png")
             for stage in stages]

@@ -1,0 +1,111 @@
+"""``dcnn visualize``: the stage pictures of one image, plus filters (and results) of a model, as PNGs.
+
+``dcnn.cli`` calls ``register(subparsers)``; the parsed arguments reach ``run(args)``.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EXAMPLES = """\
+examples:
+  dcnn visualize --model seed --index 0 --out figures/seed     # the seed's edge-filter demo
+  dcnn visualize --model seed --image photo.jpg --out figures/photo
+  dcnn visualize --weights runs/fashion --index 7 --results    # a trained model, with its results
+"""
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "visualize", help="draw each layer's feature maps for one image (PNG files)",
+        description="Run one image through a model layer by layer and write one PNG per stage (conv, "
+                    "activation, pool, normalisation... up to Flatten) beside the image, plus the first "
+                    "layer's filters; for a trained model also its training curves and, with --results, "
+                    "a confusion matrix and misclassified test images. Needs matplotlib: "
+                    "pip install 'dcnn[plot]'.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = p.add_argument_group("model")
+    model.add_argument("--model", default="seed",
+                       help="'seed': the notebook's fixed edge filters -> ReLU -> max-pool -> normalisation "
+                            "(default, needs no training)")
+    model.add_argument("--weights", type=Path,
+                       help="a trained model instead: the output folder of `dcnn train` or its .safetensors file")
+    model.add_argument("--max-activation", type=float, default=1.0,
+                       help="the seed model's ReLU firing cap (default: %(default)s, for pixels in [0, 1])")
+    image = p.add_argument_group("image")
+    image.add_argument("--dataset", default="fashion-mnist", help="dataset to take the image from "
+                                                                  "(default: %(default)s)")
+    image.add_argument("--data-dir", type=Path, help="folder holding the dataset files")
+    image.add_argument("--split", choices=("test", "train"), default="test", help="default: %(default)s")
+    source = image.add_mutually_exclusive_group()
+    source.add_argument("--index", type=int, default=0, help="which image of the split (default: %(default)s)")
+    source.add_argument("--image", type=Path, help="a PNG/JPEG file instead of a dataset image")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", type=Path, default=Path("figures"), help="folder for the PNGs (default: %(default)s)")
+    out.add_argument("--max-maps", type=int, default=16, help="feature maps drawn per stage (default: %(default)s)")
+    out.add_argument("--results", action="store_true",
+                     help="also a confusion matrix and misclassified images of the dataset's test split")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    """Draw what ``args`` asks for, print each file written; errors exit with their reason."""
+    from ..datasets import DatasetError
+    try:
+        written = draw(args)
+    except (ValueError, TypeError, OSError, ImportError, DatasetError) as exc:
+        raise SystemExit(f"dcnn visualize: error: {exc}") from None
+    for path in written:
+        print(path)
+    return 0
+
+
+def draw(args) -> list[Path]:
+    from . import plot_filters, plot_results, plot_stages, plot_training_curves
+    if args.max_maps < 1:
+        raise ValueError(f"--max-maps must be at least 1; got {args.max_maps}")
+    if args.weights is not None:
+        net, history = load_trained(args.weights)
+    elif args.model == "seed":
+        from .seed import edge_filter_demo
+        net, history = edge_filter_demo(max_activation=args.max_activation), None
+    else:
+        raise ValueError(f"unknown --model {args.model!r}: give --model seed, or --weights for a trained model")
+    if args.results and args.weights is None:
+        raise ValueError("--results needs a trained model: give --weights")
+    dataset = None
+    if args.image is None or args.results:
+        from ..datasets import load
+        dataset = load(args.dataset, args.data_dir)
+    image, caption = pick_image(args, net, dataset)
+    out = args.out
+    written = plot_stages(net, image, out, max_maps=args.max_maps, caption=caption)
+    written.append(plot_filters(net, out / "filters.png"))
+    if history:
+        written.append(plot_training_curves(history, out / "training_curves.png"))
+    if args.results:
+        written += plot_results(net, dataset.x_test, dataset.y_test, out, dataset.classes)
+    return written
+
+
+def pick_image(args, net, dataset):
+    """The (C, H, W) image and a caption saying where it comes from."""
+    from .images import load_image_file
+    if args.image is not None:
+        shape = net.input_shape
+        image = load_image_file(args.image, shape[0] if shape else None, shape[1:] if shape else None)
+        return image, str(args.image)
+    images = dataset.x_test if args.split == "test" else dataset.x_train
+    labels = dataset.y_test if args.split == "test" else dataset.y_train
+    if not 0 <= args.index < len(images):
+        raise ValueError(f"--index {args.index} is out of range: the {dataset.name} {args.split} split has "
+                         f"{len(images)} images (0..{len(images) - 1})")
+    return images[args.index], (f"{dataset.name} {args.split} image {args.index}: "
+                                f"{dataset.classes[labels[args.index]]}")
+
+
+def load_trained(weights: Path):
+    """A trained model and its history (or None) from ``weights`` (a folder or a .safetensors file)."""
+    raise ValueError("drawing a trained model needs the model presets (dcnn.presets), which this version "
+                     "lacks; use --model seed")
