@@ -100,7 +100,8 @@ class _HostGenerator:
         self._rng = np.random.default_rng(seed)
 
     def random(self, shape, dtype):
-        return self._backend.from_numpy(self._rng.random(shape, dtype=np.float32).astype(dtype))
+        values = self._backend.from_numpy(self._rng.random(shape, dtype=np.float32))
+        return self._backend.xp.astype(values, dtype)
 
     @property
     def state(self):

@@ -31,6 +31,5 @@ class StrictBackend(Backend):
         return self._strict.asarray(array, device=self.device)
 
     def to_numpy(self, array) -> np.ndarray:
-        # Host transfer is explicit here, as with CuPy's asnumpy.
-        cpu = self._strict.asarray(array, device=self._strict.Device("CPU_DEVICE"), copy=True)
-        return np.asarray(cpu._array)
+        # Host transfer is explicit here (as with CuPy's asnumpy): to the CPU device, then DLPack.
+        return np.from_dlpack(array.to_device(self._strict.Device("CPU_DEVICE")))
