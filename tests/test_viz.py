@@ -193,3 +193,53 @@ def test_image_files(tmp_path):
     # An RGB photo through the seed demo: the filters apply to every channel.
     _, stages = viz.feature_maps(viz.edge_filter_demo(), viz.load_image_file(tmp_path / "rgb.jpg"))
     assert stages[0].maps.shape == (2, 38, 38)
+
+
+# --- the command line -------------------------------------------------------------
+def visualize(*argv):
+    """Parse ``dcnn visualize ARGV`` with the command's own parser and run it."""
+    import argparse
+    from dcnn.viz import command
+    parser = argparse.ArgumentParser(prog="dcnn")
+    command.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["visualize", *map(str, argv)])
+    assert args.func is command.run
+    return args.func(args)
+
+
+def fashion_mnist_here():
+    from dcnn import datasets
+    return datasets.locate(datasets.get_spec("fashion-mnist"))[0] is not None
+
+
+@needs_matplotlib
+def test_cli_seed_model_on_an_image_file(tmp_path, capsys):
+    from PIL import Image
+    Image.fromarray((shapes_image(36) * 255).astype(np.uint8)).save(tmp_path / "shapes.png")
+    assert visualize("--model", "seed", "--image", tmp_path / "shapes.png", "--out", tmp_path / "out") == 0
+    written = capsys.readouterr().out.split()
+    assert [p.rsplit("/", 1)[1] for p in written] == ["stage01_conv2d.png", "stage02_relu.png",
+                                                      "stage03_maxpool2d.png", "stage04_featuremapnorm.png",
+                                                      "filters.png"]
+    assert all((tmp_path / "out" / name.rsplit("/", 1)[1]).is_file() for name in written)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--image", "missing.png"], "image file not found"),
+    (["--model", "resnet"], "unknown --model 'resnet'"),
+    (["--results"], "--results needs a trained model"),
+    (["--max-maps", "0"], "--max-maps must be at least 1"),
+])
+def test_cli_errors_name_the_problem(tmp_path, argv, message):
+    with pytest.raises(SystemExit, match=message):
+        visualize(*argv, "--out", tmp_path)
+
+
+@needs_matplotlib
+@pytest.mark.skipif(not fashion_mnist_here(), reason="Fashion-MNIST is not installed (apt-get install "
+                                                     "dataset-fashion-mnist)")
+def test_cli_seed_model_on_a_fashion_mnist_image(tmp_path, capsys):
+    assert visualize("--index", 3, "--out", tmp_path) == 0
+    assert len(capsys.readouterr().out.split()) == 5
+    with pytest.raises(SystemExit, match="--index 10000 is out of range: .* 10000 images"):
+        visualize("--index", 10000, "--out", tmp_path)
