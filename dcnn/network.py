@@ -129,10 +129,12 @@ class DCNNetwork:
             raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
 
     def fit(self, x, y, epochs: int = 1, batch_size: int = 32, validation_data=None, shuffle: bool = True,
-            verbose: int = 1, callbacks=(), initial_epoch: int = 0, augment=None) -> History:
+            verbose: int = 1, callbacks=(), initial_epoch: int = 0, augment=None,
+            validation_split: float = 0.0) -> History:
         """Train; returns the History (per-epoch loss, accuracy and validation metrics).
 
-        ``augment`` is an optional callable ``(device_batch) -> device_batch`` applied
+        ``validation_split`` holds out that fraction of the data (its tail, as Keras does)
+        when no ``validation_data`` is given.  ``augment`` is an optional callable ``(device_batch) -> device_batch`` applied
         to each training batch (e.g. random crops); ``initial_epoch`` resumes a run.
         Metrics are summed on the device and read once per epoch.
         """
@@ -142,6 +144,14 @@ class DCNNetwork:
         self._require_compiled()
         xd, yd = self._prepare(x, y)
         val = None
+        if not 0 <= validation_split < 1:
+            raise ValueError(f"validation_split must be in [0, 1); got {validation_split!r}")
+        if validation_split and validation_data is None:
+            keep = int(round(xd.shape[0] * (1 - validation_split)))
+            if not 0 < keep < xd.shape[0]:
+                raise ValueError(f"validation_split={validation_split} leaves no training or no validation samples")
+            val = (xd[keep:, ...], yd[keep:, ...])
+            xd, yd = xd[:keep, ...], yd[:keep, ...]
         if validation_data is not None:
             if len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (x_val, y_val)")
@@ -239,7 +249,7 @@ class DCNNetwork:
         self._require_built()
         expected = self.model.state()
         missing = [k for k in expected if k not in arrays]
-        unexpected = [k for k in arrays if k not in expected]
+        unexpected = sorted(k for k in arrays if k not in expected)
         if missing or unexpected:
             raise ValueError(f"{source} does not fit this model: missing keys {missing}, unexpected keys {unexpected}")
         for key, current in expected.items():

@@ -107,7 +107,7 @@ def test_weights_of_another_shape_are_refused_naming_the_key(tmp_path):
     with pytest.raises(ValueError, match=r"'0.weight' has shape \(4, 1, 3, 3\), the model expects \(5, 1, 3, 3\)"):
         other.load_weights(tmp_path / "a")
     fewer = DCNNetwork([Conv2D(4, 3), Flatten()], input_shape=(1, 8, 8))
-    with pytest.raises(ValueError, match=r"unexpected keys \['2.weight', '2.bias'\]"):
+    with pytest.raises(ValueError, match=r"unexpected keys \['2.bias', '2.weight'\]"):
         fewer.load_weights(tmp_path / "a")
 
 
@@ -126,3 +126,13 @@ def test_missing_weights_file():
     net = DCNNetwork([Conv2D(2, 3), Flatten(), Dense(2)], input_shape=(1, 6, 6))
     with pytest.raises(FileNotFoundError, match="nope.safetensors"):
         net.load_weights("nope.safetensors")
+
+
+def test_validation_split_holds_out_the_tail(rng):
+    x, y = edge_orientation_task(100, rng)
+    net = seed_network().compile("sgd", lr=0.05)
+    history = net.fit(x, y, epochs=1, batch_size=10, validation_split=0.2, verbose=0)
+    expected = net.evaluate(x[80:], y[80:])
+    assert history["val_accuracy"][0] == pytest.approx(expected["accuracy"])
+    with pytest.raises(ValueError, match="validation_split must be in"):
+        net.fit(x, y, validation_split=1.5, verbose=0)
