@@ -1,0 +1,435 @@
+"""The ``dcnn`` command: train, evaluate, predict, info (and visualize, from dcnn.viz).
+
+Mistakes (an unknown dataset or preset, a batch size of 0, a missing or unfitting
+weights file) end with one ``dcnn: error: ...`` line and a non-zero status, never a traceback.
+Exit status: 0 done, 1 failed, 2 bad arguments, 130 interrupted (a checkpoint was written).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+# --- argument types -------------------------------------------------------------------------
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _learning_rate(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (np.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _dataset_name(text):
+    from . import datasets
+    try:
+        return datasets.get_spec(text).name
+    except datasets.DatasetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _preset_name(text):
+    from . import presets
+    try:
+        return presets.get_preset(text).name
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _backend_name(text):
+    key = text.strip().lower()
+    if key not in ("numpy", "cupy", "auto"):
+        raise argparse.ArgumentTypeError(f"unknown backend {text!r}; valid ones are: numpy, cupy, auto")
+    return key
+
+
+# --- the parser -------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__, presets
+    parser = _Parser(prog="dcnn", description="A CNN framework written once for NumPy (CPU) and CuPy (GPU).")
+    parser.add_argument("--version", action="version", version=f"dcnn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a model preset on a dataset (the main job)",
+                       description="Train a model preset on a dataset, with a checkpoint after every epoch. "
+                                   "With no options: the default preset on Fashion-MNIST.")
+    p.add_argument("--dataset", type=_dataset_name, help="fashion-mnist (default), mnist or cifar10")
+    p.add_argument("--model", type=_preset_name,
+                   help=f"preset: {', '.join(presets.PRESETS)} (default {presets.DEFAULT})")
+    p.add_argument("--epochs", type=_positive_int, help="number of epochs (default: the preset's)")
+    p.add_argument("--batch-size", type=_positive_int, help="images per step (default: the preset's)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), type=str.lower, help="default: the preset's")
+    p.add_argument("--lr", type=_learning_rate, help="peak learning rate (default: the preset's)")
+    p.add_argument("--seed", type=_non_negative_int, help="seed for weights, shuffling, dropout (default 0)")
+    p.add_argument("--backend", type=_backend_name, help="numpy, cupy or auto (default: $DCNN_BACKEND or auto)")
+    p.add_argument("--out", type=Path, help="output folder (default: runs/<dataset>-<model>, numbered if taken)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (default: the latest run "
+                                                         "of this dataset and model) from its last checkpoint")
+    p.add_argument("--limit", type=_positive_int, help="train on the first N training images only")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random shifts (up to 2 px) and left-right flips of training images")
+    p.add_argument("--data-dir", type=Path, help="folder with the dataset files (else $DCNN_DATA, the cache, "
+                                                 "the system copy, then a download)")
+    p.add_argument("--log-every", type=_positive_int, default=10, help="update the progress bar every N batches "
+                                                                       "(each update waits for the device)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the results at the end")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix on a test set")
+    p.add_argument("weights", type=Path, help="a weights file (.safetensors) or a run folder")
+    p.add_argument("--dataset", type=_dataset_name, help="default: the one the weights were trained on")
+    p.add_argument("--model", type=_preset_name, help="default: the preset the weights were trained with")
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--backend", type=_backend_name)
+    p.add_argument("--batch-size", type=_positive_int, default=500)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify image files (PNG, JPEG) with trained weights")
+    p.add_argument("weights", type=Path, help="a weights file (.safetensors) or a run folder")
+    p.add_argument("images", type=Path, nargs="+", help="image files")
+    p.add_argument("--model", type=_preset_name, help="default: the preset the weights were trained with")
+    p.add_argument("--top", type=_positive_int, default=3, help="how many classes to show (default 3)")
+    p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
+                   help="invert grey images to light-on-dark like (Fashion-)MNIST; auto: when the border is light")
+    p.add_argument("--backend", type=_backend_name)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("info", help="the backend chosen and why, the device, versions, datasets found")
+    p.add_argument("--backend", type=_backend_name)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    try:  # written by the visualisation work; absent in older checkouts
+        from .viz import command as viz_command
+    except ImportError:
+        viz_command = None
+    if viz_command is not None and hasattr(viz_command, "register"):
+        viz_command.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if getattr(args, "func", None) is None:
+            parser.print_help()
+            return EXIT_USAGE
+        return args.func(args) or 0
+    except UsageError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        from .training import Interrupted
+        if isinstance(exc, Interrupted):
+            _error(str(exc))
+            return EXIT_INTERRUPTED
+        if _expected(exc):
+            _error(str(exc))
+            return EXIT_FAILED
+        raise
+
+
+def _expected(exc) -> bool:
+    """Errors that are the user's input or environment, reported in one line."""
+    import backends
+    from .checkpoint import CheckpointError
+    from .datasets import DatasetError
+    from .training import TrainingError
+    return isinstance(exc, (ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError,
+                            DatasetError, CheckpointError, TrainingError, backends.BackendError))
+
+
+def _error(message: str) -> None:
+    text = " ".join(str(message).split())
+    print(f"dcnn: error: {text}", file=sys.stderr)
+
+
+def _use_backend(name):
+    import backends
+    if name is not None:
+        return backends.use(name)
+    return backends.get_backend()
+
+
+def _fmt_seconds(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
+
+
+# --- train --------------------------------------------------------------------------------------
+
+def _default_out(dataset: str, model: str, resume: bool) -> Path:
+    base = Path("runs")
+    stem = f"{dataset}-{model}"
+    taken = sorted((p for p in base.glob(f"{stem}*") if p.name == stem or p.name[len(stem):].lstrip("-").isdigit()),
+                   key=lambda p: (p / "checkpoint.safetensors").stat().st_mtime
+                   if (p / "checkpoint.safetensors").exists() else 0)
+    if resume:
+        with_ckpt = [p for p in taken if (p / "checkpoint.safetensors").exists()]
+        if not with_ckpt:
+            raise FileNotFoundError(f"no run of {model} on {dataset} to resume under {base}/; pass --out FOLDER")
+        return with_ckpt[-1]
+    if not (base / stem).exists():
+        return base / stem
+    n = 2
+    while (base / f"{stem}-{n}").exists():
+        n += 1
+    return base / f"{stem}-{n}"
+
+
+def cmd_train(args) -> int:
+    from . import presets
+    from .checkpoint import CHECKPOINT
+    from .training import TrainConfig, train
+    out_stream = sys.stderr if args.json else sys.stdout
+    echo = lambda text="": print(text, file=out_stream, flush=True)
+
+    dataset = args.dataset or "fashion-mnist"
+    model = args.model or presets.DEFAULT
+    out = args.out if args.out is not None else _default_out(dataset, model, args.resume)
+    if not args.resume and (out / CHECKPOINT).exists():
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    backend = _use_backend(args.backend)
+    requested = {"dataset": args.dataset, "model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
+                 "optimizer": args.optimizer, "lr": args.lr, "seed": args.seed, "limit": args.limit,
+                 "augment": args.augment, "data_dir": None if args.data_dir is None else str(args.data_dir)}
+    config = TrainConfig(**{k: v for k, v in requested.items() if v is not None})
+    result = train(config, out, resume=args.resume, requested=requested, backend=backend,
+                   progress=not args.no_progress, log_every=args.log_every, echo=echo)
+    acc = result["test_accuracy"]
+    echo(f"done: {result['model']} on {result['dataset']}: test accuracy {acc:.4f} (loss {result['test_loss']:.4f}) "
+         f"after {result['epochs']} epochs" if acc is not None else f"done: {result['epochs']} epochs")
+    ips = result["images_per_second"]
+    echo(f"      {_fmt_seconds(result['seconds'])} in all"
+         + (f", {ips:,.0f} training images/s" if ips else "") + f" on {result['backend']}")
+    echo(f"      weights: {result['weights']}  (dcnn evaluate {result['out']})")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+# --- loading trained weights ----------------------------------------------------------------------
+
+def _weights_path(path: Path) -> Path:
+    from .checkpoint import WEIGHTS
+    if path.is_dir():
+        path = path / WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    return path
+
+
+def load_trained(path: Path, model: str | None = None, backend=None):
+    """(net, metadata, weights path) for a weights file or run folder."""
+    from . import presets
+    from .fileio import load_arrays
+    path = _weights_path(Path(path))
+    arrays, meta = load_arrays(path)
+    name = model or meta.get("preset")
+    if name is None:
+        raise ValueError(f"{path} does not say which preset it belongs to; pass --model")
+    preset = presets.get_preset(name)
+    input_shape = tuple(meta.get("input_shape") or ())
+    classes = meta.get("classes")
+    if len(input_shape) != 3 or not classes:
+        raise ValueError(f"{path} lacks its input shape or class names (was it written by dcnn train?)")
+    try:
+        net = preset.build(input_shape, len(classes), backend=backend)
+        net.load_state_dict(arrays, source=str(path))
+    except ValueError as exc:
+        raise ValueError(f"the weights in {path} do not fit the {preset.name!r} preset: {_first_clause(exc)}") \
+            from None
+    return net, meta, path
+
+
+def _first_clause(exc) -> str:
+    text = str(exc)
+    return text if len(text) < 300 else text[:297] + "..."
+
+
+# --- evaluate -------------------------------------------------------------------------------------
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    """rows: true class, columns: predicted class."""
+    return np.bincount(labels * classes + predicted, minlength=classes * classes).reshape(classes, classes)
+
+
+def cmd_evaluate(args) -> int:
+    from . import datasets
+    backend = _use_backend(args.backend)
+    net, meta, path = load_trained(args.weights, args.model, backend)
+    name = args.dataset or meta.get("dataset")
+    if name is None:
+        raise ValueError(f"{path} does not say which dataset it was trained on; pass --dataset")
+    data = datasets.load(name, args.data_dir)
+    classes = list(meta["classes"])
+    if data.input_shape != net.input_shape or data.num_classes != len(classes):
+        raise ValueError(f"{path} was trained for inputs {net.input_shape} and {len(classes)} classes; "
+                         f"{data.name} has {data.input_shape} and {data.num_classes}")
+    probs = net.predict(data.x_test, batch_size=args.batch_size)
+    predicted = np.argmax(probs, axis=1)
+    cm = confusion_matrix(data.y_test, predicted, len(classes))
+    per_class = np.diag(cm) / np.maximum(cm.sum(axis=1), 1)
+    accuracy = float(np.trace(cm) / cm.sum())
+    if args.json:
+        print(json.dumps({"weights": str(path), "dataset": data.name, "model": meta.get("preset"),
+                          "images": int(cm.sum()), "accuracy": accuracy,
+                          "per_class_accuracy": dict(zip(classes, map(float, per_class))),
+                          "confusion_matrix": cm.tolist(), "classes": classes}))
+        return 0
+    print(f"{path}: {meta.get('preset')} on the {data.name} test set ({cm.sum():,} images)")
+    print(f"accuracy: {accuracy:.4f}  ({int(np.trace(cm)):,}/{int(cm.sum()):,})")
+    print()
+    width = max(len(c) for c in classes)
+    print("per-class accuracy:")
+    for c, a in zip(classes, per_class):
+        print(f"  {c:<{width}}  {a:.4f}")
+    print()
+    print("confusion matrix (rows: true class, columns: predicted):")
+    cell = max(5, len(str(cm.max())) + 1)
+    print(" " * (width + 2) + "".join(f"{i:>{cell}}" for i in range(len(classes))))
+    for i, (c, row) in enumerate(zip(classes, cm)):
+        print(f"  {c:<{width}}" + "".join(f"{v:>{cell}}" for v in row) + f"   {i}")
+    return 0
+
+
+# --- predict --------------------------------------------------------------------------------------
+
+def load_images(paths, input_shape, invert: str = "auto") -> np.ndarray:
+    """Image files -> float32 (N, C, H, W) in [0, 1], resized to the model's input."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise ValueError("reading images needs Pillow: pip install pillow") from None
+    c, h, w = input_shape
+    out = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"image not found: {path}")
+        try:
+            with Image.open(path) as img:
+                img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.BILINEAR)
+                a = np.asarray(img, dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ValueError(f"{path} is not a readable image ({exc})") from None
+        a = a[None] if c == 1 else np.transpose(a, (2, 0, 1))
+        if c == 1 and invert != "no":
+            border = np.concatenate([a[0, 0], a[0, -1], a[0, :, 0], a[0, :, -1]])
+            if invert == "yes" or border.mean() > 0.5:  # (Fashion-)MNIST: light object on a black background
+                a = 1.0 - a
+        out.append(a)
+    return np.stack(out).astype(np.float32)
+
+
+def cmd_predict(args) -> int:
+    backend = _use_backend(args.backend)
+    net, meta, path = load_trained(args.weights, args.model, backend)
+    classes = list(meta["classes"])
+    x = load_images(args.images, net.input_shape, args.invert)
+    probs = net.predict(x)
+    top = min(args.top, len(classes))
+    results = []
+    for image, p in zip(args.images, probs):
+        order = np.argsort(-p)[:top]
+        results.append({"image": str(image), "top": [{"class": classes[i], "index": int(i),
+                                                      "probability": float(p[i])} for i in order]})
+    if args.json:
+        print(json.dumps({"weights": str(path), "predictions": results}))
+        return 0
+    for r in results:
+        print(f"{r['image']}: " + ", ".join(f"{t['class']} {t['probability']:.1%}" for t in r["top"]))
+    return 0
+
+
+# --- info -----------------------------------------------------------------------------------------
+
+def _version(module: str):
+    try:
+        from importlib.metadata import version
+        return version(module)
+    except Exception:
+        return None
+
+
+def cmd_info(args) -> int:
+    import backends
+    from . import __version__, datasets, presets
+    backend = _use_backend(args.backend)
+    versions = {"dcnn": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    for dist in ("cupy-cuda13x", "cupy-cuda12x", "cupy", "array-api-compat", "safetensors", "tqdm", "pooch",
+                 "pillow", "matplotlib"):
+        v = _version(dist)
+        if v:
+            versions[dist] = v
+    found = {}
+    for name in datasets.names():
+        folder, _ = datasets.locate(datasets.get_spec(name))
+        found[name] = str(folder) if folder else None
+    info = {"backend": backend.name, "device": backend.describe(), "reason": backend.reason,
+            "DCNN_BACKEND": os.environ.get("DCNN_BACKEND"), "available_backends": backends.available(),
+            "versions": versions, "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "datasets": found, "cache": str(datasets.cache_dir()), "presets": list(presets.PRESETS)}
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(f"backend:   {backend.name}  ({info['reason']})")
+    print(f"device:    {info['device']}")
+    print(f"available: {', '.join(info['available_backends'])}  (choose with --backend or DCNN_BACKEND="
+          f"{info['DCNN_BACKEND'] or 'auto'})")
+    print(f"platform:  {info['platform']}, {info['cpu_count']} CPUs")
+    print("versions:  " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    print("datasets:  " + ", ".join(f"{k}: {v or 'not found (downloaded on first use)'}" for k, v in found.items()))
+    print(f"presets:   {', '.join(f'{p} (default)' if p == presets.DEFAULT else p for p in presets.PRESETS)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Model presets for ``dcnn train --model NAME``: an architecture plus the training recipe that suits it.
+
+- ``convnet`` (the default): the strongest; conv blocks with BatchNorm and pooling, dropout,
+  a one-cycle learning-rate schedule.  >= 0.92 on Fashion-MNIST in under 5 minutes on 2 CPU cores.
+- ``lenet``: LeNet-5's shape (5x5 convolutions, 6 and 16 maps, dense 120 and 84).
+- ``seed``: the seed notebook's network: the two hand-made edge filters (vertical and
+  horizontal, frozen) in a ConvBlock, a second ConvBlock, dense 128, dense 10.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .layers import BatchNorm2D, Conv2D, ConvBlock, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from .network import DCNNetwork
+
+VERTICAL_EDGE = np.array([[1, 0, -1]] * 3, dtype=np.float32)
+HORIZONTAL_EDGE = VERTICAL_EDGE.T.copy()
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    layers: Callable[[tuple, int], list]     # (input_shape, classes) -> layers
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    optimizer_options: dict = field(default_factory=dict)
+    epochs: int = 3
+    batch_size: int = 128
+    schedule: str = "onecycle"               # or "constant"
+    augment: bool = False
+
+    def build(self, input_shape, classes: int, *, seed: int = 0, backend=None) -> DCNNetwork:
+        net = DCNNetwork(self.layers(tuple(input_shape), classes), input_shape=input_shape, seed=seed,
+                         backend=backend)
+        return net.build()
+
+
+def _convnet(input_shape, classes):
+    # Pooling before BatchNorm and ReLU gives the same function class (max-pool commutes with
+    # per-channel monotone maps when gamma > 0) and normalises 4x fewer values: much faster on the CPU.
+    layers = []
+    for width in (32, 64):
+        layers += [Conv2D(width, 3, padding=1), MaxPool2D(2), BatchNorm2D(), ReLU()]
+    return layers + [Flatten(), Dropout(0.3), Dense(128), ReLU(), Dropout(0.2), Dense(classes)]
+
+
+def _lenet(input_shape, classes):
+    return [Conv2D(6, 5, padding=2), ReLU(), MaxPool2D(2),
+            Conv2D(16, 5), ReLU(), MaxPool2D(2),
+            Flatten(), Dense(120), ReLU(), Dense(84), ReLU(), Dense(classes)]
+
+
+def _seed(input_shape, classes):
+    edges = np.stack([VERTICAL_EDGE, HORIZONTAL_EDGE])
+    return [ConvBlock(2, kernel=edges, trainable=False, padding=1, max_activation=1.0),
+            ConvBlock(16, 3, padding=1, max_activation=6.0),
+            Flatten(), Dense(128), ReLU(), Dense(classes)]
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("convnet", "2 conv blocks (32, 64 maps; max-pool, BatchNorm, ReLU), dropout, dense 128; "
+                      "Adam with a one-cycle schedule (the default, strongest)",
+           _convnet, optimizer="adam", lr=3e-3, epochs=3, batch_size=128),
+    Preset("lenet", "LeNet-5 shape: 5x5 conv 6 and 16 maps with max-pool, dense 120, 84",
+           _lenet, optimizer="adam", lr=2e-3, epochs=3, batch_size=128),
+    Preset("seed", "the seed notebook's net: frozen edge-filter ConvBlock, ConvBlock(16), dense 128",
+           _seed, optimizer="sgd", lr=0.05, optimizer_options={"momentum": 0.9}, epochs=3, batch_size=64),
+)}
+DEFAULT = "convnet"
+
+
+def get_preset(name: str) -> Preset:
+    key = str(name).strip().lower()
+    if key not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; valid ones are: {', '.join(PRESETS)}")
+    return PRESETS[key]

@@ -1,0 +1,429 @@
+"""The training job behind ``dcnn train``: data, preset, schedule, progress, checkpoints, resume.
+
+``train(config, out_dir)`` runs it and returns a summary dict.  The pieces are
+callbacks on ``DCNNetwork.fit``:
+
+- ``LRSchedule`` sets ``net.optimizer.lr`` before each step from (epoch, step) alone,
+  so a resumed run follows the same schedule;
+- ``Monitor`` reads the device's running sums only every ``log_every`` batches (each
+  read waits for the GPU), drives the tqdm bar, times the epochs and keeps, on the
+  device and without syncing, the first step whose loss was not finite;
+- ``Checkpointer`` writes the checkpoint after each complete epoch (see ``dcnn.checkpoint``).
+
+Ctrl-C finishes the current batch, writes a checkpoint and raises ``Interrupted``.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+import backends
+from . import checkpoint, datasets, presets
+from .callbacks import Callback
+
+
+class TrainingError(Exception):
+    """Training stopped early; the message says why and what to do."""
+
+
+class Diverged(TrainingError):
+    pass
+
+
+class Interrupted(TrainingError):
+    pass
+
+
+@dataclass
+class TrainConfig:
+    """What defines a run (saved in its checkpoint).  ``None`` means "the preset's choice"."""
+    dataset: str = "fashion-mnist"
+    model: str = presets.DEFAULT
+    epochs: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    seed: int = 0
+    limit: int | None = None
+    augment: bool | None = None
+    data_dir: str | None = None
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with the preset's defaults filled in and every value checked."""
+        preset = presets.get_preset(self.model)
+        spec = datasets.get_spec(self.dataset)
+        c = TrainConfig(**asdict(self))
+        c.model, c.dataset = preset.name, spec.name
+        c.epochs = preset.epochs if c.epochs is None else c.epochs
+        c.batch_size = preset.batch_size if c.batch_size is None else c.batch_size
+        c.optimizer = (preset.optimizer if c.optimizer is None else c.optimizer).lower()
+        c.lr = preset.lr if c.lr is None else c.lr
+        c.augment = preset.augment if c.augment is None else bool(c.augment)
+        _positive_int("epochs", c.epochs, minimum=1)
+        _positive_int("batch size", c.batch_size, minimum=1)
+        if c.limit is not None:
+            _positive_int("limit", c.limit, minimum=1)
+        _positive_int("seed", c.seed, minimum=0)
+        if c.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"unknown optimizer {c.optimizer!r}; valid ones are: sgd, adam")
+        if not (isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr > 0):
+            raise ValueError(f"learning rate must be a positive number; got {c.lr!r}")
+        c.lr = float(c.lr)
+        return c
+
+    def optimizer_options(self) -> dict:
+        preset = presets.get_preset(self.model)
+        if self.optimizer == preset.optimizer:
+            return dict(preset.optimizer_options)
+        return {"momentum": 0.9} if self.optimizer == "sgd" else {}
+
+
+def _positive_int(what, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{what} must be an integer >= {minimum}; got {value!r}")
+
+
+# --- schedule, augmentation ---------------------------------------------------------------------
+
+class LRSchedule(Callback):
+    """``constant``, or ``onecycle``: linear warm-up over the first 15% of steps from lr/10 to lr,
+    then cosine decay to lr/100.  The rate depends only on (epoch, step)."""
+
+    def __init__(self, base_lr: float, kind: str, epochs: int):
+        if kind not in ("constant", "onecycle"):
+            raise ValueError(f"unknown schedule {kind!r}; valid ones are: constant, onecycle")
+        self.base_lr, self.kind, self.epochs = base_lr, kind, epochs
+
+    def lr_at(self, global_step: int) -> float:
+        if self.kind == "constant":
+            return self.base_lr
+        t = min(global_step / max(self.total, 1), 1.0)
+        warm = 0.15
+        if t < warm:
+            return self.base_lr * (0.1 + 0.9 * t / warm)
+        return self.base_lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (t - warm) / (1 - warm))))
+
+    def on_train_begin(self, net, epochs, steps):
+        self.net, self.steps, self.total = net, steps, steps * self.epochs
+
+    def on_epoch_begin(self, epoch):
+        self.epoch = epoch
+        self.net.optimizer.lr = self.lr_at(epoch * self.steps)
+
+    def on_batch_end(self, step, device_logs):
+        self.net.optimizer.lr = self.lr_at(self.epoch * self.steps + step + 1)
+
+
+class RandomShiftFlip:
+    """Augmentation on the device: a random shift of up to ``pad`` pixels (zero fill) and,
+    optionally, a random left-right flip, per image.
+
+    The Python loops run over the 2*pad+1 possible shifts, never over images or pixels.
+    The random numbers come from a host NumPy generator whose state is checkpointed.
+    """
+
+    def __init__(self, backend, seed: int, pad: int = 2, flip: bool = True):
+        self.backend, self.pad, self.flip = backend, int(pad), bool(flip)
+        self.rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xA06]))
+
+    @property
+    def state(self):
+        return self.rng.bit_generator.state
+
+    @state.setter
+    def state(self, value):
+        self.rng.bit_generator.state = value
+
+    def __call__(self, x):
+        b, xp = self.backend, self.backend.xp
+        n, c, h, w = x.shape
+        if self.flip:
+            flips = b.from_numpy(np.reshape(self.rng.random(n) < 0.5, (n, 1, 1, 1)))
+            x = xp.where(flips, xp.flip(x, axis=3), x)
+        p = self.pad
+        if p:
+            shifts = self.rng.integers(-p, p + 1, size=(2, n))
+            padded = xp.zeros((n, c, h + 2 * p, w + 2 * p), dtype=x.dtype, device=b.device)
+            padded[:, :, p:p + h, p:p + w] = x
+            rows = padded[:, :, p:p + h, :]
+            for s in range(-p, p + 1):
+                if s:
+                    rows = xp.where(b.from_numpy(np.reshape(shifts[0] == s, (n, 1, 1, 1))),
+                                    padded[:, :, p + s:p + s + h, :], rows)
+            x = rows[:, :, :, p:p + w]
+            for s in range(-p, p + 1):
+                if s:
+                    x = xp.where(b.from_numpy(np.reshape(shifts[1] == s, (n, 1, 1, 1))),
+                                 rows[:, :, :, p + s:p + s + w], x)
+        return x
+
+
+# --- monitoring, checkpoints, interruption ------------------------------------------------------
+
+class Monitor(Callback):
+    """Progress bar, epoch timing and the non-finite-loss watch, reading the device every ``log_every`` steps."""
+
+    def __init__(self, log_every: int = 10, progress: bool = True, file=None):
+        self.log_every, self.progress, self.file = max(1, int(log_every)), progress, file
+        self.bad_step = None
+        self.failure = None          # (epoch, step) of the first non-finite loss, 1-based
+        self.epoch_seconds = []
+        self.images = 0
+
+    def on_train_begin(self, net, epochs, steps):
+        self.net, self.epochs, self.steps = net, epochs, steps
+        b = net.backend
+        self.bad_step = b.xp.asarray(-1, dtype=b.xp.int64, device=b.device)
+
+    def on_epoch_begin(self, epoch):
+        self.epoch, self.last_step, self.shown, self.seen = epoch, -1, 0, 0
+        self.t0 = time.perf_counter()
+        self.bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch",
+                            file=self.file or sys.stderr, dynamic_ncols=True, leave=True)
+
+    def on_batch_end(self, step, logs):
+        xp = self.net.backend.xp
+        # On the device, no sync: remember the first step whose loss was NaN or Inf.
+        self.bad_step = xp.where((self.bad_step < 0) & ~xp.isfinite(logs["loss"]),
+                                 xp.asarray(step, dtype=xp.int64, device=self.net.backend.device), self.bad_step)
+        self.last_step, self.seen = step, logs["seen"]
+        last = step + 1 == self.steps
+        if (step + 1) % self.log_every and not last and not self.net.stop_training:
+            return
+        bad = int(self.bad_step)                          # the one sync per log interval
+        if bad >= 0 and self.failure is None:
+            self.failure = (self.epoch + 1, bad + 1)
+            self.net.stop_training = True
+        if last or self.net.stop_training:
+            self.net.backend.synchronize()
+            self.epoch_seconds.append(time.perf_counter() - self.t0)
+            self.images += logs["seen"]
+        if self.bar is not None:
+            seen = logs["seen"]
+            elapsed = max(time.perf_counter() - self.t0, 1e-9)
+            self.bar.update(step + 1 - self.shown)
+            self.shown = step + 1
+            self.bar.set_postfix_str(f"loss={float(logs['loss_sum']) / seen:.4f} "
+                                     f"acc={int(logs['correct']) / seen:.4f} img/s={seen / elapsed:,.0f}",
+                                     refresh=False)
+
+    def on_epoch_end(self, epoch, logs):
+        if self.failure is None and not math.isfinite(logs["loss"]):
+            bad = int(self.bad_step)
+            self.failure = (epoch + 1, bad + 1 if bad >= 0 else self.last_step + 1)
+            self.net.stop_training = True
+        if self.bar is not None:
+            if "val_accuracy" in logs:
+                self.bar.set_postfix_str(f"loss={logs['loss']:.4f} acc={logs['accuracy']:.4f} "
+                                         f"test_loss={logs['val_loss']:.4f} test_acc={logs['val_accuracy']:.4f}")
+            self.bar.close()
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / max(sum(self.epoch_seconds), 1e-9)
+
+
+class Checkpointer(Callback):
+    """After each complete epoch: append to the history and write the checkpoint."""
+
+    def __init__(self, out_dir, config: dict, history: dict, monitor: Monitor, augment=None,
+                 weights_metadata=None, interrupt=None):
+        self.out_dir, self.config, self.history = Path(out_dir), config, history
+        self.monitor, self.augment, self.weights_metadata = monitor, augment, weights_metadata
+        self.interrupt = interrupt
+        self.saved_epoch = None
+        self.partial = None
+
+    def on_train_begin(self, net, epochs, steps):
+        self.net, self.steps = net, steps
+
+    def on_epoch_end(self, epoch, logs):
+        if self.monitor.failure is not None:
+            return                                    # keep the last good checkpoint
+        complete = self.monitor.last_step + 1 == self.steps
+        if complete:
+            for key, value in logs.items():
+                self.history.setdefault(key, []).append(float(value))
+            self.history.setdefault("seconds", []).append(round(self.monitor.epoch_seconds[-1], 3))
+            self._save(epoch + 1)
+            self.saved_epoch = epoch + 1
+        elif self.interrupt is not None and self.interrupt.requested:
+            # Ctrl-C mid-epoch: keep what was learnt; --resume restarts this epoch from its first batch.
+            self.partial = (epoch + 1, self.monitor.last_step + 1)
+            self._save(epoch, extra={"interrupted": {"epoch": epoch + 1, "step": self.monitor.last_step + 1}})
+
+    def _save(self, epochs_done, extra=None):
+        checkpoint.save(self.out_dir, self.net, epoch=epochs_done, config=self.config, history=self.history,
+                        augment=self.augment, extra=extra, weights_metadata=self.weights_metadata)
+
+
+class _SigintHandler:
+    """The first Ctrl-C asks fit to stop after the current batch; a second one stops at once."""
+
+    def __init__(self, net, echo):
+        self.net, self.echo, self.requested, self.previous = net, echo, False, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        self.net.stop_training = True
+        signal.signal(signal.SIGINT, self.previous or signal.default_int_handler)
+        self.echo("\ninterrupted: finishing the current batch and writing a checkpoint (Ctrl-C again to quit now)")
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+# --- the job --------------------------------------------------------------------------------------
+
+RESUMABLE_CHANGES = ("epochs", "lr", "data_dir")
+
+
+def merge_resume_config(saved: dict, requested: dict) -> TrainConfig:
+    """The saved configuration, with the options given again on the command line checked against it.
+
+    Only ``epochs``, ``lr`` and ``data_dir`` may change on resume (``requested`` holds the
+    options the user gave explicitly); anything else would make a different run.
+    """
+    known = {f.name for f in fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in saved.items() if k in known})
+    for key, value in requested.items():
+        if value is None or key not in known:
+            continue
+        current = getattr(config, key)
+        if key in ("model", "dataset"):
+            same = (presets.get_preset(value).name if key == "model" else datasets.get_spec(value).name) == current
+        else:
+            same = value == current
+        if same:
+            continue
+        if key not in RESUMABLE_CHANGES:
+            raise ValueError(f"--{key.replace('_', '-')} {value} differs from the checkpoint's {current}; a resumed "
+                             f"run keeps its {key.replace('_', ' ')} (start a new run with another --out instead)")
+        setattr(config, key, value)
+    return config
+
+
+def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict | None = None,
+          backend=None, progress: bool = True, log_every: int = 10, dataset: datasets.Dataset | None = None,
+          callbacks=(), echo=print) -> dict:
+    """Run (or resume) a training job into ``out_dir``; returns the summary.
+
+    Raises ``Diverged`` on a non-finite loss (the last good checkpoint is kept) and
+    ``Interrupted`` after Ctrl-C (a checkpoint of the current state is written).
+    ``dataset`` bypasses loading (tests pass small arrays).
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    saved = None
+    if resume:
+        model_arrays, optim_arrays, saved = checkpoint.load(out_dir)
+        if requested is None:  # the fields of ``config`` that differ from the defaults
+            requested = {k: v for k, v in asdict(config).items() if v != getattr(TrainConfig(), k)}
+        config = merge_resume_config(saved["config"], requested)
+    config = config.resolved()
+    preset = presets.get_preset(config.model)
+    if backend is not None:
+        backend = backends.use(backend) if isinstance(backend, str) else backend
+    else:
+        backend = backends.get_backend()
+
+    if dataset is None:
+        dataset = datasets.load(config.dataset, config.data_dir, progress=progress)
+    data = dataset.limit(config.limit)
+
+    net = preset.build(data.input_shape, data.num_classes, seed=config.seed, backend=backend)
+    net.compile(config.optimizer, lr=config.lr, **config.optimizer_options())
+    augment = RandomShiftFlip(backend, config.seed) if config.augment else None
+    history: dict = {}
+    initial_epoch = 0
+    if saved is not None:
+        try:
+            checkpoint.restore(net, model_arrays, optim_arrays, saved, augment, source=str(out_dir / checkpoint.CHECKPOINT))
+        except ValueError as exc:
+            raise checkpoint.CheckpointError(str(exc)) from None
+        history = {k: list(v) for k, v in saved["history"].items()}
+        initial_epoch = int(saved["epoch"])
+        note = ""
+        if saved.get("interrupted"):
+            note = (f" (epoch {saved['interrupted']['epoch']} was interrupted at step {saved['interrupted']['step']};"
+                    " it restarts from its first batch with the weights learnt so far)")
+        echo(f"resuming {out_dir} after epoch {initial_epoch} of {config.epochs}{note}")
+        if initial_epoch >= config.epochs:
+            echo(f"nothing to do: {initial_epoch} epochs are done; pass --epochs N to train longer")
+
+    if initial_epoch == 0:
+        echo(f"training {config.model} ({net.model.param_count():,} parameters) on {data.name}: "
+             f"{len(data.y_train):,} training and {len(data.y_test):,} test images from {data.source or 'memory'}")
+        echo(f"  {config.epochs} epochs, batch {config.batch_size}, {config.optimizer} lr {config.lr:g} "
+             f"({preset.schedule}){', augmented' if config.augment else ''}, seed {config.seed}, "
+             f"on {backend.describe()} -> {out_dir}")
+    config_dict = asdict(config)
+    weights_meta = {"preset": config.model, "dataset": config.dataset, "classes": list(data.classes)}
+    monitor = Monitor(log_every=log_every, progress=progress)
+    net.stop_training = False
+    with _SigintHandler(net, echo) as sigint:
+        saver = Checkpointer(out_dir, config_dict, history, monitor, augment, weights_meta, interrupt=sigint)
+        cbs = [LRSchedule(config.lr, preset.schedule, config.epochs), monitor, saver, *callbacks]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a NaN is reported below
+            net.fit(data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
+                    validation_data=(data.x_test, data.y_test), verbose=0, callbacks=cbs,
+                    initial_epoch=initial_epoch, augment=augment)
+
+    if monitor.failure is not None:
+        epoch, step = monitor.failure
+        kept = (f"the last good checkpoint (epoch {initial_epoch if saver.saved_epoch is None else saver.saved_epoch})"
+                f" is kept in {out_dir}" if (out_dir / checkpoint.CHECKPOINT).is_file() else "no checkpoint was written")
+        raise Diverged(f"training stopped: the loss became NaN or infinite at epoch {epoch}, step {step}; {kept}. "
+                       f"Try a lower learning rate (e.g. --lr {config.lr / 3:.3g}) or a smaller --batch-size.")
+    if sigint.requested:
+        where = (f"epoch {saver.partial[0]}, step {saver.partial[1]}" if saver.partial
+                 else f"the end of epoch {saver.saved_epoch}")
+        raise Interrupted(f"interrupted at {where}; checkpoint written to {out_dir}. "
+                          f"Continue with: dcnn train --resume --out {out_dir}")
+
+    _plot_curves(history, out_dir, echo)
+    seconds = time.perf_counter() - started
+    last = {k: v[-1] for k, v in history.items() if v}
+    return {
+        "dataset": config.dataset, "model": config.model, "backend": backend.describe(),
+        "epochs": len(history.get("loss", [])), "batch_size": config.batch_size, "optimizer": config.optimizer,
+        "lr": config.lr, "seed": config.seed, "train_images": int(len(data.y_train)),
+        "seconds": round(seconds, 2), "train_seconds": round(sum(monitor.epoch_seconds), 2),
+        "train_loss": last.get("loss"), "train_accuracy": last.get("accuracy"),
+        "test_loss": last.get("val_loss"), "test_accuracy": last.get("val_accuracy"),
+        "images_per_second": round(monitor.images_per_second, 1) if monitor.images else None,
+        "out": str(out_dir), "weights": str(out_dir / checkpoint.WEIGHTS),
+        "history": history,
+    }
+
+
+def _plot_curves(history, out_dir, echo):
+    """curves.png via dcnn.viz when matplotlib (and that module) are installed; silently skipped otherwise."""
+    if not history.get("loss"):
+        return
+    try:
+        import matplotlib  # noqa: F401
+        from .viz import plot_training_curves
+    except (ImportError, AttributeError):
+        return
+    try:
+        plot_training_curves(history, Path(out_dir) / "curves.png")
+    except Exception as exc:  # a plot must never lose a finished run
+        echo(f"note: could not draw the training curves ({type(exc).__name__}: {exc})")
