@@ -300,7 +300,7 @@ def parse_idx(path, content: bytes, ndim: int) -> np.ndarray:
 
 
 def _images(u8: np.ndarray) -> np.ndarray:
-    return np.multiply(u8, np.float32(1 / 255), dtype=np.float32)
+    return np.divide(u8, np.float32(255), dtype=np.float32)  # exactly as torchvision's ToTensor
 
 
 def _labels(path, labels: np.ndarray, classes: int) -> np.ndarray:
