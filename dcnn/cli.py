@@ -294,6 +294,14 @@ def _first_clause(exc) -> str:
     return text if len(text) < 300 else text[:297] + "..."
 
 
+def _run_config(weights_path: Path) -> dict:
+    from .checkpoint import CONFIG
+    try:
+        return json.loads((weights_path.parent / CONFIG).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 # --- evaluate -------------------------------------------------------------------------------------
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
@@ -308,7 +316,10 @@ def cmd_evaluate(args) -> int:
     name = args.dataset or meta.get("dataset")
     if name is None:
         raise ValueError(f"{path} does not say which dataset it was trained on; pass --dataset")
-    data = datasets.load(name, args.data_dir)
+    data_dir = args.data_dir
+    if data_dir is None and args.dataset is None:   # a run folder remembers where its data came from
+        data_dir = _run_config(path).get("data_dir")
+    data = datasets.load(name, data_dir)
     classes = list(meta["classes"])
     if data.input_shape != net.input_shape or data.num_classes != len(classes):
         raise ValueError(f"{path} was trained for inputs {net.input_shape} and {len(classes)} classes; "

@@ -170,8 +170,8 @@ class RandomShiftFlip:
 class Monitor(Callback):
     """Progress bar, epoch timing and the non-finite-loss watch, reading the device every ``log_every`` steps."""
 
-    def __init__(self, log_every: int = 10, progress: bool = True, file=None):
-        self.log_every, self.progress, self.file = max(1, int(log_every)), progress, file
+    def __init__(self, log_every: int = 10, progress: bool = True, file=None, echo=None):
+        self.log_every, self.progress, self.file, self.echo = max(1, int(log_every)), progress, file, echo
         self.bad_step = None
         self.failure = None          # (epoch, step) of the first non-finite loss, 1-based
         self.epoch_seconds = []
@@ -227,6 +227,10 @@ class Monitor(Callback):
                 self.bar.set_postfix_str(f"loss={logs['loss']:.4f} acc={logs['accuracy']:.4f} "
                                          f"test_loss={logs['val_loss']:.4f} test_acc={logs['val_accuracy']:.4f}")
             self.bar.close()
+        elif self.echo is not None and self.failure is None:   # no bar: one line per epoch
+            self.echo(f"epoch {epoch + 1}/{self.epochs}  " + "  ".join(
+                f"{k.replace('val_', 'test_')}={v:.4f}" for k, v in logs.items())
+                + f"  ({self.epoch_seconds[-1] if self.epoch_seconds else 0:.1f}s)")
 
     @property
     def images_per_second(self) -> float:
@@ -376,7 +380,7 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict
              f"on {backend.describe()} -> {out_dir}")
     config_dict = asdict(config)
     weights_meta = {"preset": config.model, "dataset": config.dataset, "classes": list(data.classes)}
-    monitor = Monitor(log_every=log_every, progress=progress)
+    monitor = Monitor(log_every=log_every, progress=progress, echo=echo)
     net.stop_training = False
     with _SigintHandler(net, echo) as sigint:
         saver = Checkpointer(out_dir, config_dict, history, monitor, augment, weights_meta, interrupt=sigint)
