@@ -196,15 +196,12 @@ def test_image_files(tmp_path):
 
 
 # --- the command line -------------------------------------------------------------
-def visualize(*argv):
-    """Parse ``dcnn visualize ARGV`` with the command's own parser and run it."""
-    import argparse
-    from dcnn.viz import command
-    parser = argparse.ArgumentParser(prog="dcnn")
-    command.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["visualize", *map(str, argv)])
-    assert args.func is command.run
-    return args.func(args)
+def visualize(capsys, *argv):
+    """``dcnn visualize ARGV`` through the real entry point: (exit status, stdout lines, stderr)."""
+    from dcnn.cli import main
+    status = main(["visualize", *map(str, argv)])
+    captured = capsys.readouterr()
+    return status, captured.out.split(), captured.err
 
 
 def fashion_mnist_here():
@@ -212,34 +209,84 @@ def fashion_mnist_here():
     return datasets.locate(datasets.get_spec("fashion-mnist"))[0] is not None
 
 
+needs_fashion_mnist = pytest.mark.skipif(not fashion_mnist_here(), reason="Fashion-MNIST is not installed "
+                                                                          "(apt-get install dataset-fashion-mnist)")
+SEED_FILES = ["stage01_conv2d.png", "stage02_relu.png", "stage03_maxpool2d.png", "stage04_featuremapnorm.png",
+              "filters.png"]
+
+
+def names(paths):
+    return [p.rsplit("/", 1)[1] for p in paths]
+
+
+def save_png(path, pixels):
+    from PIL import Image
+    Image.fromarray((pixels * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def trained_run(folder, preset="lenet"):
+    """A run folder as `dcnn train` leaves it (weights with their metadata, history), without training."""
+    from dcnn import presets
+    from dcnn.checkpoint import HISTORY, WEIGHTS
+    from dcnn.datasets import get_spec
+    spec = get_spec("fashion-mnist")
+    net = presets.get_preset(preset).build(spec.input_shape, len(spec.classes))
+    net.save_weights(folder / WEIGHTS, metadata={"preset": preset, "dataset": spec.name,
+                                                 "classes": list(spec.classes)})
+    (folder / HISTORY).write_text('{"epochs_done": 2, "loss": [1.0, 0.6], "accuracy": [0.6, 0.8], '
+                                  '"val_loss": [0.8, 0.7], "val_accuracy": [0.7, 0.75]}')
+    return folder
+
+
 @needs_matplotlib
 def test_cli_seed_model_on_an_image_file(tmp_path, capsys):
-    from PIL import Image
-    Image.fromarray((shapes_image(36) * 255).astype(np.uint8)).save(tmp_path / "shapes.png")
-    assert visualize("--model", "seed", "--image", tmp_path / "shapes.png", "--out", tmp_path / "out") == 0
-    written = capsys.readouterr().out.split()
-    assert [p.rsplit("/", 1)[1] for p in written] == ["stage01_conv2d.png", "stage02_relu.png",
-                                                      "stage03_maxpool2d.png", "stage04_featuremapnorm.png",
-                                                      "filters.png"]
-    assert all((tmp_path / "out" / name.rsplit("/", 1)[1]).is_file() for name in written)
+    image = save_png(tmp_path / "shapes.png", shapes_image(36))
+    status, written, _ = visualize(capsys, "--model", "seed", "--image", image, "--out", tmp_path / "out")
+    assert status == 0 and names(written) == SEED_FILES
+    assert all((tmp_path / "out" / name).is_file() for name in SEED_FILES)
+
+
+@needs_matplotlib
+def test_cli_trained_model_on_an_image_file(tmp_path, capsys):
+    run = trained_run(tmp_path)
+    image = save_png(tmp_path / "big.png", shapes_image(40))      # resized to the model's 28x28
+    status, written, _ = visualize(capsys, "--weights", run, "--image", image, "--out", tmp_path / "out",
+                                   "--max-maps", 4)
+    assert status == 0
+    assert names(written) == ["stage01_conv2d.png", "stage02_relu.png", "stage03_maxpool2d.png",
+                              "stage04_conv2d.png", "stage05_relu.png", "stage06_maxpool2d.png",
+                              "filters.png", "training_curves.png"]
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--image", "missing.png"], "image file not found"),
-    (["--model", "resnet"], "unknown --model 'resnet'"),
+    (["--image", "missing.png"], "image file not found: missing.png"),
+    (["--model", "convnet"], "--model convnet needs --weights"),
     (["--results"], "--results needs a trained model"),
     (["--max-maps", "0"], "--max-maps must be at least 1"),
+    (["--weights", "no-such-run"], "weights file not found: no-such-run"),
 ])
-def test_cli_errors_name_the_problem(tmp_path, argv, message):
-    with pytest.raises(SystemExit, match=message):
-        visualize(*argv, "--out", tmp_path)
+def test_cli_errors_name_the_problem(tmp_path, capsys, argv, message):
+    status, _, err = visualize(capsys, *argv, "--out", tmp_path)
+    assert status == 1 and err.startswith("dcnn: error: ") and message in err
 
 
 @needs_matplotlib
-@pytest.mark.skipif(not fashion_mnist_here(), reason="Fashion-MNIST is not installed (apt-get install "
-                                                     "dataset-fashion-mnist)")
+def test_cli_results_of_a_trained_model(tmp_path, capsys, monkeypatch):
+    from dcnn import datasets
+    spec = datasets.get_spec("fashion-mnist")
+    x = np.stack([np.roll(shapes_image(), shift, axis=1) for shift in range(12)])[:, None]
+    tiny = datasets.Dataset(spec.name, x, np.arange(12) % 10, x, np.arange(12) % 10, spec.classes)
+    monkeypatch.setattr(datasets, "load", lambda name, data_dir=None: tiny)
+    run = trained_run(tmp_path)
+    status, written, _ = visualize(capsys, "--weights", run, "--index", 11, "--results", "--out", tmp_path / "out")
+    assert status == 0 and names(written)[-2:] == ["confusion_matrix.png", "misclassified.png"]
+    status, _, err = visualize(capsys, "--weights", run, "--index", 12, "--out", tmp_path / "out")
+    assert status == 1 and "--index 12 is out of range: the fashion-mnist test split has 12 images (0..11)" in err
+
+
+@needs_matplotlib
+@needs_fashion_mnist
 def test_cli_seed_model_on_a_fashion_mnist_image(tmp_path, capsys):
-    assert visualize("--index", 3, "--out", tmp_path) == 0
-    assert len(capsys.readouterr().out.split()) == 5
-    with pytest.raises(SystemExit, match="--index 10000 is out of range: .* 10000 images"):
-        visualize("--index", 10000, "--out", tmp_path)
+    status, written, _ = visualize(capsys, "--index", 3, "--out", tmp_path)
+    assert status == 0 and names(written) == SEED_FILES

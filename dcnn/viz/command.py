@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 EXAMPLES = """\
@@ -25,62 +26,73 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "pip install 'dcnn[plot]'.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     model = p.add_argument_group("model")
-    model.add_argument("--model", default="seed",
-                       help="'seed': the notebook's fixed edge filters -> ReLU -> max-pool -> normalisation "
-                            "(default, needs no training)")
     model.add_argument("--weights", type=Path,
-                       help="a trained model instead: the output folder of `dcnn train` or its .safetensors file")
+                       help="a trained model: the run folder of `dcnn train` or its weights .safetensors file")
+    model.add_argument("--model", help="without --weights: 'seed', the notebook's fixed edge filters -> ReLU -> "
+                                       "max-pool -> normalisation (the default, needs no training); with "
+                                       "--weights: the preset, if the weights file does not say")
     model.add_argument("--max-activation", type=float, default=1.0,
-                       help="the seed model's ReLU firing cap (default: %(default)s, for pixels in [0, 1])")
+                       help="the seed demo's ReLU firing cap (default: %(default)s, for pixels in [0, 1])")
+    model.add_argument("--backend", choices=("numpy", "cupy", "auto"), type=str.lower,
+                       help="default: $DCNN_BACKEND or auto")
     image = p.add_argument_group("image")
-    image.add_argument("--dataset", default="fashion-mnist", help="dataset to take the image from "
-                                                                  "(default: %(default)s)")
+    image.add_argument("--dataset", help="dataset to take the image from (default: the one the weights were "
+                                         "trained on, else fashion-mnist)")
     image.add_argument("--data-dir", type=Path, help="folder holding the dataset files")
     image.add_argument("--split", choices=("test", "train"), default="test", help="default: %(default)s")
     source = image.add_mutually_exclusive_group()
     source.add_argument("--index", type=int, default=0, help="which image of the split (default: %(default)s)")
-    source.add_argument("--image", type=Path, help="a PNG/JPEG file instead of a dataset image")
+    source.add_argument("--image", type=Path, help="a PNG/JPEG file instead of a dataset image (a trained "
+                                                   "model gets it resized to its input)")
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, default=Path("figures"), help="folder for the PNGs (default: %(default)s)")
     out.add_argument("--max-maps", type=int, default=16, help="feature maps drawn per stage (default: %(default)s)")
     out.add_argument("--results", action="store_true",
-                     help="also a confusion matrix and misclassified images of the dataset's test split")
+                     help="with --weights: a confusion matrix and misclassified images of the test split")
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> int:
-    """Draw what ``args`` asks for, print each file written; errors exit with their reason."""
-    from ..datasets import DatasetError
+    """Draw what ``args`` asks for and print each file written.
+
+    Bad input raises ValueError / FileNotFoundError, which ``dcnn.cli`` reports in one line.
+    """
     try:
         written = draw(args)
-    except (ValueError, TypeError, OSError, ImportError, DatasetError) as exc:
-        raise SystemExit(f"dcnn visualize: error: {exc}") from None
+    except ImportError as exc:   # matplotlib (or Pillow) missing: say how to install, no traceback
+        raise SystemExit(f"dcnn: error: {exc}") from None
     for path in written:
         print(path)
     return 0
 
 
 def draw(args) -> list[Path]:
+    import backends
     from . import plot_filters, plot_results, plot_stages, plot_training_curves
     if args.max_maps < 1:
         raise ValueError(f"--max-maps must be at least 1; got {args.max_maps}")
+    if args.weights is None and args.results:
+        raise ValueError("--results needs a trained model: give --weights RUN_FOLDER")
+    if args.weights is None and (args.model or "seed") != "seed":
+        raise ValueError(f"--model {args.model} needs --weights (an untrained model shows only random "
+                         "filters); without weights only the seed's edge-filter demo (--model seed) is drawn")
+    backend = backends.use(args.backend) if args.backend else backends.get_backend()
     if args.weights is not None:
-        net, history = load_trained(args.weights)
-    elif args.model == "seed":
-        from .seed import edge_filter_demo
-        net, history = edge_filter_demo(max_activation=args.max_activation), None
+        net, meta, history = load_trained(args.weights, args.model, backend)
+        dataset_name = args.dataset or meta.get("dataset") or "fashion-mnist"
+        model_name = f"{meta.get('preset') or args.model} ({args.weights})"
     else:
-        raise ValueError(f"unknown --model {args.model!r}: give --model seed, or --weights for a trained model")
-    if args.results and args.weights is None:
-        raise ValueError("--results needs a trained model: give --weights")
+        from .seed import edge_filter_demo
+        net, history = edge_filter_demo(max_activation=args.max_activation, backend=backend), None
+        dataset_name, model_name = args.dataset or "fashion-mnist", "seed edge-filter demo"
     dataset = None
     if args.image is None or args.results:
         from ..datasets import load
-        dataset = load(args.dataset, args.data_dir)
+        dataset = load(dataset_name, args.data_dir)
     image, caption = pick_image(args, net, dataset)
     out = args.out
-    written = plot_stages(net, image, out, max_maps=args.max_maps, caption=caption)
+    written = plot_stages(net, image, out, max_maps=args.max_maps, caption=f"{caption} · {model_name}")
     written.append(plot_filters(net, out / "filters.png"))
     if history:
         written.append(plot_training_curves(history, out / "training_curves.png"))
@@ -105,7 +117,11 @@ def pick_image(args, net, dataset):
                                 f"{dataset.classes[labels[args.index]]}")
 
 
-def load_trained(weights: Path):
-    """A trained model and its history (or None) from ``weights`` (a folder or a .safetensors file)."""
-    raise ValueError("drawing a trained model needs the model presets (dcnn.presets), which this version "
-                     "lacks; use --model seed")
+def load_trained(weights: Path, model: str | None, backend):
+    """(net, weights metadata, history dict or None) for a run folder or weights file of ``dcnn train``."""
+    from ..checkpoint import HISTORY
+    from ..cli import load_trained as load_net
+    net, meta, path = load_net(Path(weights), model, backend)
+    history_file = path.parent / HISTORY
+    history = json.loads(history_file.read_text()) if history_file.is_file() else None
+    return net, meta, history

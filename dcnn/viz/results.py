@@ -50,7 +50,7 @@ def confusion_matrix_figure(y_true, y_pred, class_names=None):
     names = _names(class_names, n)
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     size = 1.5 + 0.55 * n
-    fig = new_figure(size + 1.0, size)
+    fig = new_figure(size + 0.4, size + 0.2)
     ax = fig.add_subplot()
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in np.ndenumerate(counts):    # one label per cell, not per sample
