@@ -5,13 +5,7 @@ import numpy as np
 
 from ..layers import Conv2D, FeatureMapNorm, MaxPool2D, ReLU
 from ..network import DCNNetwork
-
-# Responds to left-to-right changes in brightness (vertical edges)...
-VERTICAL_EDGE = np.array([[1, 0, -1],
-                          [1, 0, -1],
-                          [1, 0, -1]], dtype=np.float32)
-# ...and to top-to-bottom changes (horizontal edges).
-HORIZONTAL_EDGE = VERTICAL_EDGE.T.copy()
+from ..presets import HORIZONTAL_EDGE, VERTICAL_EDGE   # [[1, 0, -1]] * 3 and its transpose
 
 
 def edge_filter_demo(input_shape=None, *, max_activation: float = 1.0, pool_size: int = 2,
