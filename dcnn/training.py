@@ -179,11 +179,15 @@ class Monitor(Callback):
 
     def on_train_begin(self, net, epochs, steps):
         self.net, self.epochs, self.steps = net, epochs, steps
-        b = net.backend
-        self.bad_step = b.xp.asarray(-1, dtype=b.xp.int64, device=b.device)
+        self.bad_step = self._device_int(-1)
+
+    def _device_int(self, value):
+        b = self.net.backend
+        return b.xp.asarray(value, dtype=b.xp.int64, device=b.device)
 
     def on_epoch_begin(self, epoch):
         self.epoch, self.last_step, self.shown, self.seen = epoch, -1, 0, 0
+        self.step_on_device = self._device_int(0)
         self.t0 = time.perf_counter()
         self.bar = None
         if self.progress:
@@ -194,8 +198,9 @@ class Monitor(Callback):
     def on_batch_end(self, step, logs):
         xp = self.net.backend.xp
         # On the device, no sync: remember the first step whose loss was NaN or Inf.
-        self.bad_step = xp.where((self.bad_step < 0) & ~xp.isfinite(logs["loss"]),
-                                 xp.asarray(step, dtype=xp.int64, device=self.net.backend.device), self.bad_step)
+        self.bad_step = xp.where((self.bad_step < 0) & ~xp.isfinite(logs["loss"]), self.step_on_device,
+                                 self.bad_step)
+        self.step_on_device += 1
         self.last_step, self.seen = step, logs["seen"]
         last = step + 1 == self.steps
         if (step + 1) % self.log_every and not last and not self.net.stop_training:
