@@ -58,30 +58,39 @@ class Backend:
         """
         n, h, w, c = x.shape
         oh, ow = (h - kh) // stride + 1, (w - kw) // stride + 1
-        cols = [x[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride, :]
-                for i in range(kh) for j in range(kw)]
+        cols = [x[:, rows, cols_, :] for _, rows, cols_ in taps(kh, kw, stride, oh, ow)]
         return self.xp.stack(cols, axis=3)
 
-    def fold_patches(self, cols, hw: tuple[int, int], kh: int, kw: int, stride: int):
-        """col2im, the adjoint of ``patches``: (N, OH, OW, KH*KW, C) -> (N, H, W, C).
+    def max_pool(self, x, k: int, stride: int):
+        """Max over k x k windows of an NHWC array: (N, H, W, C) -> ((N, OH, OW, C), saved).
 
-        Overlapping windows are summed by KH*KW slice additions: no scatter-add.
+        A running maximum over the k*k strided views of ``x`` (one per window
+        offset): nothing is stacked.  ``saved`` is what ``max_pool_backward`` needs.
         """
         xp = self.xp
-        n, oh, ow, _, c = cols.shape
-        h, w = hw
-        if stride == kh == kw and h == oh * kh and w == ow * kw:
-            # Windows tile the image exactly: folding is a pure reshape.
-            t = xp.reshape(cols, (n, oh, ow, kh, kw, c))
-            t = xp.permute_dims(t, (0, 1, 3, 2, 4, 5))
-            return xp.reshape(t, (n, h, w, c))
-        out = xp.zeros((n, h, w, c), dtype=cols.dtype, device=self.device)
-        for i in range(kh):
-            for j in range(kw):
-                rows = slice(i, i + stride * (oh - 1) + 1, stride)
-                colsl = slice(j, j + stride * (ow - 1) + 1, stride)
-                out[:, rows, colsl, :] += cols[:, :, :, i * kw + j, :]
-        return out
+        n, h, w, c = x.shape
+        oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
+        views = [x[:, rows, cols, :] for _, rows, cols in taps(k, k, stride, oh, ow)]
+        y = views[0]
+        for view in views[1:]:
+            y = xp.maximum(y, view)
+        return y, (x, y)
+
+    def max_pool_backward(self, dy, saved, k: int, stride: int):
+        """dx for ``max_pool``: each window's gradient goes to its first maximum in
+        row-major order (as torch.nn.MaxPool2d), found by comparing each view with
+        the maximum; overlapping windows add up."""
+        xp = self.xp
+        x, y = saved
+        _, oh, ow, _ = y.shape
+        dx = xp.zeros(x.shape, dtype=dy.dtype, device=self.device)
+        taken = None
+        for _, rows, cols in taps(k, k, stride, oh, ow):
+            hit = x[:, rows, cols, :] == y
+            first = hit if taken is None else hit & ~taken
+            taken = hit if taken is None else taken | hit
+            dx[:, rows, cols, :] += xp.where(first, dy, xp.zeros_like(dy))
+        return dx
 
     # --- randomness ---------------------------------------------------------
     def random_generator(self, seed):
@@ -110,3 +119,12 @@ class _HostGenerator:
     @state.setter
     def state(self, value):
         self._rng.bit_generator.state = value
+
+
+def taps(kh: int, kw: int, stride: int, oh: int, ow: int):
+    """(offset index, row slice, column slice) of each kernel offset's strided view:
+    the input pixels that offset (i, j) of every output window reads."""
+    for i in range(kh):
+        for j in range(kw):
+            yield (i * kw + j, slice(i, i + stride * (oh - 1) + 1, stride),
+                   slice(j, j + stride * (ow - 1) + 1, stride))

@@ -1,4 +1,8 @@
-"""Max pooling (torch.nn.MaxPool2d semantics: floor, first maximum wins)."""
+"""Max pooling (torch.nn.MaxPool2d semantics: floor, first maximum wins).
+
+The work is the backend's ``max_pool`` on channels-last memory (the layout the
+convolutions produce); the result is handed on as an NCHW view.
+"""
 from backends import backend_of
 from .base import Layer, check_rank
 
@@ -28,18 +32,12 @@ class MaxPool2D(Layer):
         self.output_shape(tuple(x.shape[1:]))
         backend = backend_of(x)
         xp = backend.xp
-        k, s = self.pool_size, self.stride
-        windows = backend.patches(xp.permute_dims(x, (0, 2, 3, 1)), k, k, s)  # (N, OH, OW, K*K, C)
-        # argmax returns the first maximum in row-major window order, as PyTorch does.
-        self._cache = (backend, xp.argmax(windows, axis=3), tuple(x.shape))
-        return xp.permute_dims(xp.max(windows, axis=3), (0, 3, 1, 2))
+        y, saved = backend.max_pool(xp.permute_dims(x, (0, 2, 3, 1)), self.pool_size, self.stride)
+        self._cache = (backend, saved)
+        return xp.permute_dims(y, (0, 3, 1, 2))
 
     def backward(self, dy):
-        backend, argmax, (n, c, h, w) = self._cache
+        backend, saved = self._cache
         xp = backend.xp
-        k, s = self.pool_size, self.stride
-        slots = xp.reshape(xp.arange(k * k, device=backend.device), (1, 1, 1, k * k, 1))
-        dyt = xp.permute_dims(dy, (0, 2, 3, 1))[:, :, :, None, :]
-        dwindows = xp.where(argmax[:, :, :, None, :] == slots, dyt, 0.0)
-        dx = backend.fold_patches(dwindows, (h, w), k, k, s)
+        dx = backend.max_pool_backward(xp.permute_dims(dy, (0, 2, 3, 1)), saved, self.pool_size, self.stride)
         return xp.permute_dims(dx, (0, 3, 1, 2))

@@ -1,0 +1,148 @@
+"""Device fast paths against the generic array-API ``Backend`` methods they override.
+
+Each fast path (e.g. ``NumpyBackend.patches``) must give exactly what the generic
+method gives on the same backend's arrays: random data, ties, odd sizes, strides
+that overlap, tile, or leave gaps.  The layers that use them are also checked
+against PyTorch (tests/test_torch_oracle.py) and by gradient checks.
+"""
+import numpy as np
+import pytest
+
+import backends
+from backends.base import Backend
+from dcnn import BatchNorm2D, Conv2D, DCNNetwork, Dense, Flatten, MaxPool2D, ReLU
+from dcnn.layers.container import Sequential, run_order
+
+FAST = ("numpy", "cupy")
+WINDOWS = [  # (k, stride, h, w)
+    (2, 2, 8, 8), (2, 2, 9, 7), (3, 2, 9, 8), (3, 3, 10, 11), (2, 1, 5, 6), (1, 1, 4, 4), (3, 1, 5, 5),
+    (2, 3, 8, 9), (4, 4, 4, 4), (3, 3, 3, 5)]
+
+
+@pytest.fixture(params=FAST)
+def fast(request):
+    try:
+        return backends.resolve(request.param)
+    except backends.BackendError as exc:
+        pytest.skip(f"{request.param} backend unavailable here: {exc}")
+
+
+def generic(backend):
+    """The same array library and device, with only the generic Backend methods."""
+    return Backend(backend.xp, device=backend.device)
+
+
+def host(backend, array):
+    return backend.to_numpy(array)
+
+
+def inputs(rng, shape, dtype, ties):
+    x = rng.standard_normal(shape)
+    if ties:  # few distinct values: ties of every pattern, and a plateau as a blank background gives
+        x = np.round(x * 2) / 2
+        x[:, : shape[1] // 3, :, :] = 0.5
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("k,stride,h,w", WINDOWS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_patches(fast, rng, k, stride, h, w, dtype):
+    x = fast.from_numpy(rng.standard_normal((2, h, w, 3)).astype(dtype))
+    ours, ref = fast.patches(x, k, k, stride), generic(fast).patches(x, k, k, stride)
+    assert ours.dtype == ref.dtype and tuple(ours.shape) == tuple(ref.shape)
+    np.testing.assert_array_equal(host(fast, ours), host(fast, ref))
+
+
+def test_patches_of_a_channels_last_view(fast, rng):
+    """The convolution passes NCHW views of NHWC memory (and padded copies)."""
+    nchw = fast.from_numpy(rng.standard_normal((2, 5, 7, 6)).astype(np.float32))
+    view = fast.xp.permute_dims(nchw, (0, 2, 3, 1))
+    ours, ref = fast.patches(view, 3, 3, 2), generic(fast).patches(view, 3, 3, 2)
+    np.testing.assert_array_equal(host(fast, ours), host(fast, ref))
+
+
+@pytest.mark.parametrize("k,stride,h,w", WINDOWS)
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool(fast, rng, k, stride, h, w, ties, dtype):
+    x = fast.from_numpy(inputs(rng, (2, h, w, 4), dtype, ties))
+    y, saved = fast.max_pool(x, k, stride)
+    y_ref, saved_ref = generic(fast).max_pool(x, k, stride)
+    assert y.dtype == y_ref.dtype and tuple(y.shape) == tuple(y_ref.shape)
+    np.testing.assert_array_equal(host(fast, y), host(fast, y_ref))
+    dy = fast.from_numpy(rng.standard_normal(tuple(y.shape)).astype(dtype))
+    dx = fast.max_pool_backward(dy, saved, k, stride)
+    dx_ref = generic(fast).max_pool_backward(dy, saved_ref, k, stride)
+    assert dx.dtype == dx_ref.dtype and tuple(dx.shape) == tuple(x.shape)
+    np.testing.assert_array_equal(host(fast, dx), host(fast, dx_ref))
+
+
+def test_max_pool_all_ties_go_to_the_first_pixel(fast):
+    x = fast.from_numpy(np.zeros((1, 4, 4, 2), np.float32))
+    y, saved = fast.max_pool(x, 2, 2)
+    dx = host(fast, fast.max_pool_backward(fast.xp.ones_like(y), saved, 2, 2))
+    expected = np.zeros((1, 4, 4, 2), np.float32)
+    expected[:, ::2, ::2, :] = 1
+    np.testing.assert_array_equal(dx, expected)
+
+
+def test_max_pool_of_a_channels_last_view_with_strided_gradient(fast, rng):
+    """The pool sees NCHW views of NHWC memory; its gradient may arrive in NCHW memory."""
+    xp = fast.xp
+    x = xp.permute_dims(fast.from_numpy(rng.standard_normal((3, 6, 8, 8)).astype(np.float32)), (0, 2, 3, 1))
+    y, saved = fast.max_pool(x, 2, 2)
+    y_ref, saved_ref = generic(fast).max_pool(x, 2, 2)
+    dy = xp.permute_dims(fast.from_numpy(rng.standard_normal((3, 6, 4, 4)).astype(np.float32)), (0, 2, 3, 1))
+    np.testing.assert_array_equal(host(fast, fast.max_pool_backward(dy, saved, 2, 2)),
+                                  host(fast, generic(fast).max_pool_backward(dy, saved_ref, 2, 2)))
+
+
+def test_run_order_puts_each_pool_before_its_relu():
+    conv, relu, pool, relu2, pool2, dense = Conv2D(2), ReLU(), MaxPool2D(), ReLU(6.0), MaxPool2D(3, 2), Dense(3)
+    assert run_order([conv, relu, pool, relu2, pool2, dense]) == [conv, pool, relu, pool2, relu2, dense]
+    assert run_order([relu, relu2, pool]) == [relu, pool, relu2]
+    assert run_order([pool, relu]) == [pool, relu]
+
+
+@pytest.mark.parametrize("cap", [None, 0.7])
+@pytest.mark.parametrize("k,stride", [(2, 2), (3, 2), (2, 3)])
+def test_pool_then_relu_equals_relu_then_pool(backend, rng, cap, k, stride):
+    """The reordering is exact, forward and backward, even with plateaus at 0 and at the cap."""
+    x = rng.standard_normal((2, 3, 9, 8))
+    x[:, :, :4, :] = np.round(x[:, :, :4, :])   # many exact ties, some at 0
+    x = backend.from_numpy(x.astype(np.float32))
+    dy = None
+    results = []
+    for swapped in (False, True):
+        block = Sequential([ReLU(cap), MaxPool2D(k, stride)])
+        layers = run_order(block.layers) if swapped else block.layers
+        y = x
+        for layer in layers:
+            y = layer.forward(y)
+        if dy is None:
+            dy = backend.from_numpy(rng.standard_normal(tuple(y.shape)).astype(np.float32))
+        d = dy
+        for layer in reversed(layers):
+            d = layer.backward(d)
+        results.append((host(backend, y), host(backend, d)))
+    (y0, d0), (y1, d1) = results
+    np.testing.assert_array_equal(y1, y0)
+    np.testing.assert_array_equal(d1, d0)
+
+
+def test_network_training_step_matches_the_unfused_order(rng):
+    """A whole step of the benchmark's network, with and without the reordering."""
+    def make():
+        return DCNNetwork([Conv2D(4, 3, padding=1), BatchNorm2D(), ReLU(), MaxPool2D(2), Conv2D(6, 3, padding=1),
+                           ReLU(), MaxPool2D(2), Flatten(), Dense(16), ReLU(), Dense(5)],
+                          input_shape=(1, 12, 12), seed=3, backend="numpy").build().compile("sgd", lr=0.1, momentum=0.9)
+    x = rng.random((8, 1, 12, 12), dtype=np.float32)
+    y = rng.integers(0, 5, 8)
+    fused, plain = make(), make()
+    plain._logit_layers = lambda: plain.layers          # the layers in the order they were added
+    for _ in range(3):
+        loss_f, _ = fused.train_on_batch(x, y)
+        loss_p, _ = plain.train_on_batch(x, y)
+        assert float(loss_f) == float(loss_p)
+    for key, value in plain.state_dict().items():
+        np.testing.assert_array_equal(fused.state_dict()[key], value, err_msg=key)
