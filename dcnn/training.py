@@ -219,8 +219,8 @@ class Monitor(Callback):
             self.bar.update(step + 1 - self.shown)
             self.shown = step + 1
             self.bar.set_postfix_str(f"loss={float(logs['loss_sum']) / seen:.4f} "
-                                     f"acc={int(logs['correct']) / seen:.4f} img/s={seen / elapsed:,.0f}",
-                                     refresh=False)
+                                     f"acc={int(logs['correct']) / seen:.4f} img/s={seen / elapsed:,.0f}"
+                                     + (" (testing...)" if last else ""), refresh=last)
 
     def on_epoch_end(self, epoch, logs):
         if self.failure is None and not math.isfinite(logs["loss"]):
@@ -229,8 +229,9 @@ class Monitor(Callback):
             self.net.stop_training = True
         if self.bar is not None:
             if "val_accuracy" in logs:
+                rate = f" img/s={self.seen / self.epoch_seconds[-1]:,.0f}" if self.epoch_seconds else ""
                 self.bar.set_postfix_str(f"loss={logs['loss']:.4f} acc={logs['accuracy']:.4f} "
-                                         f"test_loss={logs['val_loss']:.4f} test_acc={logs['val_accuracy']:.4f}")
+                                         f"test_loss={logs['val_loss']:.4f} test_acc={logs['val_accuracy']:.4f}{rate}")
             self.bar.close()
         elif self.echo is not None and self.failure is None:   # no bar: one line per epoch
             self.echo(f"epoch {epoch + 1}/{self.epochs}  " + "  ".join(
