@@ -50,16 +50,22 @@ class Backend:
         out[:, pad:pad + h, pad:pad + w, :] = x
         return out
 
-    def patches(self, x, kh: int, kw: int, stride: int):
-        """im2col for NHWC: (N, H, W, C) -> (N, OH, OW, KH*KW, C).
+    def patches(self, x, kh: int, kw: int, stride: int, ones: bool = False):
+        """im2col for NHWC: (N, H, W, C) -> the (N*OH*OW, KH*KW*C) patch matrix,
+        columns in (kh, kw, c) order, plus a last column of ones if ``ones`` (so
+        that a bias row in the weight matrix adds the bias inside the GEMM).
 
         One strided slice per kernel offset (Chainer's loop), so the Python loop
         runs KH*KW times, never over pixels, samples or filters.
         """
+        xp = self.xp
         n, h, w, c = x.shape
         oh, ow = (h - kh) // stride + 1, (w - kw) // stride + 1
         cols = [x[:, rows, cols_, :] for _, rows, cols_ in taps(kh, kw, stride, oh, ow)]
-        return self.xp.stack(cols, axis=3)
+        cols = xp.reshape(xp.stack(cols, axis=3), (n * oh * ow, kh * kw * c))
+        if ones:
+            cols = xp.concat([cols, xp.ones((n * oh * ow, 1), dtype=x.dtype, device=self.device)], axis=1)
+        return cols
 
     def max_pool(self, x, k: int, stride: int):
         """Max over k x k windows of an NHWC array: (N, H, W, C) -> ((N, OH, OW, C), saved).

@@ -45,20 +45,24 @@ def inputs(rng, shape, dtype, ties):
 
 
 @pytest.mark.parametrize("k,stride,h,w", WINDOWS)
+@pytest.mark.parametrize("channels", [1, 3, 8])     # offset-major below 16 values per window row
+@pytest.mark.parametrize("ones", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_patches(fast, rng, k, stride, h, w, dtype):
-    x = fast.from_numpy(rng.standard_normal((2, h, w, 3)).astype(dtype))
-    ours, ref = fast.patches(x, k, k, stride), generic(fast).patches(x, k, k, stride)
+def test_patches(fast, rng, k, stride, h, w, channels, ones, dtype):
+    x = fast.from_numpy(rng.standard_normal((2, h, w, channels)).astype(dtype))
+    ours, ref = fast.patches(x, k, k, stride, ones), generic(fast).patches(x, k, k, stride, ones)
     assert ours.dtype == ref.dtype and tuple(ours.shape) == tuple(ref.shape)
     np.testing.assert_array_equal(host(fast, ours), host(fast, ref))
 
 
-def test_patches_of_a_channels_last_view(fast, rng):
+@pytest.mark.parametrize("channels", [1, 6])
+def test_patches_of_a_channels_last_view(fast, rng, channels):
     """The convolution passes NCHW views of NHWC memory (and padded copies)."""
-    nchw = fast.from_numpy(rng.standard_normal((2, 5, 7, 6)).astype(np.float32))
+    nchw = fast.from_numpy(rng.standard_normal((2, channels, 7, 6)).astype(np.float32))
     view = fast.xp.permute_dims(nchw, (0, 2, 3, 1))
-    ours, ref = fast.patches(view, 3, 3, 2), generic(fast).patches(view, 3, 3, 2)
-    np.testing.assert_array_equal(host(fast, ours), host(fast, ref))
+    for stride in (1, 2):
+        ours, ref = fast.patches(view, 3, 3, stride, True), generic(fast).patches(view, 3, 3, stride, True)
+        np.testing.assert_array_equal(host(fast, ours), host(fast, ref))
 
 
 @pytest.mark.parametrize("k,stride,h,w", WINDOWS)

@@ -91,10 +91,14 @@ class Conv2D(Layer):
         super().build(input_shape, rng, backend)
 
     def _weight_matrix(self, xp):
-        # (F, C, KH, KW) -> (KH*KW*C, F), matching the patch column order.
+        # (F, C, KH, KW) -> (KH*KW*C, F), matching the patch column order, then the
+        # bias as one more row: the patch matrix ends with a column of ones.
         w = self.params["weight"]
         f, c, k, _ = w.shape
-        return xp.reshape(xp.permute_dims(w, (2, 3, 1, 0)), (k * k * c, f))
+        wmat = xp.reshape(xp.permute_dims(w, (2, 3, 1, 0)), (k * k * c, f))
+        if self.use_bias:
+            wmat = xp.concat([wmat, xp.reshape(self.params["bias"], (1, f))], axis=0)
+        return wmat
 
     def forward(self, x):
         check_rank(self, x, 4, "(N, C, H, W) images")
@@ -103,13 +107,10 @@ class Conv2D(Layer):
         xp = backend.xp
         n, c, h, w = x.shape
         k, s, p = self.kernel_size, self.stride, self.padding
+        _, oh, ow = self.output_shape((c, h, w))
         xt = backend.pad_hw(xp.permute_dims(x, (0, 2, 3, 1)), p)
-        cols = backend.patches(xt, k, k, s)
-        _, oh, ow, kk, _ = cols.shape
-        cols = xp.reshape(cols, (n * oh * ow, kk * c))
+        cols = backend.patches(xt, k, k, s, ones=self.use_bias)   # (N*OH*OW, KH*KW*C [+ 1])
         y = cols @ self._weight_matrix(xp)
-        if self.use_bias:
-            y += self.params["bias"]
         self._cache = (backend, cols, (n, c, h, w), (oh, ow))
         return xp.permute_dims(xp.reshape(y, (n, oh, ow, self.filters)), (0, 3, 1, 2))
 
@@ -120,19 +121,29 @@ class Conv2D(Layer):
         f = self.filters
         dyt = xp.reshape(xp.permute_dims(dy, (0, 2, 3, 1)), (n * oh * ow, f))
         if self.trainable:
-            dw = xp.matrix_transpose(dyt) @ cols                          # (F, KH*KW*C)
-            self.grads["weight"] = xp.permute_dims(xp.reshape(dw, (f, k, k, c)), (0, 3, 1, 2))
+            dw = xp.matrix_transpose(dyt) @ cols                  # (F, KH*KW*C [+ 1]): the bias's last
+            kkc = k * k * c
+            self.grads["weight"] = xp.permute_dims(xp.reshape(dw[:, :kkc], (f, k, k, c)), (0, 3, 1, 2))
             if self.use_bias:
-                # Column sums as a GEMV: NumPy's sum over axis 0 is ten times slower.
-                self.grads["bias"] = xp.ones((n * oh * ow,), dtype=dyt.dtype, device=backend.device) @ dyt
+                self.grads["bias"] = dw[:, kkc]
         if not self.needs_input_grad:
             return None
         # col2im without the (N*OH*OW, KH*KW*C) column gradient: one GEMM per kernel
         # offset gives that offset's (N, OH, OW, C) contribution, added straight into
-        # the unpadded input gradient (long contiguous runs, no crop afterwards).
+        # the unpadded input gradient (long contiguous runs, no crop afterwards).  An
+        # offset that covers the whole input (the centre of a 'same' convolution)
+        # starts the sum instead of zeros.
         w_taps = xp.reshape(xp.permute_dims(self.params["weight"], (2, 3, 0, 1)), (k * k, f, c))
-        dx = xp.zeros((n, h, w, c), dtype=dy.dtype, device=backend.device)
-        for t, (out_rows, in_rows), (out_cols, in_cols) in _clipped_taps(k, s, p, (oh, ow), (h, w)):
+        taps = list(_clipped_taps(k, s, p, (oh, ow), (h, w)))
+        full = [t for t, rows, cols_ in taps if rows == (slice(0, h), slice(0, h, 1))
+                and cols_ == (slice(0, w), slice(0, w, 1))]
+        if full:
+            dx = xp.reshape(dyt @ w_taps[full[0], ...], (n, h, w, c))
+        else:
+            dx = xp.zeros((n, h, w, c), dtype=dy.dtype, device=backend.device)
+        for t, (out_rows, in_rows), (out_cols, in_cols) in taps:
+            if full and t == full[0]:
+                continue
             g = xp.reshape(dyt @ w_taps[t, ...], (n, oh, ow, c))
             dx[:, in_rows, in_cols, :] += g[:, out_rows, out_cols, :]
         return xp.permute_dims(dx, (0, 3, 1, 2))
