@@ -153,6 +153,8 @@ def test_confusion_matrix_and_misclassified(tmp_path):
     y_pred = np.array([0, 2, 2, 1, 1, 0, 0])
     counts = viz.confusion_matrix(y_true, y_pred)
     assert counts.tolist() == [[2, 0, 0], [0, 1, 1], [1, 1, 1]]
+    with pytest.raises(ValueError, match="label 2 is outside the 2 classes"):
+        viz.confusion_matrix(y_true, y_pred, num_classes=2)
     names = ["cat", "dog", "horse"]
     assert viz.plot_confusion_matrix(y_true, y_pred, tmp_path / "cm.png", names).stat().st_size > 1000
     assert len(viz.confusion_matrix_figure(y_true, y_pred, names).axes) == 1

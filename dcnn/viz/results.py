@@ -25,7 +25,10 @@ def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarr
     y_true, y_pred = _labels(y_true, "y_true"), _labels(y_pred, "y_pred")
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true and y_pred differ in length: {len(y_true)} and {len(y_pred)}")
-    n = num_classes or int(max(y_true.max(initial=0), y_pred.max(initial=0)) + 1)
+    largest = int(max(y_true.max(initial=0), y_pred.max(initial=0)))
+    n = num_classes or largest + 1
+    if largest >= n:
+        raise ValueError(f"label {largest} is outside the {n} classes 0..{n - 1}")
     return np.bincount(y_true * n + y_pred, minlength=n * n).reshape(n, n)
 
 
@@ -82,6 +85,7 @@ def misclassified_figure(images, y_true, y_pred, class_names=None, probs=None, m
     if images.ndim != 4:
         raise ValueError(f"images must have shape (N, C, H, W) or (N, H, W); got {images.shape}")
     names = _names(class_names, int(max(y_true.max(initial=0), y_pred.max(initial=0)) + 1))
+    probs = None if probs is None else np.asarray(probs)
     wrong = np.flatnonzero(y_true != y_pred)[:max_images]
     rows, cols = grid_shape(max(len(wrong), 1), max_cols=5 if len(wrong) <= 25 else 8)
     fig = new_figure(1.7 * cols + 0.3, 1.9 * rows + 0.5)
