@@ -206,3 +206,14 @@ def test_random_shift_flip_moves_pixels_and_is_reproducible():
     assert set(rows) == set(range(2, 7)) and set(cols) == set(range(2, 7))
     again = RandomShiftFlip(b, seed=1, pad=2, flip=True)(x)
     np.testing.assert_array_equal(out, again)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_every_preset_builds_for_every_dataset_shape(shape):
+    from dcnn import presets
+    x = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
+    for name, preset in presets.PRESETS.items():
+        net = preset.build(shape, 10)
+        assert net.predict(x).shape == (2, 10), name
+    with pytest.raises(ValueError, match="valid ones are: convnet, lenet, seed"):
+        presets.get_preset("resnet")
