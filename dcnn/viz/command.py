@@ -12,7 +12,7 @@ EXAMPLES = """\
 examples:
   dcnn visualize --model seed --index 0 --out figures/seed     # the seed's edge-filter demo
   dcnn visualize --model seed --image photo.jpg --out figures/photo
-  dcnn visualize --weights runs/fashion --index 7 --results    # a trained model, with its results
+  dcnn visualize --weights runs/fashion-mnist-convnet --index 7 --results   # a trained model (dcnn train)
 """
 
 
