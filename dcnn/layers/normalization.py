@@ -64,36 +64,64 @@ class BatchNorm2D(Layer):
         check_rank(self, x, 4, "(N, C, H, W) feature maps")
         c = self.params["weight"].shape[0]
         check_channels(self, x, c)
-        xp = backend_of(x).xp
-        gamma = xp.reshape(self.params["weight"], (1, c, 1, 1))
-        beta = xp.reshape(self.params["bias"], (1, c, 1, 1))
+        backend = backend_of(x)
+        xp = backend.xp
+        n, _, h, w = x.shape
+        count = n * h * w
+        # Channels last, as an (N*H, W*C) matrix: a free view of what the convolutions
+        # produce.  Per-channel sums are GEMVs with a ones vector (NumPy's sum over an
+        # axis is ten times slower); per-channel vectors are repeated W times, so each
+        # broadcast runs over W*C contiguous values rather than C at a time.
+        rows = xp.reshape(xp.permute_dims(x, (0, 2, 3, 1)), (n * h, w * c))
+        ones = xp.ones((n * h,), dtype=x.dtype, device=backend.device)
+        channel_sum = lambda a: xp.sum(xp.reshape(ones @ a, (w, c)), axis=0)
+        wide = lambda v: xp.reshape(xp.broadcast_to(v, (w, c)), (w * c,))
+        gamma, beta = self.params["weight"], self.params["bias"]
         if self.training:
-            count = x.shape[0] * x.shape[2] * x.shape[3]
             if count < 2:
                 raise ValueError(f"{self.describe()} needs more than one value per channel in training; "
                                  f"got input shape {tuple(x.shape)}")
-            mean = xp.mean(x, axis=(0, 2, 3), keepdims=True)
-            centered = x - mean
-            var = xp.mean(centered * centered, axis=(0, 2, 3), keepdims=True)
-            inv_std = 1.0 / xp.sqrt(var + self.eps)
+            mean = channel_sum(rows) / count
+            centered = rows - wide(mean)
+            var = channel_sum(centered * centered) / count
             m = self.momentum
             b = self.buffers
-            b["running_mean"] = (1 - m) * b["running_mean"] + m * xp.reshape(mean, (c,))
-            b["running_var"] = (1 - m) * b["running_var"] + m * xp.reshape(var, (c,)) * (count / (count - 1))
+            b["running_mean"] = (1 - m) * b["running_mean"] + m * mean
+            b["running_var"] = (1 - m) * b["running_var"] + m * var * (count / (count - 1))
             b["num_batches_tracked"] += 1
-            xhat = centered * inv_std
         else:
-            inv_std = xp.reshape(1.0 / xp.sqrt(self.buffers["running_var"] + self.eps), (1, c, 1, 1))
-            xhat = (x - xp.reshape(self.buffers["running_mean"], (1, c, 1, 1))) * inv_std
-        self._cache = (xp, xhat, inv_std, gamma, self.training)
-        return xhat * gamma + beta
+            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+            centered = None    # x - running_mean, computed in backward if asked for
+        inv_std = 1.0 / xp.sqrt(var + self.eps)
+        scale = gamma * inv_std
+        if centered is not None:
+            y = centered * wide(scale)
+            y += wide(beta)
+        else:
+            y = rows * wide(scale)
+            y += wide(beta - mean * scale)
+        self._cache = (backend, rows, centered, mean, inv_std, scale, self.training, (n, c, h, w))
+        return xp.permute_dims(xp.reshape(y, (n, h, w, c)), (0, 3, 1, 2))
 
     def backward(self, dy):
-        xp, xhat, inv_std, gamma, training = self._cache
-        self.grads["weight"] = xp.sum(dy * xhat, axis=(0, 2, 3))
-        self.grads["bias"] = xp.sum(dy, axis=(0, 2, 3))
+        backend, rows, centered, mean, inv_std, scale, training, (n, c, h, w) = self._cache
+        xp = backend.xp
+        count = n * h * w
+        g = xp.reshape(xp.permute_dims(dy, (0, 2, 3, 1)), (n * h, w * c))
+        ones = xp.ones((n * h,), dtype=g.dtype, device=backend.device)
+        channel_sum = lambda a: xp.sum(xp.reshape(ones @ a, (w, c)), axis=0)
+        wide = lambda v: xp.reshape(xp.broadcast_to(v, (w, c)), (w * c,))
+        if centered is None:
+            centered = rows - wide(mean)
+        sum_g = channel_sum(g)
+        sum_g_centered = channel_sum(g * centered)
+        self.grads["weight"] = sum_g_centered * inv_std          # sum(dy * xhat)
+        self.grads["bias"] = sum_g
         if not self.needs_input_grad:
             return None
+        dx = g * wide(scale)
         if training:
-            return _standardize_backward(xp, dy * gamma, xhat, inv_std, (0, 2, 3))
-        return dy * (gamma * inv_std)
+            # scale * (dy - mean(dy) - xhat * mean(dy * xhat)), with xhat = centered * inv_std
+            dx -= centered * wide(scale * inv_std * inv_std * sum_g_centered / count)
+            dx -= wide(scale * sum_g / count)
+        return xp.permute_dims(xp.reshape(dx, (n, h, w, c)), (0, 3, 1, 2))
