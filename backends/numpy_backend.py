@@ -75,6 +75,7 @@ class NumpyBackend(Backend):
         x, y = saved
         _, oh, ow, _ = y.shape
         n, h, w, c = x.shape
+        dy = np.ascontiguousarray(dy)   # read k*k times below; may arrive in NCHW memory (after Flatten)
         tiles = stride == k and h == oh * k and w == ow * k   # every input pixel in exactly one window
         dx = np.empty(x.shape, dy.dtype) if tiles else np.zeros(x.shape, dy.dtype)
         hit = np.empty(y.shape, bool)

@@ -251,6 +251,14 @@ def measure_memory(args):
 # --- the run ----------------------------------------------------------------------
 
 
+def load_average():
+    """1-minute load average: how busy the machine was (others' jobs share it)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
 def summarise(ms: list[float], batch: int, work: float, gemm: float) -> dict:
     med = float(np.median(ms))
     gflops = work / med / 1e6
@@ -281,7 +289,7 @@ def run(args) -> dict:
     result = {"device": args.device, "threads": args.threads if device == "cpu" else None,
               "backend": backend.describe(), "torch": torch.__version__ if torch is not None else None,
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "python": platform.python_version(),
-              "gemm_gflops": gemm, "cases": []}
+              "gemm_gflops": gemm, "load_average_start": load_average(), "cases": []}
     if device == "cuda" and use_torch:
         result["torch_device"] = torch.cuda.get_device_name()
     print(header(result), flush=True)
@@ -313,6 +321,7 @@ def run(args) -> dict:
                     case[f"ratio_{other}"] = case["dcnn"]["median_ms"] / case[other]["median_ms"]
             result["cases"].append(case)
             print(format_case(case), flush=True)
+    result["load_average_end"] = load_average()
     if device == "cpu" and not args.no_memory:
         result["memory"] = measure_memory(args)
     print(footer(result), flush=True)
@@ -336,7 +345,8 @@ def header(result: dict) -> str:
     lines = [f"dcnn {result['backend']}  vs  torch {result['torch']}  on {result['device']}"
              + (f", {result['threads']} threads" if result["threads"] else "")
              + f"  ({result['machine']}, python {result['python']})",
-             f"float32 GEMM 1024^3 in this run: {result['gemm_gflops']:.1f} GFLOP/s",
+             f"float32 GEMM 1024^3 in this run: {result['gemm_gflops']:.1f} GFLOP/s; "
+             f"load average at start: {result['load_average_start']}",
              "ms per step: median (min-max); img/s from the median; ratio = dcnn time / torch time (<1: dcnn faster)",
              "case                dcnn ms (min-max)        img/s  GFLOP/s (GEMM%)  torch ms (min-max)"
              "       img/s  ratio  torch-cl ms (min-max)    img/s  ratio"]
@@ -344,7 +354,7 @@ def header(result: dict) -> str:
 
 
 def footer(result: dict) -> str:
-    lines = []
+    lines = [f"load average at end: {result.get('load_average_end')}"]
     train = [c for c in result["cases"] if c["mode"] == "train" and c["model"] == "ref"]
     if len(train) > 1:
         per_image = [c["dcnn"]["median_ms"] / c["batch"] for c in train]
