@@ -1,7 +1,7 @@
 """Model presets for ``dcnn train --model NAME``: an architecture plus the training recipe that suits it.
 
-- ``convnet`` (the default): the strongest; conv blocks with BatchNorm and pooling, dropout,
-  a one-cycle learning-rate schedule.  >= 0.92 on Fashion-MNIST in under 5 minutes on 2 CPU cores.
+- ``convnet`` (the default): the strongest; two conv blocks with pooling and BatchNorm, dense 256,
+  dropout, Adam with a one-cycle learning-rate schedule over 4 epochs.  >= 0.92 on Fashion-MNIST in under 5 minutes on 2 CPU cores.
 - ``lenet``: LeNet-5's shape (5x5 convolutions, 6 and 16 maps, dense 120 and 84).
 - ``seed``: the seed notebook's network: the two hand-made edge filters (vertical and
   horizontal, frozen) in a ConvBlock, a second ConvBlock, dense 128, dense 10.
@@ -45,7 +45,7 @@ def _convnet(input_shape, classes):
     layers = []
     for width in (32, 64):
         layers += [Conv2D(width, 3, padding=1), MaxPool2D(2), BatchNorm2D(), ReLU()]
-    return layers + [Flatten(), Dropout(0.3), Dense(128), ReLU(), Dropout(0.2), Dense(classes)]
+    return layers + [Flatten(), Dense(256), ReLU(), Dropout(0.25), Dense(classes)]
 
 
 def _lenet(input_shape, classes):
@@ -62,9 +62,9 @@ def _seed(input_shape, classes):
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset("convnet", "2 conv blocks (32, 64 maps; max-pool, BatchNorm, ReLU), dropout, dense 128; "
+    Preset("convnet", "2 conv blocks (32, 64 maps; max-pool, BatchNorm, ReLU), dense 256, dropout; "
                       "Adam with a one-cycle schedule (the default, strongest)",
-           _convnet, optimizer="adam", lr=3e-3, epochs=3, batch_size=128),
+           _convnet, optimizer="adam", lr=3e-3, epochs=4, batch_size=128),
     Preset("lenet", "LeNet-5 shape: 5x5 conv 6 and 16 maps with max-pool, dense 120, 84",
            _lenet, optimizer="adam", lr=2e-3, epochs=3, batch_size=128),
     Preset("seed", "the seed notebook's net: frozen edge-filter ConvBlock, ConvBlock(16), dense 128",
