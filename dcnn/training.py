@@ -193,7 +193,8 @@ class Monitor(Callback):
         if self.progress:
             from tqdm.auto import tqdm
             self.bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch",
-                            file=self.file or sys.stderr, dynamic_ncols=True, leave=True)
+                            file=self.file or sys.stderr, dynamic_ncols=True, leave=True,
+                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
 
     def on_batch_end(self, step, logs):
         xp = self.net.backend.xp
@@ -218,9 +219,9 @@ class Monitor(Callback):
             elapsed = max(time.perf_counter() - self.t0, 1e-9)
             self.bar.update(step + 1 - self.shown)
             self.shown = step + 1
-            self.bar.set_postfix_str(f"loss={float(logs['loss_sum']) / seen:.4f} "
-                                     f"acc={int(logs['correct']) / seen:.4f} img/s={seen / elapsed:,.0f}"
-                                     + (" (testing...)" if last else ""), refresh=last)
+            self.bar.set_postfix_str(f"loss={float(logs['loss_sum']) / seen:.3f} "
+                                     f"acc={int(logs['correct']) / seen:.4f} {seen / elapsed:,.0f} img/s"
+                                     + (" testing..." if last else ""), refresh=last)
 
     def on_epoch_end(self, epoch, logs):
         if self.failure is None and not math.isfinite(logs["loss"]):
@@ -229,9 +230,9 @@ class Monitor(Callback):
             self.net.stop_training = True
         if self.bar is not None:
             if "val_accuracy" in logs:
-                rate = f" img/s={self.seen / self.epoch_seconds[-1]:,.0f}" if self.epoch_seconds else ""
-                self.bar.set_postfix_str(f"loss={logs['loss']:.4f} acc={logs['accuracy']:.4f} "
-                                         f"test_loss={logs['val_loss']:.4f} test_acc={logs['val_accuracy']:.4f}{rate}")
+                rate = f" {self.seen / self.epoch_seconds[-1]:,.0f} img/s" if self.epoch_seconds else ""
+                self.bar.set_postfix_str(f"loss={logs['loss']:.3f} acc={logs['accuracy']:.4f} "
+                                         f"test: loss={logs['val_loss']:.3f} acc={logs['val_accuracy']:.4f}{rate}")
             self.bar.close()
         elif self.echo is not None and self.failure is None:   # no bar: one line per epoch
             self.echo(f"epoch {epoch + 1}/{self.epochs}  " + "  ".join(

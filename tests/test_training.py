@@ -217,3 +217,10 @@ def test_every_preset_builds_for_every_dataset_shape(shape):
         assert net.predict(x).shape == (2, 10), name
     with pytest.raises(ValueError, match="valid ones are: convnet, lenet, seed"):
         presets.get_preset("resnet")
+
+
+def test_progress_bar_shows_running_metrics(tmp_path, capsys):
+    train(TrainConfig(epochs=1, batch_size=16, seed=3), tmp_path / "r", dataset=tiny_dataset(), progress=True,
+          log_every=2, echo=lambda *a: None)
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "img/s" in err and "test: loss=" in err and "acc=" in err
