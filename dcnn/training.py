@@ -381,10 +381,11 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict
 
     if initial_epoch == 0:
         echo(f"training {config.model} ({net.model.param_count():,} parameters) on {data.name}: "
-             f"{len(data.y_train):,} training and {len(data.y_test):,} test images from {data.source or 'memory'}")
+             f"{len(data.y_train):,} training and {len(data.y_test):,} test images")
+        echo(f"  data from {data.source or 'memory'}; checkpoints to {out_dir}")
         echo(f"  {config.epochs} epochs, batch {config.batch_size}, {config.optimizer} lr {config.lr:g} "
              f"({preset.schedule}){', augmented' if config.augment else ''}, seed {config.seed}, "
-             f"on {backend.describe()} -> {out_dir}")
+             f"on {backend.describe()}")
     config_dict = asdict(config)
     weights_meta = {"preset": config.model, "dataset": config.dataset, "classes": list(data.classes)}
     monitor = Monitor(log_every=log_every, progress=progress, echo=echo)
