@@ -179,6 +179,32 @@ def time_case(contenders, training: bool, warmup: int, repeats: int, steps_per_s
     return times, enqueue
 
 
+def sync_check(backend, contender) -> dict:
+    """Does a training step wait for the device?  Queue about 0.2 s of matrix products,
+    then time one step: a step with no host synchronisation returns long before the
+    queued work is done; one that synchronises cannot."""
+    xp = backend.xp
+    a = backend.from_numpy(np.random.default_rng(0).random((4096, 4096), dtype=np.float32))
+    contender.train_step()
+    backend.synchronize()
+    t0 = time.perf_counter()
+    a @ a
+    backend.synchronize()
+    products = max(1, int(0.2 / max(time.perf_counter() - t0, 1e-6)))
+    backend.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(products):
+        a = xp.tanh(a @ a)
+    t1 = time.perf_counter()
+    contender.train_step()
+    t2 = time.perf_counter()
+    backend.synchronize()
+    t3 = time.perf_counter()
+    # The host must get through the queueing and the step well before the device is done.
+    return {"step_returned_ms": (t2 - t1) * 1e3, "host_done_ms": (t2 - t0) * 1e3, "device_done_ms": (t3 - t0) * 1e3,
+            "no_host_sync": (t2 - t0) < 0.5 * (t3 - t0)}
+
+
 def gemm_gflops(backend, repeats: int, n: int = 1024) -> float:
     """numpy's (or CuPy's) float32 matmul rate on n x n matrices, best of ``repeats``."""
     rng = np.random.default_rng(0)
@@ -284,12 +310,14 @@ def run(args) -> dict:
     if torch is not None and device == "cuda" and not torch.cuda.is_available():
         print("PyTorch has no CUDA here: timing dcnn alone", file=sys.stderr)
     use_torch = torch is not None and (device == "cpu" or torch.cuda.is_available())
-    repeats = args.repeats or (3 if args.quick else 15)
-    gemm = gemm_gflops(backend, 3 if args.quick else 10)
+    repeats = args.repeats or (3 if args.quick else 10 if device == "cuda" else 15)
+    if use_torch and device == "cuda":
+        torch.backends.cudnn.benchmark = True     # PyTorch at its best: cuDNN picks its fastest kernels
+    gemm = gemm_gflops(backend, 3 if args.quick else 10, 4096 if device == "cuda" else 1024)
     result = {"device": args.device, "threads": args.threads if device == "cpu" else None,
               "backend": backend.describe(), "torch": torch.__version__ if torch is not None else None,
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "python": platform.python_version(),
-              "gemm_gflops": gemm, "load_average_start": load_average(), "cases": []}
+              "gemm_gflops": gemm, "gemm_size": 4096 if device == "cuda" else 1024, "load_average_start": load_average(), "cases": []}
     if device == "cuda" and use_torch:
         result["torch_device"] = torch.cuda.get_device_name()
     print(header(result), flush=True)
@@ -322,6 +350,9 @@ def run(args) -> dict:
             result["cases"].append(case)
             print(format_case(case), flush=True)
     result["load_average_end"] = load_average()
+    if device == "cuda":
+        x = rng.random((512, 1, 28, 28), dtype=np.float32)
+        result["sync_check"] = sync_check(backend, DcnnContender("ref", backend, x, rng.integers(0, 10, 512)))
     if device == "cpu" and not args.no_memory:
         result["memory"] = measure_memory(args)
     print(footer(result), flush=True)
@@ -345,7 +376,7 @@ def header(result: dict) -> str:
     lines = [f"dcnn {result['backend']}  vs  torch {result['torch']}  on {result['device']}"
              + (f", {result['threads']} threads" if result["threads"] else "")
              + f"  ({result['machine']}, python {result['python']})",
-             f"float32 GEMM 1024^3 in this run: {result['gemm_gflops']:.1f} GFLOP/s; "
+             f"float32 GEMM ({result['gemm_size']}^3) in this run: {result['gemm_gflops']:.1f} GFLOP/s; "
              f"load average at start: {result['load_average_start']}",
              "ms per step: median (min-max); img/s from the median; ratio = dcnn time / torch time (<1: dcnn faster)",
              "case                dcnn ms (min-max)        img/s  GFLOP/s (GEMM%)  torch ms (min-max)"
@@ -361,6 +392,11 @@ def footer(result: dict) -> str:
         lines.append("dcnn ref ms per image by batch: " + ", ".join(
             f"{c['batch']}: {p:.3f}" for c, p in zip(train, per_image))
             + f"  (spread {max(per_image) / min(per_image) - 1:.0%})")
+    check = result.get("sync_check")
+    if check:
+        lines.append(f"dcnn training step queued behind {check['device_done_ms']:.0f} ms of device work: the host was "
+                     f"done after {check['host_done_ms']:.1f} ms (the step itself {check['step_returned_ms']:.1f} ms): "
+                     + ("no host synchronisation in the step" if check["no_host_sync"] else "IT WAITED FOR THE DEVICE"))
     mem = result.get("memory")
     if mem:
         parts = [f"{k}: peak {mem[k]['peak_mib']:.0f} MiB (after import {mem[k]['import_mib']:.0f} MiB)"

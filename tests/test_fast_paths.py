@@ -150,3 +150,33 @@ def test_network_training_step_matches_the_unfused_order(rng):
         assert float(loss_f) == float(loss_p)
     for key, value in plain.state_dict().items():
         np.testing.assert_array_equal(fused.state_dict()[key], value, err_msg=key)
+
+
+def test_training_step_does_not_wait_for_the_device(rng):
+    """No host synchronisation in a step: queued behind ~0.2 s of device work, the
+    step is issued and returns long before that work is done (GPU only)."""
+    try:
+        backend = backends.resolve("cupy")
+    except backends.BackendError as exc:
+        pytest.skip(f"cupy backend unavailable here: {exc}")
+    import time
+    xp = backend.xp
+    net = DCNNetwork([Conv2D(8, 3, padding=1), BatchNorm2D(), ReLU(), MaxPool2D(2), Flatten(), Dense(10)],
+                     input_shape=(1, 28, 28), backend=backend).build().compile("sgd", lr=0.01, momentum=0.9)
+    x = backend.from_numpy(rng.random((64, 1, 28, 28), dtype=np.float32))
+    y = backend.from_numpy(rng.integers(0, 10, 64))
+    net.train_on_batch(x, y)                 # compiles the kernels
+    a = backend.from_numpy(rng.random((4096, 4096), dtype=np.float32))
+    backend.synchronize()
+    t0 = time.perf_counter()
+    a @ a
+    backend.synchronize()
+    products = max(1, int(0.2 / max(time.perf_counter() - t0, 1e-6)))
+    t0 = time.perf_counter()
+    for _ in range(products):
+        a = xp.tanh(a @ a)
+    net.train_on_batch(x, y)
+    host_done = time.perf_counter() - t0
+    backend.synchronize()
+    device_done = time.perf_counter() - t0
+    assert host_done < 0.5 * device_done, f"host done after {host_done:.3f} s, device after {device_done:.3f} s"
