@@ -345,9 +345,10 @@ def cmd_evaluate(args) -> int:
     print()
     print("confusion matrix (rows: true class, columns: predicted):")
     cell = max(5, len(str(cm.max())) + 1)
-    print(" " * (width + 2) + "".join(f"{i:>{cell}}" for i in range(len(classes))))
+    digits = len(str(len(classes) - 1))
+    print(" " * (width + digits + 3) + "".join(f"{i:>{cell}}" for i in range(len(classes))))
     for i, (c, row) in enumerate(zip(classes, cm)):
-        print(f"  {c:<{width}}" + "".join(f"{v:>{cell}}" for v in row) + f"   {i}")
+        print(f"  {i:>{digits}} {c:<{width}}" + "".join(f"{v:>{cell}}" for v in row))
     return 0
 
 
