@@ -400,10 +400,14 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict
 
     if monitor.failure is not None:
         epoch, step = monitor.failure
-        kept = (f"the last good checkpoint (epoch {initial_epoch if saver.saved_epoch is None else saver.saved_epoch})"
-                f" is kept in {out_dir}" if (out_dir / checkpoint.CHECKPOINT).is_file() else "no checkpoint was written")
-        raise Diverged(f"training stopped: the loss became NaN or infinite at epoch {epoch}, step {step}; {kept}. "
-                       f"Try a lower learning rate (e.g. --lr {config.lr / 3:.3g}) or a smaller --batch-size.")
+        lower = f"{config.lr / 3:.3g}"
+        if (out_dir / checkpoint.CHECKPOINT).is_file():
+            good = initial_epoch if saver.saved_epoch is None else saver.saved_epoch
+            kept = (f"the last good checkpoint (epoch {good}) is kept in {out_dir}. Try a lower learning rate: "
+                    f"dcnn train --resume --out {out_dir} --lr {lower}")
+        else:
+            kept = f"no checkpoint was written. Try a lower learning rate, e.g. --lr {lower}, or a smaller --batch-size"
+        raise Diverged(f"training stopped: the loss became NaN or infinite at epoch {epoch}, step {step}; {kept}")
     if sigint.requested:
         where = (f"epoch {saver.partial[0]}, step {saver.partial[1]}" if saver.partial
                  else f"the end of epoch {saver.saved_epoch}")

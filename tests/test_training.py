@@ -137,7 +137,7 @@ def test_non_finite_loss_stops_with_epoch_step_and_keeps_last_good_checkpoint(tm
         train(config, tmp_path / "r", dataset=ds, progress=False, log_every=4, callbacks=[Poison(1, 1)],
               echo=lambda *a: None)
     message = str(err.value)
-    assert "epoch 2, step 3" in message and "lower learning rate" in message and "epoch 1" in message
+    assert "epoch 2, step 3" in message and "lower learning rate" in message and "epoch 1" in message and "--resume" in message
     model, _, meta = checkpoint.load(tmp_path / "r")
     assert meta["epoch"] == 1 and all(np.isfinite(v).all() for v in model.values())
     # and it resumes from there, with a lower learning rate
