@@ -180,3 +180,20 @@ def test_training_step_does_not_wait_for_the_device(rng):
     backend.synchronize()
     device_done = time.perf_counter() - t0
     assert host_done < 0.5 * device_done, f"host done after {host_done:.3f} s, device after {device_done:.3f} s"
+
+
+@pytest.mark.parametrize("filters,channels,k,stride,pad", [(1, 1, 3, 1, 1), (1, 1, 2, 2, 0), (8, 3, 3, 1, 1)])
+def test_conv_weight_gradient_both_reductions(backend, rng, filters, channels, k, stride, pad):
+    """The weight gradient as per-sample products summed (a long reduction into a
+    small matrix, as in the first layer) or as one GEMM, against float64 einsum."""
+    layer = Conv2D(filters, k, stride, pad)
+    x = rng.standard_normal((3, channels, 16, 16))
+    layer.build(x.shape[1:], np.random.default_rng(0), backend)
+    y = layer.forward(backend.from_numpy(x.astype(np.float32)))
+    dy = rng.standard_normal(tuple(y.shape))
+    layer.backward(backend.from_numpy(dy.astype(np.float32)))
+    xpad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    windows = np.lib.stride_tricks.sliding_window_view(xpad, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
+    expected = np.einsum("nfyx,ncyxij->fcij", dy, windows[:, :, :dy.shape[2], :dy.shape[3]])
+    np.testing.assert_allclose(host(backend, layer.grads["weight"]), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(host(backend, layer.grads["bias"]), dy.sum(axis=(0, 2, 3)), rtol=1e-4, atol=1e-4)
