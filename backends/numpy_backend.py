@@ -8,7 +8,14 @@ Two hot spots have NumPy fast paths here; each is tested against the generic
   channels, offset-major memory instead (contiguous rows in each copy);
 - ``max_pool`` / ``max_pool_backward``: ``out=`` buffers, and boolean masks
   multiplied in place of ``where`` (which is ten times slower in NumPy).
+
+NumPy runs element-wise work on one core; these fast paths split large batches
+over ``threads`` threads (NumPy releases the GIL inside its loops).  ``threads``
+follows OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, as the GEMMs do, else the CPU count.
 """
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import array_api_compat.numpy as xp_numpy
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -16,11 +23,23 @@ from numpy.lib.stride_tricks import as_strided
 from .base import Backend, taps
 
 
+def _default_threads() -> int:
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        try:
+            return max(1, int(os.environ[var]))
+        except (KeyError, ValueError):
+            continue
+    return os.cpu_count() or 1
+
+
 class NumpyBackend(Backend):
     name = "numpy"
 
     def __init__(self, reason: str = "chosen explicitly"):
         super().__init__(xp_numpy, device="cpu", reason=reason)
+        self.threads = _default_threads()
+        self.parallel_min_size = 1 << 18     # elements; smaller work is not worth a thread hand-off
+        self._executor = None
 
     def owns(self, array) -> bool:
         return isinstance(array, (np.ndarray, np.generic))
@@ -32,6 +51,20 @@ class NumpyBackend(Backend):
     def describe(self) -> str:
         return f"numpy {np.__version__} (CPU)"
 
+    def _over_batch(self, work, n: int, size: int) -> None:
+        """Run ``work(batch_slice)`` on ``threads`` contiguous parts of range(n)."""
+        parts = min(self.threads, n) if size >= self.parallel_min_size else 1
+        if parts <= 1:
+            work(slice(0, n))
+            return
+        if self._executor is None or self._executor._max_workers < parts - 1:
+            self._executor = ThreadPoolExecutor(parts - 1, thread_name_prefix="dcnn-numpy")
+        bounds = [n * i // parts for i in range(parts + 1)]
+        futures = [self._executor.submit(work, slice(bounds[i], bounds[i + 1])) for i in range(1, parts)]
+        work(slice(bounds[0], bounds[1]))
+        for future in futures:
+            future.result()
+
     # --- fast paths -----------------------------------------------------------
     def patches(self, x, kh: int, kw: int, stride: int, ones: bool = False):
         n, h, w, c = x.shape
@@ -41,8 +74,11 @@ class NumpyBackend(Backend):
             # Few channels (the first layer): offset-major memory, one contiguous copy
             # per offset; the matrix is its transposed (Fortran-order) view.
             out = np.empty((k + ones, n, oh, ow), dtype=x.dtype)
-            for t, rows, cols in taps(kh, kw, stride, oh, ow):
-                np.copyto(out[t * c:(t + 1) * c], np.moveaxis(x[:, rows, cols, :], 3, 0))
+
+            def copy(s):
+                for t, rows, cols in taps(kh, kw, stride, oh, ow):
+                    np.copyto(out[t * c:(t + 1) * c, s], np.moveaxis(x[s, rows, cols, :], 3, 0))
+            self._over_batch(copy, n, out.size)
             if ones:
                 out[k] = 1
             return out.reshape(k + ones, m).T
@@ -54,7 +90,7 @@ class NumpyBackend(Backend):
         row = out.strides[0]
         item = out.itemsize
         target = as_strided(out, (n, oh, ow, kh, kw, c), (oh * ow * row, ow * row, row, kw * c * item, c * item, item))
-        np.copyto(target, windows)
+        self._over_batch(lambda s: np.copyto(target[s], windows[s]), n, out.size)
         if ones:
             out[:, k] = 1
         return out
@@ -62,13 +98,17 @@ class NumpyBackend(Backend):
     def max_pool(self, x, k: int, stride: int):
         n, h, w, c = x.shape
         oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
-        views = [x[:, rows, cols, :] for _, rows, cols in taps(k, k, stride, oh, ow)]
-        if len(views) == 1:
-            y = views[0].copy()
-        else:
-            y = np.maximum(views[0], views[1])
+        y = np.empty((n, oh, ow, c), dtype=x.dtype)
+
+        def pool(s):
+            views = [x[s, rows, cols, :] for _, rows, cols in taps(k, k, stride, oh, ow)]
+            if len(views) == 1:
+                np.copyto(y[s], views[0])
+                return
+            np.maximum(views[0], views[1], out=y[s])
             for view in views[2:]:
-                np.maximum(y, view, out=y)
+                np.maximum(y[s], view, out=y[s])
+        self._over_batch(pool, n, x.size)
         return y, (x, y)
 
     def max_pool_backward(self, dy, saved, k: int, stride: int):
@@ -78,21 +118,25 @@ class NumpyBackend(Backend):
         dy = np.ascontiguousarray(dy)   # read k*k times below; may arrive in NCHW memory (after Flatten)
         tiles = stride == k and h == oh * k and w == ow * k   # every input pixel in exactly one window
         dx = np.empty(x.shape, dy.dtype) if tiles else np.zeros(x.shape, dy.dtype)
-        hit = np.empty(y.shape, bool)
-        first = np.empty(y.shape, bool)
-        taken = None
-        for t, rows, cols in taps(k, k, stride, oh, ow):
-            view = x[:, rows, cols, :]
-            target = dx[:, rows, cols, :]
-            np.equal(view, y, out=hit)
-            if taken is None:
-                taken, mask = hit.copy(), hit
-            else:
-                np.greater(hit, taken, out=first)          # hit and not yet taken
-                np.logical_or(taken, hit, out=taken)
-                mask = first
-            if tiles or stride >= k:
-                np.multiply(dy, mask, out=target)
-            else:
-                target += dy * mask
+
+        def route(s):
+            # Each window's gradient goes to its first maximum: hit and not yet taken.
+            d, m = dy[s], y[s]
+            hit = np.empty(m.shape, bool)
+            first = np.empty(m.shape, bool)
+            taken = None
+            for t, rows, cols in taps(k, k, stride, oh, ow):
+                np.equal(x[s, rows, cols, :], m, out=hit)
+                if taken is None:
+                    taken, mask = hit.copy(), hit
+                else:
+                    np.greater(hit, taken, out=first)
+                    np.logical_or(taken, hit, out=taken)
+                    mask = first
+                target = dx[s, rows, cols, :]
+                if tiles or stride >= k:
+                    np.multiply(d, mask, out=target)
+                else:
+                    target += d * mask
+        self._over_batch(route, n, x.size)
         return dx

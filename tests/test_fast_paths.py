@@ -13,7 +13,7 @@ from backends.base import Backend
 from dcnn import BatchNorm2D, Conv2D, DCNNetwork, Dense, Flatten, MaxPool2D, ReLU
 from dcnn.layers.container import Sequential, run_order
 
-FAST = ("numpy", "cupy")
+FAST = ("numpy", "numpy-threads", "cupy")
 WINDOWS = [  # (k, stride, h, w)
     (2, 2, 8, 8), (2, 2, 9, 7), (3, 2, 9, 8), (3, 3, 10, 11), (2, 1, 5, 6), (1, 1, 4, 4), (3, 1, 5, 5),
     (2, 3, 8, 9), (4, 4, 4, 4), (3, 3, 3, 5)]
@@ -21,6 +21,12 @@ WINDOWS = [  # (k, stride, h, w)
 
 @pytest.fixture(params=FAST)
 def fast(request):
+    if request.param == "numpy-threads":
+        # The batch split over threads, even for tiny inputs, and into uneven parts.
+        from backends.numpy_backend import NumpyBackend
+        threaded = NumpyBackend("test")
+        threaded.threads, threaded.parallel_min_size = 3, 0
+        return threaded
     try:
         return backends.resolve(request.param)
     except backends.BackendError as exc:
