@@ -40,6 +40,11 @@ class Backend:
         return self.name
 
     # --- what the standard lacks ------------------------------------------
+    def contract(self, a, b):
+        """``a @ b`` for a long inner dimension and a small result (weight gradients:
+        a sum over every pixel of the batch)."""
+        return a @ b
+
     def pad_hw(self, x, pad: int):
         """Zero-pad axes 1 and 2 of an NHWC array by ``pad`` on each side."""
         if pad == 0:

@@ -107,6 +107,31 @@ def test_max_pool_of_a_channels_last_view_with_strided_gradient(fast, rng):
                                   host(fast, generic(fast).max_pool_backward(dy, saved_ref, 2, 2)))
 
 
+@pytest.mark.parametrize("inner", [1, 7, 300, 5001])
+def test_contract(fast, rng, inner):
+    """A product with a long inner dimension, split over threads on the CPU."""
+    a = rng.standard_normal((6, inner)).astype(np.float32)
+    b = rng.standard_normal((inner, 5)).astype(np.float32)
+    if hasattr(fast, "contract_min_inner"):
+        fast.contract_min_inner = min(fast.contract_min_inner, 64) if fast.threads > 2 else fast.contract_min_inner
+    ours = fast.contract(fast.from_numpy(a), fast.from_numpy(b))
+    ref = generic(fast).contract(fast.from_numpy(a), fast.from_numpy(b))
+    assert ours.dtype == ref.dtype and tuple(ours.shape) == (6, 5)
+    np.testing.assert_allclose(host(fast, ours), host(fast, ref), rtol=1e-5, atol=1e-4)
+
+
+def test_contract_leaves_the_blas_thread_count_as_it_was():
+    from backends.numpy_backend import NumpyBackend
+    backend = NumpyBackend("test")
+    if backend._blas_threads is None:
+        pytest.skip("no OpenBLAS thread control found in this NumPy")
+    backend.threads, backend.contract_min_inner = 2, 64
+    before = backend._blas_threads[1]()
+    a, b = np.ones((3, 1000), np.float32), np.ones((1000, 2), np.float32)
+    np.testing.assert_array_equal(backend.contract(a, b), np.full((3, 2), 1000, np.float32))
+    assert backend._blas_threads[1]() == before
+
+
 def test_run_order_puts_each_pool_before_its_relu():
     conv, relu, pool, relu2, pool2, dense = Conv2D(2), ReLU(), MaxPool2D(), ReLU(6.0), MaxPool2D(3, 2), Dense(3)
     assert run_order([conv, relu, pool, relu2, pool2, dense]) == [conv, pool, relu, pool2, relu2, dense]

@@ -130,7 +130,7 @@ class Conv2D(Layer):
                                        xp.reshape(cols, (n, oh * ow, width)))
                 dw = xp.sum(per_sample, axis=0)
             else:
-                dw = xp.matrix_transpose(dyt) @ cols              # (F, KH*KW*C [+ 1]): the bias's last
+                dw = backend.contract(xp.matrix_transpose(dyt), cols)   # (F, KH*KW*C [+ 1]): the bias's last
             self.grads["weight"] = xp.permute_dims(xp.reshape(dw[:, :kkc], (f, k, k, c)), (0, 3, 1, 2))
             if self.use_bias:
                 self.grads["bias"] = dw[:, kkc]
