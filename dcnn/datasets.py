@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import struct
 import tarfile
@@ -346,7 +347,6 @@ def _read_cifar10(spec: DatasetSpec, folder: Path, verify: bool):
             raise CorruptDataError(f"{path}: checksum mismatch (md5 {md5}, expected {spec.files[0].md5}); the file "
                                    "is corrupt or not the official one (delete it and get it again)")
     content = _gunzip(path, raw)
-    import io
     records = []
     try:
         # Members are read by name into memory: nothing is extracted to disk.
