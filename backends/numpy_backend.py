@@ -70,7 +70,7 @@ class NumpyBackend(Backend):
         self.threads = _default_threads()
         self.parallel_min_size = 1 << 18     # elements; smaller work is not worth a thread hand-off
         self.contract_min_inner = 4096       # inner length from which ``contract`` splits it
-        self._executor = None
+        self._executor, self._workers = None, 0
         self._blas_threads = _openblas_thread_control()
 
     def owns(self, array) -> bool:
@@ -89,8 +89,9 @@ class NumpyBackend(Backend):
         if parts <= 1:
             work(slice(0, n))
             return
-        if self._executor is None or self._executor._max_workers < parts - 1:
+        if self._executor is None or self._workers < parts - 1:
             self._executor = ThreadPoolExecutor(parts - 1, thread_name_prefix="dcnn-numpy")
+            self._workers = parts - 1
         bounds = [n * i // parts for i in range(parts + 1)]
         futures = [self._executor.submit(work, slice(bounds[i], bounds[i + 1])) for i in range(1, parts)]
         work(slice(bounds[0], bounds[1]))
