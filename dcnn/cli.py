@@ -93,24 +93,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model preset on a dataset (the main job)",
                        description="Train a model preset on a dataset, with a checkpoint after every epoch. "
                                    "With no options: the default preset on Fashion-MNIST.")
-    p.add_argument("--dataset", type=_dataset_name, help="fashion-mnist (default), mnist or cifar10")
-    p.add_argument("--model", type=_preset_name,
+    p.add_argument("--dataset", type=_dataset_name, metavar="NAME", help="fashion-mnist (default), mnist or cifar10")
+    p.add_argument("--model", type=_preset_name, metavar="PRESET",
                    help=f"preset: {', '.join(presets.PRESETS)} (default {presets.DEFAULT})")
-    p.add_argument("--epochs", type=_positive_int, help="number of epochs (default: the preset's)")
-    p.add_argument("--batch-size", type=_positive_int, help="images per step (default: the preset's)")
+    p.add_argument("--epochs", type=_positive_int, metavar="N", help="number of epochs (default: the preset's)")
+    p.add_argument("--batch-size", type=_positive_int, metavar="N", help="images per step (default: the preset's)")
     p.add_argument("--optimizer", choices=("sgd", "adam"), type=str.lower, help="default: the preset's")
     p.add_argument("--lr", type=_learning_rate, help="peak learning rate (default: the preset's)")
-    p.add_argument("--seed", type=_non_negative_int, help="seed for weights, shuffling, dropout (default 0)")
-    p.add_argument("--backend", type=_backend_name, help="numpy, cupy or auto (default: $DCNN_BACKEND or auto)")
-    p.add_argument("--out", type=Path, help="output folder (default: runs/<dataset>-<model>, numbered if taken)")
+    p.add_argument("--seed", type=_non_negative_int, metavar="N", help="seed for weights, shuffling, dropout (default 0)")
+    p.add_argument("--backend", type=_backend_name, metavar="NAME",
+                   help="numpy, cupy or auto (default: $DCNN_BACKEND or auto)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: runs/<dataset>-<model>, numbered if taken)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (default: the latest run "
                                                          "of this dataset and model) from its last checkpoint")
-    p.add_argument("--limit", type=_positive_int, help="train on the first N training images only")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="train on the first N training images only")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random shifts (up to 2 px) and left-right flips of training images")
-    p.add_argument("--data-dir", type=Path, help="folder with the dataset files (else $DCNN_DATA, the cache, "
+    p.add_argument("--data-dir", type=Path, metavar="DIR", help="folder with the dataset files (else $DCNN_DATA, the cache, "
                                                  "the system copy, then a download)")
-    p.add_argument("--log-every", type=_positive_int, default=10, help="update the progress bar every N batches "
+    p.add_argument("--log-every", type=_positive_int, default=10, metavar="N", help="update the progress bar every N batches "
                                                                        "(each update waits for the device)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print one JSON object with the results at the end")
