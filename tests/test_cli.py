@@ -243,3 +243,14 @@ def test_ctrl_c_exits_130_with_a_checkpoint(tmp_path):
     assert "interrupted at" in err and "--resume" in err and "Traceback" not in err
     _, _, meta = checkpoint.load(out)
     assert meta["epoch"] >= 1
+
+
+def test_default_output_folders_are_numbered_and_resume_takes_the_latest(tiny, capsys, monkeypatch):
+    monkeypatch.chdir(tiny)
+    args = ("train", "--data-dir", tiny / "data", "--model", "lenet", "--epochs", 1, "--batch-size", 16,
+            "--no-progress", "--json")
+    assert json.loads(dcnn(capsys, *args)[1])["out"] == str(Path("runs") / "fashion-mnist-lenet")
+    assert json.loads(dcnn(capsys, *args)[1])["out"] == str(Path("runs") / "fashion-mnist-lenet-2")
+    rc, out, err = dcnn(capsys, "train", "--model", "lenet", "--resume", "--epochs", 2, "--json", "--no-progress")
+    assert rc == 0, err
+    assert json.loads(out)["out"] == str(Path("runs") / "fashion-mnist-lenet-2") and json.loads(out)["epochs"] == 2
