@@ -161,7 +161,8 @@ class DCNNetwork:
         xp = self.backend.xp
         n = xd.shape[0]
         steps = -(-n // batch_size)
-        cbs = CallbackList(list(callbacks) + ([_EpochPrinter()] if verbose else []) + [self.history])
+        self.stop_training = False
+        cbs = CallbackList(list(callbacks) + ([_EpochPrinter()] if verbose else []))
         cbs.on_train_begin(self, epochs=epochs, steps=steps)
         for epoch in range(initial_epoch, epochs):
             order = self.shuffle_rng.permutation(n) if shuffle else np.arange(n)
@@ -182,8 +183,11 @@ class DCNNetwork:
                 if self.stop_training:
                     break
             logs = {"loss": float(loss_sum) / seen, "accuracy": int(correct) / seen}  # one sync per epoch
-            if val is not None:
+            complete = seen == n
+            if val is not None and complete:   # a mid-epoch stop (Ctrl-C) skips the test pass
                 logs.update({f"val_{k}": v for k, v in self._evaluate_device(*val, batch_size=256).items()})
+            if complete:
+                self.history.on_epoch_end(epoch, logs)   # first, so callbacks see this epoch in it
             cbs.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break

@@ -136,3 +136,22 @@ def test_validation_split_holds_out_the_tail(rng):
     assert history["val_accuracy"][0] == pytest.approx(expected["accuracy"])
     with pytest.raises(ValueError, match="validation_split must be in"):
         net.fit(x, y, validation_split=1.5, verbose=0)
+
+
+def test_a_stopped_fit_records_no_partial_epoch_and_the_next_fit_runs_whole(rng):
+    from dcnn import Callback
+
+    class StopAtSecondBatch(Callback):
+        def on_train_begin(self, net, epochs, steps):
+            self.net = net
+
+        def on_batch_end(self, step, device_logs):
+            self.net.stop_training = step == 1
+
+    x, y = edge_orientation_task(64, rng)
+    net = seed_network().compile("sgd", lr=0.05)
+    history = net.fit(x, y, epochs=3, batch_size=16, validation_data=(x, y), callbacks=[StopAtSecondBatch()],
+                      verbose=0)
+    assert history.history == {}          # the interrupted epoch is not reported as one
+    history = net.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert len(history["loss"]) == 2
