@@ -10,6 +10,7 @@ from .layers import Dropout, Layer, Sequential, Softmax
 from .layers.container import run_order
 from .losses import get_loss
 from .optimizers import get_optimizer
+from .parameters import FlatParameters
 from .validation import as_batch, as_targets
 
 
@@ -98,18 +99,37 @@ class DCNNetwork:
         """One optimisation step on device arrays; returns (loss, correct) as 0-d device arrays."""
         logits = self.logits(x, training=True)
         loss = self.loss.forward(logits, y)
+        correct = getattr(self.loss, "correct", None)
+        if correct is None:
+            correct = self._correct(logits, y)
         dy = self.loss.backward()
         for layer in reversed(self._logit_layers()):
             dy = layer.backward(dy)
             if dy is None:
                 break
-        self.optimizer.step(self._parameters_and_grads())
-        return loss, self._correct(logits, y)
+        params = self.flat_parameters()
+        self.optimizer.step(params, params.gather([holder_grads[name] for holder_grads, name in self._grad_refs]))
+        return loss, correct
 
-    def _parameters_and_grads(self):
-        return [(prefix + name, layer.params[name], layer.grads[name])
-                for prefix, layer in self.model.named_layers()
-                for name in layer.params if name in layer.grads]
+    def _trainable_refs(self):
+        """(key, params dict, name) of each trainable parameter, and where its gradient lands."""
+        refs, grads = [], []
+        for prefix, layer in self.model.named_layers():
+            if layer.trainable:
+                for name in layer.params:
+                    refs.append((prefix + name, layer.params, name))
+                    grads.append((layer.grads, name))
+        return refs, grads
+
+    def flat_parameters(self):
+        """The trainable parameters as one FlatParameters (the layers hold views of it)."""
+        refs, self._grad_refs = self._trainable_refs()
+        if self._flat is None or not self._flat.is_current(refs):
+            self._flat = FlatParameters(self.backend, refs)
+        return self._flat
+
+    _flat = None
+    _grad_refs = ()
 
     def _correct(self, logits, y):
         xp = self.backend.xp
@@ -206,6 +226,7 @@ class DCNNetwork:
             logits = self.logits(xb, training=False)
             loss_sum += self.loss.forward(logits, yb) * xb.shape[0]
             correct += self._correct(logits, yb)
+        self.model.release()     # inference keeps nothing for a backward pass
         return {"loss": float(loss_sum) / n, "accuracy": int(correct) / n}
 
     def evaluate(self, x, y, batch_size: int = 256) -> dict:
@@ -223,6 +244,7 @@ class DCNNetwork:
         softmax = Softmax()
         outs = [softmax.forward(self.logits(xd[start:stop, ...], training=False))
                 for start, stop in _spans(xd.shape[0], batch_size)]
+        self.model.release()     # inference keeps nothing for a backward pass
         return self.backend.to_numpy(xp.concat(outs, axis=0))
 
     # --- describing -----------------------------------------------------------
@@ -297,8 +319,8 @@ class DCNNetwork:
                 if isinstance(layer, Dropout):
                     layer.generator = target.random_generator(int(self._init_rng.integers(2**63)))
         if self.optimizer is not None:
-            self.optimizer.state = {k: {s: move(v) for s, v in slots.items()}
-                                    for k, slots in self.optimizer.state.items()}
+            self.optimizer.to(target)
+        self._flat = None
         self.backend = target
         return self
 
