@@ -47,6 +47,10 @@ class Backend(ConvOps, PoolOps, NormOps, ActivationOps, LossOps, OptimOps):
     def describe(self) -> str:
         return self.name
 
+    def warm_up(self) -> None:
+        """Compile the backend's kernels now, so that no timed step waits for a compiler
+        (a no-op where nothing is compiled)."""
+
     # --- what the standard lacks ------------------------------------------
     def contract(self, a, b):
         """``a @ b`` for a long inner dimension and a small result (weight gradients:
