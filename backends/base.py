@@ -57,6 +57,10 @@ class Backend(ConvOps, PoolOps, NormOps, ActivationOps, LossOps, OptimOps):
         a sum over every pixel of the batch)."""
         return a @ b
 
+    def matmul_rows(self, a, b):
+        """``a @ b`` for a tall ``a`` (many rows: pixels of the batch) and a small ``b``."""
+        return a @ b
+
     def pad_hw(self, x, pad: int):
         """Zero-pad axes 1 and 2 of an NHWC array by ``pad`` on each side."""
         if pad == 0:

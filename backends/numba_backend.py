@@ -83,7 +83,7 @@ class NumbaBackend(NumpyBackend):
         ones = bias is not None
         cols = np.empty((n * oh * ow, k * k * c + ones), x.dtype)
         kernels.im2col(_channels_last(x), k, stride, padding, ones, cols)
-        y = cols @ self.conv_weight_matrix(weight, bias)
+        y = self.matmul_rows(cols, self.conv_weight_matrix(weight, bias))
         return _as_nchw(y, n, oh, ow, f), ConvSaved(cols, (n, c, h, w), (oh, ow), stride, padding, ones)
 
     def col2im_gemm(self, dyt, weight, saved):
@@ -92,7 +92,7 @@ class NumbaBackend(NumpyBackend):
         f, _, k, _ = weight.shape
         wmat = weight.transpose(0, 2, 3, 1).reshape(f, k * k * c)       # (F, KH*KW*C)
         dx = np.empty((n, h, w, c), dyt.dtype)
-        kernels.col2im(dyt @ wmat, k, saved.stride, saved.padding, dx)
+        kernels.col2im(self.matmul_rows(dyt, wmat), k, saved.stride, saved.padding, dx)
         return dx
 
     # --- max-pool: the arg-max is kept, not recomputed -----------------------------------------
