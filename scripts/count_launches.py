@@ -241,8 +241,8 @@ def print_estimate(result: dict) -> None:
 
 
 # --- measured on a GPU -------------------------------------------------------------------------
-def torch_twin(net, preset, torch):
-    """The same network in PyTorch (same weights) and its optimiser."""
+def torch_twin(net, preset, torch, device="cuda"):
+    """The same network in PyTorch (same weights) on ``device``, and its optimiser."""
     from dcnn import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
     nn = torch.nn
     modules = []
@@ -268,7 +268,7 @@ def torch_twin(net, preset, torch):
             raise ValueError(f"no PyTorch twin for {layer.describe()}")
     model = nn.Sequential(*modules)
     model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in net.state_dict().items()})
-    model = model.cuda()
+    model = model.to(device)
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[preset.optimizer]
     return model, opt_cls(model.parameters(), lr=preset.lr, **preset.optimizer_options)
 
@@ -326,8 +326,10 @@ def measure(model: str, batches, repeats: int = 20) -> dict:
                 torch.cuda.synchronize()
                 times.append((time.perf_counter() - t0) * 1e3)
             med = float(np.median(times))
-            case[label] = {"kernels": kinds["kernel"], "memsets": kinds["memset"], "memcpys": kinds["memcpy"],
-                           "median_ms": med, "images_per_s": batch / med * 1e3}
+            seen = sum(kinds.values()) > 0     # None: the profiler saw no GPU activity at all
+            case[label] = {"kernels": kinds["kernel"] if seen else None, "memsets": kinds["memset"] if seen else None,
+                           "memcpys": kinds["memcpy"] if seen else None, "median_ms": med,
+                           "images_per_s": batch / med * 1e3}
         case["throughput_ratio"] = case["dcnn"]["images_per_s"] / case["torch"]["images_per_s"]
         out["cases"].append(case)
         print(f"{model} batch {batch:4d} TF32 {mode}: dcnn {case['dcnn']['kernels']} kernels "

@@ -42,3 +42,18 @@ def test_script_prints_and_writes_json(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert "CuPy-override path" in run.stdout
     assert json.loads(out.read_text())["model"] == "convnet"
+
+
+def test_torch_twin_computes_what_dcnn_computes(rng):
+    """The network --device cuda races against: same layers, same weights, same outputs."""
+    torch = pytest.importorskip("torch")
+    import backends
+    backend = backends.resolve("numpy")
+    net, preset = count_launches.build_network("convnet", backend)
+    model, opt = count_launches.torch_twin(net, preset, torch, device="cpu")
+    x = rng.random((4, 1, 28, 28), dtype="float32")
+    model.eval()
+    ours = net.predict(x)
+    theirs = torch.softmax(model(torch.from_numpy(x)), 1).detach().numpy()
+    assert abs(ours - theirs).max() < 1e-5
+    assert isinstance(opt, torch.optim.Adam)
