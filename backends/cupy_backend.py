@@ -58,7 +58,12 @@ def _check_driver(cupy) -> None:
         raise BackendUnavailable(
             f"the NVIDIA driver supports CUDA {driver // 1000}.{driver % 1000 // 10}, but this CuPy needs "
             f"CUDA {runtime // 1000}: update the driver or install the CuPy for CUDA {driver // 1000}.")
-    if cupy.cuda.runtime.getDeviceCount() < 1:
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:   # cudaErrorNoDevice and the like
+        raise BackendUnavailable(f"CuPy imports and a CUDA driver is present, but no CUDA GPU found "
+                                 f"({type(exc).__name__}: {exc}).") from exc
+    if count < 1:
         raise BackendUnavailable("CuPy imports and a CUDA driver is present, but no CUDA GPU found.")
 
 

@@ -357,3 +357,14 @@ def test_a_working_driver_passes_the_check():
     from types import SimpleNamespace
     from backends.cupy_backend import _check_driver
     _check_driver(SimpleNamespace(cuda=SimpleNamespace(runtime=FakeRuntime(13020))))
+
+
+def test_a_driver_without_a_device_is_said_plainly():
+    from types import SimpleNamespace
+    from backends.cupy_backend import BackendUnavailable, _check_driver
+
+    class NoDevice(FakeRuntime):
+        def getDeviceCount(self):
+            raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
+    with pytest.raises(BackendUnavailable, match="no CUDA GPU found"):
+        _check_driver(SimpleNamespace(cuda=SimpleNamespace(runtime=NoDevice(13000))))
