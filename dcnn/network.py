@@ -10,7 +10,7 @@ from .layers import Dropout, Layer, Sequential, Softmax
 from .layers.container import run_order
 from .losses import get_loss
 from .optimizers import get_optimizer
-from .validation import as_batch, as_targets
+from .validation import as_batch, as_targets, check_input_shape
 
 
 class DCNNetwork:
@@ -29,7 +29,7 @@ class DCNNetwork:
         seeds = np.random.SeedSequence(self.seed).spawn(2)
         self._init_rng = np.random.default_rng(seeds[0])
         self.shuffle_rng = np.random.default_rng(seeds[1])
-        self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+        self.input_shape = None if input_shape is None else check_input_shape(input_shape)
         self.loss = None
         self.optimizer = None
         self.history = History()
@@ -48,7 +48,7 @@ class DCNNetwork:
     def build(self, input_shape=None) -> "DCNNetwork":
         if self.model.built:
             return self
-        shape = tuple(input_shape) if input_shape is not None else self.input_shape
+        shape = check_input_shape(input_shape) if input_shape is not None else self.input_shape
         if shape is None:
             raise ValueError("the model has no input shape yet: pass input_shape=(C, H, W) to DCNNetwork "
                              "or call build((C, H, W)) or fit() first")
@@ -143,6 +143,9 @@ class DCNNetwork:
         self._check_batch_size(batch_size)
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative int; got {epochs!r}")
+        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
+            raise ValueError(f"initial_epoch must be an int >= 0 (the number of epochs already done); "
+                             f"got {initial_epoch!r}")
         self._require_compiled()
         xd, yd = self._prepare(x, y)
         val = None

@@ -3,16 +3,32 @@
 Updates are in place on the device; the state is named per parameter key so it
 can be checkpointed next to the weights.
 """
+import math
+from numbers import Real
+
 from backends import backend_of
+
+
+def check_number(owner: str, name: str, value, *, low: float, high: float = math.inf,
+                 low_open: bool = False, high_open: bool = True) -> float:
+    """``value`` as a float, if it is a real, finite number in the stated interval; else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{owner} {name} must be a number; got {type(value).__name__} {value!r}")
+    value = float(value)
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if not math.isfinite(value) or too_low or too_high:
+        interval = (("(" if low_open else "[") + f"{low:g}, " + (f"{high:g}" if math.isfinite(high) else "inf")
+                    + (")" if high_open or not math.isfinite(high) else "]"))
+        raise ValueError(f"{owner} {name} must be a finite number in {interval}; got {value!r}")
+    return value
 
 
 class Optimizer:
     name = "?"
 
     def __init__(self, lr: float):
-        if not lr > 0:
-            raise ValueError(f"learning rate must be > 0; got {lr!r}")
-        self.lr = float(lr)
+        self.lr = check_number(type(self).__name__, "learning rate", lr, low=0, low_open=True)
         self.state: dict[str, dict] = {}    # parameter key -> {slot name: device array}
         self.steps = 0
 
@@ -46,9 +62,13 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0):
         super().__init__(lr)
+        momentum = check_number("SGD", "momentum", momentum, low=0, high=1)
+        weight_decay = check_number("SGD", "weight_decay", weight_decay, low=0)
+        if not isinstance(nesterov, bool):
+            raise TypeError(f"SGD nesterov must be True or False; got {nesterov!r}")
         if nesterov and momentum <= 0:
             raise ValueError("Nesterov momentum needs momentum > 0")
-        self.momentum, self.nesterov, self.weight_decay = float(momentum), nesterov, float(weight_decay)
+        self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
 
     def _update(self, key, param, grad, slots):
         if self.weight_decay:
@@ -73,7 +93,13 @@ class Adam(Optimizer):
 
     def __init__(self, lr: float = 0.001, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(lr)
-        self.betas, self.eps, self.weight_decay = (float(betas[0]), float(betas[1])), float(eps), float(weight_decay)
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise TypeError(f"Adam betas must be a pair (beta1, beta2), e.g. (0.9, 0.999); got {betas!r}")
+        # beta = 1 would divide by 1 - beta**t = 0 in the bias correction.
+        self.betas = (check_number("Adam", "beta1", betas[0], low=0, high=1),
+                      check_number("Adam", "beta2", betas[1], low=0, high=1))
+        self.eps = check_number("Adam", "eps", eps, low=0, low_open=True)
+        self.weight_decay = check_number("Adam", "weight_decay", weight_decay, low=0)
 
     def _update(self, key, param, grad, slots):
         xp = backend_of(grad).xp

@@ -6,6 +6,26 @@ import numpy as np
 from backends import Backend
 
 
+# One sample may hold at most this many values (2**28: a 16384 x 16384 image); larger is a mistake or an attack.
+MAX_SAMPLE_VALUES = 2 ** 28
+
+
+def check_input_shape(shape, name: str = "input_shape") -> tuple:
+    """``shape`` (one sample's, no batch axis) as a tuple of positive ints of sane total size."""
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise TypeError(f"{name} must be a tuple of ints such as (1, 28, 28); got {shape!r}")
+    dims = tuple(shape)
+    if not dims or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in dims):
+        raise TypeError(f"{name} must be a non-empty tuple of ints such as (1, 28, 28); got {shape!r}")
+    dims = tuple(int(d) for d in dims)
+    if any(d < 1 for d in dims):
+        raise ValueError(f"{name} must have every dimension >= 1; got {dims}")
+    if int(np.prod(dims, dtype=np.float64)) > MAX_SAMPLE_VALUES:
+        raise ValueError(f"{name} {dims} is too large: {int(np.prod(dims, dtype=np.float64)):,} values per sample, "
+                         f"the limit is {MAX_SAMPLE_VALUES:,}")
+    return dims
+
+
 def as_batch(backend: Backend, x, expected_shape: tuple | None, name: str = "x"):
     """Validate images or features and return them as a float32 array on ``backend``.
 
