@@ -261,17 +261,25 @@ class DCNNetwork:
         unexpected = sorted(k for k in arrays if k not in expected)
         if missing or unexpected:
             raise ValueError(f"{source} does not fit this model: missing keys {missing}, unexpected keys {unexpected}")
+        cast = {}
         for key, current in expected.items():
             value = np.asarray(arrays[key])
             if tuple(value.shape) != tuple(current.shape):
                 raise ValueError(f"{source}: {key!r} has shape {tuple(value.shape)}, the model expects "
                                  f"{tuple(current.shape)}")
-            if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
-                raise ValueError(f"{source}: {key!r} contains NaN or Inf")
+            if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
+                raise ValueError(f"{source}: {key!r} has dtype {value.dtype}, not numbers")
+            target = np.dtype(str(current.dtype).split(".")[-1])
+            with np.errstate(over="ignore", invalid="ignore"):   # checked just below, after the cast
+                cast[key] = value.astype(target)
+            # After the cast: float64 weights beyond float32's range become inf here.
+            if np.issubdtype(target, np.floating) and not np.isfinite(cast[key]).all():
+                raise ValueError(f"{source}: {key!r} contains NaN or Inf"
+                                 + (f" once cast to {target} (values beyond its range)"
+                                    if np.isfinite(value).all() else ""))
         layers = dict(self.model.named_layers())
-        for key, current in expected.items():
+        for key, value in cast.items():
             prefix, name = key.rsplit(".", 1)
-            value = np.asarray(arrays[key]).astype(np.dtype(str(current.dtype).split(".")[-1]))
             layers[prefix + "."].set_state(name, self.backend.from_numpy(value))
 
     def save_weights(self, path, metadata: dict | None = None) -> None:
