@@ -196,6 +196,13 @@ def load(out_dir) -> tuple[dict, dict, dict]:
     return model, optim, meta
 
 
+def load_model(out_dir) -> tuple[dict, dict]:
+    """(model arrays, weights-file-style metadata) straight from ``out_dir``'s checkpoint."""
+    model, _, meta = load(out_dir)
+    return model, {**(meta.get("weights_metadata") or {}), "input_shape": meta.get("input_shape"),
+                   "epoch": meta["epoch"]}
+
+
 # Slots each optimiser keeps per parameter once it has stepped (SGD only with momentum).
 _SLOTS = {"adam": ("exp_avg", "exp_avg_sq"), "sgd": ("momentum_buffer",)}
 

@@ -268,8 +268,11 @@ def load_trained(path: Path, model: str | None = None, backend=None):
     """(net, metadata, weights path) for a weights file or run folder."""
     from . import presets
     from .fileio import load_arrays
-    path = _weights_path(Path(path))
+    folder = Path(path)
+    path = _weights_path(folder)
     arrays, meta = load_arrays(path)
+    if folder.is_dir():
+        arrays, meta = _newer_checkpoint(folder, arrays, meta)
     name = model or meta.get("preset")
     if name is None:
         raise ValueError(f"{path} does not say which preset it belongs to; pass --model")
@@ -285,6 +288,19 @@ def load_trained(path: Path, model: str | None = None, backend=None):
         raise ValueError(f"the weights in {path} do not fit the {preset.name!r} preset: {_first_clause(exc)}") \
             from None
     return net, meta, path
+
+
+def _newer_checkpoint(folder: Path, arrays: dict, meta: dict):
+    """A run folder's weights file can lag its checkpoint (a kill between the two writes, before any
+    --resume repaired it): the checkpoint is the source, so its model is used then."""
+    from . import checkpoint
+    saved_epoch = checkpoint.read_epoch(folder)
+    if saved_epoch is None or saved_epoch == meta.get("epoch"):
+        return arrays, meta
+    model, model_meta = checkpoint.load_model(folder)
+    if not model_meta.get("classes"):      # a checkpoint from before weights_metadata was stored
+        return arrays, meta
+    return model, model_meta
 
 
 def _first_clause(exc) -> str:
