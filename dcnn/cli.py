@@ -277,10 +277,10 @@ def load_trained(path: Path, model: str | None = None, backend=None):
     if name is None:
         raise ValueError(f"{path} does not say which preset it belongs to; pass --model")
     preset = presets.get_preset(name)
-    input_shape = tuple(meta.get("input_shape") or ())
-    classes = meta.get("classes")
-    if len(input_shape) != 3 or not classes:
+    if not meta.get("input_shape") or not meta.get("classes"):
         raise ValueError(f"{path} lacks its input shape or class names (was it written by dcnn train?)")
+    input_shape = _checked_metadata(path, meta)
+    classes = meta["classes"]
     try:
         net = preset.build(input_shape, len(classes), backend=backend)
         net.load_state_dict(arrays, source=str(path))
@@ -288,6 +288,25 @@ def load_trained(path: Path, model: str | None = None, backend=None):
         raise ValueError(f"the weights in {path} do not fit the {preset.name!r} preset: {_first_clause(exc)}") \
             from None
     return net, meta, path
+
+
+MAX_CLASSES = 100_000
+
+
+def _checked_metadata(path, meta: dict) -> tuple:
+    """The input shape from a weights file's metadata, after checking it and the class names."""
+    from .validation import check_input_shape
+    try:
+        shape = check_input_shape(meta["input_shape"], name="metadata 'input_shape'")
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{path}: {exc}; the file is damaged or was not written by dcnn train") from None
+    if len(shape) != 3:
+        raise ValueError(f"{path}: metadata 'input_shape' must be (channels, height, width); got {shape}")
+    classes = meta["classes"]
+    if not (isinstance(classes, list) and 0 < len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes)):
+        raise ValueError(f"{path}: metadata 'classes' must be a list of names (at most {MAX_CLASSES:,}); "
+                         "the file is damaged or was not written by dcnn train")
+    return shape
 
 
 def _newer_checkpoint(folder: Path, arrays: dict, meta: dict):
