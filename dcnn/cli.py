@@ -2,7 +2,8 @@
 
 Mistakes (an unknown dataset or preset, a batch size of 0, a missing or unfitting
 weights file) end with one ``dcnn: error: ...`` line and a non-zero status, never a traceback.
-Exit status: 0 done, 1 failed, 2 bad arguments, 130 interrupted (a checkpoint was written).
+Exit status: 0 done, 1 failed, 2 bad arguments, 130 interrupted (a checkpoint was written),
+141 output pipe closed (``dcnn evaluate | head -1``; ``dcnn train`` instead keeps training).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 2, 130, 141   # 141 = 128 + SIGPIPE
 
 
 class UsageError(Exception):
@@ -163,6 +164,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (dcnn evaluate | head -1): stop quietly, as Unix tools do.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except Exception as exc:
         from .training import Interrupted
         if isinstance(exc, Interrupted):
@@ -179,9 +184,37 @@ def _expected(exc) -> bool:
     import backends
     from .checkpoint import CheckpointError
     from .datasets import DatasetError
+    from .runfolder import RunFolderError
     from .training import TrainingError
-    return isinstance(exc, (ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError,
-                            DatasetError, CheckpointError, TrainingError, backends.BackendError))
+    return isinstance(exc, (ValueError, TypeError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+                            PermissionError, DatasetError, CheckpointError, TrainingError, RunFolderError,
+                            backends.BackendError))
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that nothing (not even the flush at exit) writes to a closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):   # stdout without a file descriptor (tests)
+        pass
+
+
+def _echo_to(stream):
+    """print() to ``stream``; once its reader has gone (a closed pipe), the rest is dropped and training goes on."""
+    state = {"open": True}
+
+    def echo(text=""):
+        if not state["open"]:
+            return
+        try:
+            print(text, file=stream, flush=True)
+        except BrokenPipeError:
+            state["open"] = False
+            if stream is sys.stdout:
+                _silence_stdout()
+    return echo
 
 
 def _error(message: str) -> None:
@@ -227,7 +260,7 @@ def cmd_train(args) -> int:
     from .checkpoint import CHECKPOINT
     from .training import TrainConfig, train
     out_stream = sys.stderr if args.json else sys.stdout
-    echo = lambda text="": print(text, file=out_stream, flush=True)
+    echo = _echo_to(out_stream)
 
     dataset = args.dataset or "fashion-mnist"
     model = args.model or presets.DEFAULT
@@ -249,7 +282,7 @@ def cmd_train(args) -> int:
          + (f", {ips:,.0f} training images/s" if ips else "") + f" on {result['backend']}")
     echo(f"      weights: {result['weights']}  (dcnn evaluate {result['out']})")
     if args.json:
-        print(json.dumps(result))
+        _echo_to(sys.stdout)(json.dumps(result))
     return 0
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import backends
-from . import checkpoint, datasets, presets
+from . import checkpoint, datasets, presets, runfolder
 from .callbacks import Callback
 
 
@@ -335,8 +335,17 @@ class Checkpointer(Callback):
             self._save(epoch, extra={"interrupted": {"epoch": epoch + 1, "step": self.monitor.last_step + 1}})
 
     def _save(self, epochs_done, extra=None):
-        checkpoint.save(self.out_dir, self.net, epoch=epochs_done, config=self.config, history=self.history,
-                        augment=self.augment, extra=extra, weights_metadata=self.weights_metadata)
+        try:
+            checkpoint.save(self.out_dir, self.net, epoch=epochs_done, config=self.config, history=self.history,
+                            augment=self.augment, extra=extra, weights_metadata=self.weights_metadata)
+        except OSError as exc:
+            # Atomic writes: the previous checkpoint is still whole.
+            kept = (f"the checkpoint of epoch {self.saved_epoch} is intact" if self.saved_epoch is not None
+                    else "any earlier checkpoint there is intact")
+            raise runfolder.RunFolderError(
+                exc.errno, f"could not write the checkpoint of epoch {epochs_done} into {self.out_dir}: "
+                           f"{runfolder.describe_os_error(exc)}. {kept}; continue with: dcnn train --resume "
+                           f"--out {self.out_dir}") from None
 
 
 class _SigintHandler:
@@ -401,8 +410,20 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict
     ``Interrupted`` after Ctrl-C (a checkpoint of the current state is written).
     ``dataset`` bypasses loading (tests pass small arrays).
     """
-    started = time.perf_counter()
     out_dir = Path(out_dir)
+    if resume and not (out_dir / checkpoint.CHECKPOINT).is_file():
+        checkpoint.load(out_dir)                        # raises the error that says what is missing
+    # Checked, locked and tidied before any data is loaded or any epoch is spent.
+    with runfolder.open_run_folder(out_dir) as folder:
+        if folder.removed_leftovers:
+            echo(f"removed {len(folder.removed_leftovers)} temporary file(s) left in {out_dir} by an earlier, "
+                 f"interrupted write: {', '.join(folder.removed_leftovers)}")
+        return _train(config, out_dir, resume=resume, requested=requested, backend=backend, progress=progress,
+                      log_every=log_every, dataset=dataset, callbacks=callbacks, echo=echo)
+
+
+def _train(config, out_dir, *, resume, requested, backend, progress, log_every, dataset, callbacks, echo) -> dict:
+    started = time.perf_counter()
     saved = None
     if resume:
         model_arrays, optim_arrays, saved = checkpoint.load(out_dir)
