@@ -421,24 +421,15 @@ def cmd_evaluate(args) -> int:
 # --- predict --------------------------------------------------------------------------------------
 
 def load_images(paths, input_shape, invert: str = "auto") -> np.ndarray:
-    """Image files -> float32 (N, C, H, W) in [0, 1], resized to the model's input."""
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise ValueError("reading images needs Pillow: pip install pillow") from None
+    """Image files -> float32 (N, C, H, W) in [0, 1], resized to the model's input (see dcnn.imagefiles)."""
+    from .imagefiles import read_image
     c, h, w = input_shape
     out = []
     for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"image not found: {path}")
         try:
-            with Image.open(path) as img:
-                img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.BILINEAR)
-                a = np.asarray(img, dtype=np.float32) / 255.0
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ValueError(f"{path} is not a readable image ({exc})") from None
-        a = a[None] if c == 1 else np.transpose(a, (2, 0, 1))
+            a = read_image(path, c, (h, w))
+        except ImportError as exc:
+            raise ValueError(str(exc)) from None
         if c == 1 and invert != "no":
             border = np.concatenate([a[0, 0], a[0, -1], a[0, :, 0], a[0, :, -1]])
             if invert == "yes" or border.mean() > 0.5:  # (Fashion-)MNIST: light object on a black background

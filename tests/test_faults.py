@@ -78,3 +78,26 @@ def test_conv2d_refuses_a_non_finite_fixed_kernel(bad):
     kernel = np.full((2, 3, 3), bad)
     with pytest.raises(ValueError, match="kernel contains NaN or Inf values"):
         Conv2D(2, kernel=kernel)
+
+
+@pytest.mark.parametrize("make", [lambda: __import__("dcnn").ReLU(), lambda: __import__("dcnn").Flatten(),
+                                  lambda: __import__("dcnn").MaxPool2D(2), lambda: __import__("dcnn").Softmax()])
+def test_backward_before_forward_says_to_call_forward_first(make):
+    layer = make()
+    with pytest.raises(RuntimeError, match=r"\.backward\(\) was called before forward\(\).*call forward\(x\) first"):
+        layer.backward(np.ones((2, 3), np.float32))
+
+
+def test_backward_after_forward_still_works_and_other_attribute_errors_pass_through():
+    from dcnn import ReLU
+    from dcnn.layers.base import Layer
+    relu = ReLU()
+    x = np.array([[-1.0, 2.0]], np.float32)
+    relu.forward(x)
+    np.testing.assert_array_equal(relu.backward(np.ones_like(x)), [[0.0, 1.0]])
+
+    class Broken(Layer):
+        def backward(self, dy):
+            return dy.no_such_method()
+    with pytest.raises(AttributeError, match="no_such_method"):
+        Broken().backward(np.ones(2))

@@ -6,6 +6,8 @@ keys and layouts of the equivalent ``torch.nn.Sequential``.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from backends import Backend, backend_of
@@ -14,6 +16,11 @@ from backends import Backend, backend_of
 class Layer:
     """Base class.  Subclasses implement ``forward``, ``backward`` and, when they
     own weights, ``build``; shapes exclude the batch axis."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "backward" in cls.__dict__:
+            cls.backward = _needs_forward(cls.__dict__["backward"])
 
     def __init__(self):
         self.params: dict = {}       # trainable arrays, torch names
@@ -70,6 +77,22 @@ class Layer:
 
     def __repr__(self) -> str:
         return self.describe()
+
+
+def _needs_forward(backward):
+    """Wraps a layer's ``backward``: a call before any ``forward`` (whose cache it reads) says so,
+    instead of an AttributeError about a private attribute.  Costs nothing unless it fires."""
+    @functools.wraps(backward)
+    def checked(self, dy):
+        try:
+            return backward(self, dy)
+        except AttributeError as exc:
+            if getattr(exc, "obj", None) is self and not hasattr(self, exc.name or ""):
+                raise RuntimeError(f"{self.describe()}.backward() was called before forward(): backward uses what "
+                                   "forward keeps, so call forward(x) first (in training mode), then backward(dy)") \
+                    from None
+            raise
+    return checked
 
 
 def check_rank(layer: Layer, x, rank: int, what: str) -> None:
