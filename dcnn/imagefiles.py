@@ -68,6 +68,8 @@ def read_image(path, channels: int | None = None, size: tuple[int, int] | None =
     """
     Image, ImageOps, UnidentifiedImageError = _pillow()
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not an image file")
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     if channels not in (None, 1, 3):

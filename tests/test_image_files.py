@@ -73,3 +73,8 @@ def test_eight_bit_gray_and_rgb_are_unchanged(tmp_path):
     np.testing.assert_allclose(np.moveaxis(a, 0, -1), rgb / 255, atol=1e-6)
     np.testing.assert_allclose(read_image(tmp_path / "c.png", channels=1)[0],
                                np.asarray(Image.fromarray(rgb).convert("L")) / 255, atol=1 / 255)
+
+
+def test_a_folder_given_as_an_image_is_named(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a folder, not an image file"):
+        read_image(tmp_path)
