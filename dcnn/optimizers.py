@@ -3,25 +3,9 @@
 Updates are in place on the device; the state is named per parameter key so it
 can be checkpointed next to the weights.
 """
-import math
-from numbers import Real
-
 from backends import backend_of
 
-
-def check_number(owner: str, name: str, value, *, low: float, high: float = math.inf,
-                 low_open: bool = False, high_open: bool = True) -> float:
-    """``value`` as a float, if it is a real, finite number in the stated interval; else a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{owner} {name} must be a number; got {type(value).__name__} {value!r}")
-    value = float(value)
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if not math.isfinite(value) or too_low or too_high:
-        interval = (("(" if low_open else "[") + f"{low:g}, " + (f"{high:g}" if math.isfinite(high) else "inf")
-                    + (")" if high_open or not math.isfinite(high) else "]"))
-        raise ValueError(f"{owner} {name} must be a finite number in {interval}; got {value!r}")
-    return value
+from .validation import check_number
 
 
 class Optimizer:
