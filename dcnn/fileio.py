@@ -53,6 +53,11 @@ def save_arrays(path, arrays: dict[str, np.ndarray], metadata: dict | None = Non
 
 # A safetensors header (JSON) larger than this is refused before it is parsed.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
+# Tensors larger than this in all are refused from the header, before any is read: far above any
+# dcnn model (the default convnet holds 3.3 MB), far below a machine's memory.
+MAX_TENSOR_BYTES = 4 << 30
+_ITEM_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
+               "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8}
 
 
 def _decode_metadata(path, raw_meta: dict) -> dict:
@@ -96,17 +101,31 @@ def read_metadata(path) -> dict:
     return _decode_metadata(path, raw)
 
 
-def load_arrays(path) -> tuple[dict[str, np.ndarray], dict]:
+class _TooLarge(Exception):
+    pass
+
+
+def load_arrays(path, max_bytes: int = MAX_TENSOR_BYTES) -> tuple[dict[str, np.ndarray], dict]:
     """Read a safetensors file (never pickle); a corrupt file raises ValueError naming it.
 
-    The header is checked first, then the tensors are read one by one through safetensors'
-    memory-mapped ``safe_open``: a huge or sparse file is never read whole into memory.
+    The header is checked first (tensors of more than ``max_bytes`` in all are refused from it),
+    then the tensors are read one by one through safetensors' memory-mapped ``safe_open``:
+    a huge or sparse file is never read whole into memory.
     """
     path = _open_checked(path)
     try:
         with safetensors.safe_open(str(path), framework="numpy") as f:
             raw = f.metadata() or {}
+            total = 0
+            for key in f.keys():
+                piece = f.get_slice(key)
+                total += _ITEM_BYTES.get(piece.get_dtype(), 8) * int(np.prod(piece.get_shape(), dtype=np.float64))
+            if total > max_bytes:
+                raise _TooLarge(f"{path}: its header describes {total:,} bytes of tensors, more than the limit of "
+                                f"{max_bytes:,}; it is not a dcnn model (or pass a larger max_bytes)")
             arrays = {key: f.get_tensor(key) for key in f.keys()}
+    except _TooLarge as exc:
+        raise ValueError(str(exc)) from None
     except MemoryError:
         raise ValueError(f"{path}: its tensors do not fit in memory; it is not a dcnn weights file") from None
     except Exception as exc:

@@ -157,3 +157,16 @@ def test_weights_metadata_with_absurd_input_shape_or_classes_is_refused(good_run
 def test_read_metadata_reads_only_the_header(good_run):
     assert read_metadata(good_run / checkpoint.CHECKPOINT)["epoch"] == 1
     assert json.loads(json.dumps(read_metadata(good_run / checkpoint.WEIGHTS)))["preset"] == "convnet"
+
+
+def test_a_header_describing_gigabytes_of_tensors_is_refused_before_reading(tmp_path):
+    """A valid header for an 8 GiB tensor over a sparse file of that size: refused from the header."""
+    header = json.dumps({"0.weight": {"dtype": "F32", "shape": [2 ** 31], "data_offsets": [0, 2 ** 33]}}).encode()
+    header += b" " * (-len(header) % 8)
+    path = tmp_path / "big.safetensors"
+    with open(path, "wb") as f:
+        f.write(len(header).to_bytes(8, "little") + header)
+        f.truncate(8 + len(header) + 2 ** 33)
+    with pytest.raises(ValueError, match=r"big.safetensors: its header describes 8,589,934,592 bytes of tensors, "
+                                         r"more than the limit of 4,294,967,296"):
+        load_arrays(path)
