@@ -415,6 +415,8 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict
         checkpoint.load(out_dir)                        # raises the error that says what is missing
     # Checked, locked and tidied before any data is loaded or any epoch is spent.
     with runfolder.open_run_folder(out_dir) as folder:
+        if not resume and (out_dir / checkpoint.CHECKPOINT).exists():   # checked again under the lock
+            raise ValueError(f"{out_dir} already holds a run; pass --resume to continue it, or choose another --out")
         if folder.removed_leftovers:
             echo(f"removed {len(folder.removed_leftovers)} temporary file(s) left in {out_dir} by an earlier, "
                  f"interrupted write: {', '.join(folder.removed_leftovers)}")

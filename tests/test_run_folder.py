@@ -148,3 +148,13 @@ def test_train_into_a_closed_pipe_keeps_training_to_its_checkpoints(tiny):
     assert rc == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
     assert checkpoint.load(tiny / "run")[2]["epoch"] == 3
     assert json.loads((tiny / "run" / checkpoint.HISTORY).read_text())["epochs_done"] == 3
+
+
+def test_a_fresh_run_never_overwrites_a_finished_one(tmp_path):
+    """The CLI checks before it starts; train() checks again holding the lock (two fresh runs racing)."""
+    out = tmp_path / "r"
+    start(out, dataset=tiny_dataset())
+    before = (out / checkpoint.CHECKPOINT).read_bytes()
+    with pytest.raises(ValueError, match="already holds a run; pass --resume"):
+        start(out, dataset=tiny_dataset())
+    assert (out / checkpoint.CHECKPOINT).read_bytes() == before
