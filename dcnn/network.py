@@ -33,6 +33,7 @@ class DCNNetwork:
         self.loss = None
         self.optimizer = None
         self.history = History()
+        self.data_parallel = None     # set by dcnn.distributed.DataParallel
 
     # --- building ------------------------------------------------------------
     @property
@@ -96,6 +97,14 @@ class DCNNetwork:
 
     def train_on_batch(self, x, y):
         """One optimisation step on device arrays; returns (loss, correct) as 0-d device arrays."""
+        if self.data_parallel is not None:      # this rank's shard; gradients averaged over ranks
+            return self.data_parallel.train_on_batch(x, y)
+        loss, logits = self._forward_backward(x, y)
+        self.optimizer.step(self._parameters_and_grads())
+        return loss, self._correct(logits, y)
+
+    def _forward_backward(self, x, y):
+        """Loss (0-d device array) and logits; leaves the gradients in the layers."""
         logits = self.logits(x, training=True)
         loss = self.loss.forward(logits, y)
         dy = self.loss.backward()
@@ -103,8 +112,7 @@ class DCNNetwork:
             dy = layer.backward(dy)
             if dy is None:
                 break
-        self.optimizer.step(self._parameters_and_grads())
-        return loss, self._correct(logits, y)
+        return loss, logits
 
     def _parameters_and_grads(self):
         return [(prefix + name, layer.params[name], layer.grads[name])
@@ -172,11 +180,13 @@ class DCNNetwork:
             cbs.on_epoch_begin(epoch)
             for step, (start, stop) in enumerate(_spans(n, batch_size)):
                 idx = order[start:stop]
+                if self.data_parallel is not None:      # this rank's part of the global batch
+                    idx = self.data_parallel.shard(idx)
                 xb, yb = xp.take(xd, idx, axis=0), xp.take(yd, idx, axis=0)
                 if augment is not None:
                     xb = augment(xb)
                 loss, hits = self.train_on_batch(xb, yb)
-                loss_sum += loss * xb.shape[0]
+                loss_sum += loss * (stop - start)
                 correct += hits
                 seen = stop
                 cbs.on_batch_end(step, {"loss": loss, "loss_sum": loss_sum, "correct": correct, "seen": seen})
@@ -197,6 +207,11 @@ class DCNNetwork:
     stop_training = False
 
     def _evaluate_device(self, xd, yd, batch_size):
+        if self.data_parallel is not None:      # each rank its part; sums all-reduced
+            return self.data_parallel.evaluate(xd, yd, batch_size)
+        return self._evaluate_local(xd, yd, batch_size)
+
+    def _evaluate_local(self, xd, yd, batch_size):
         xp = self.backend.xp
         loss_sum = xp.zeros((), dtype=xp.float32, device=self.backend.device)
         correct = xp.zeros((), dtype=xp.int64, device=self.backend.device)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import backends
-from . import checkpoint, datasets, presets
+from . import checkpoint, datasets, distributed, presets
 from .callbacks import Callback
 
 
@@ -249,8 +249,8 @@ class Checkpointer(Callback):
     """After each complete epoch: append to the history and write the checkpoint."""
 
     def __init__(self, out_dir, config: dict, history: dict, monitor: Monitor, augment=None,
-                 weights_metadata=None, interrupt=None):
-        self.out_dir, self.config, self.history = Path(out_dir), config, history
+                 weights_metadata=None, interrupt=None, write=checkpoint.save):
+        self.out_dir, self.config, self.history, self.write = Path(out_dir), config, history, write
         self.monitor, self.augment, self.weights_metadata = monitor, augment, weights_metadata
         self.interrupt = interrupt
         self.saved_epoch = None
@@ -275,15 +275,19 @@ class Checkpointer(Callback):
             self._save(epoch, extra={"interrupted": {"epoch": epoch + 1, "step": self.monitor.last_step + 1}})
 
     def _save(self, epochs_done, extra=None):
-        checkpoint.save(self.out_dir, self.net, epoch=epochs_done, config=self.config, history=self.history,
+        self.write(self.out_dir, self.net, epoch=epochs_done, config=self.config, history=self.history,
                         augment=self.augment, extra=extra, weights_metadata=self.weights_metadata)
 
 
 class _SigintHandler:
-    """The first Ctrl-C asks fit to stop after the current batch; a second one stops at once."""
+    """The first Ctrl-C asks fit to stop after the current batch; a second one stops at once.
 
-    def __init__(self, net, echo):
+    With several ranks (``immediate=False``) it only raises the flag: the ranks agree on it at
+    the next log interval (``distributed.StopSync``) and stop together."""
+
+    def __init__(self, net, echo, immediate: bool = True):
         self.net, self.echo, self.requested, self.previous = net, echo, False, None
+        self.immediate = immediate
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -292,7 +296,8 @@ class _SigintHandler:
 
     def _handle(self, signum, frame):
         self.requested = True
-        self.net.stop_training = True
+        if self.immediate:
+            self.net.stop_training = True
         signal.signal(signal.SIGINT, self.previous or signal.default_int_handler)
         self.echo("\ninterrupted: finishing the current batch and writing a checkpoint (Ctrl-C again to quit now)")
 
@@ -344,6 +349,9 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict
     started = time.perf_counter()
     out_dir = Path(out_dir)
     saved = None
+    comm = distributed.active()     # several ranks under mpirun (dcnn.distributed), else None
+    if not distributed.is_lead():   # rank 0 alone prints and writes
+        echo, progress = (lambda *args, **kwargs: None), False
     if resume:
         model_arrays, optim_arrays, saved = checkpoint.load(out_dir)
         if requested is None:  # the fields of ``config`` that differ from the defaults
@@ -363,13 +371,17 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict
     net = preset.build(data.input_shape, data.num_classes, seed=config.seed, backend=backend)
     net.compile(config.optimizer, lr=config.lr, **config.optimizer_options())
     augment = RandomShiftFlip(backend, config.seed) if config.augment else None
+    parallel = None if comm is None else distributed.DataParallel(net, comm, augment=augment)
     history: dict = {}
     initial_epoch = 0
     if saved is not None:
+        distributed.check_ranks(saved, 1 if comm is None else comm.size, source=str(out_dir / checkpoint.CHECKPOINT))
         try:
             checkpoint.restore(net, model_arrays, optim_arrays, saved, augment, source=str(out_dir / checkpoint.CHECKPOINT))
         except ValueError as exc:
             raise checkpoint.CheckpointError(str(exc)) from None
+        if parallel is not None:
+            parallel.restore_streams(saved, augment)
         history = {k: list(v) for k, v in saved["history"].items()}
         initial_epoch = int(saved["epoch"])
         note = ""
@@ -386,14 +398,16 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict
         echo(f"  data from {data.source or 'memory'}; checkpoints to {out_dir}")
         echo(f"  {config.epochs} epochs, batch {config.batch_size}, {config.optimizer} lr {config.lr:g} "
              f"({preset.schedule}){', augmented' if config.augment else ''}, seed {config.seed}, "
-             f"on {backend.describe()}")
+             f"on {backend.describe()}" + (f" x {comm.size} ranks" if comm is not None else ""))
     config_dict = asdict(config)
     weights_meta = {"preset": config.model, "dataset": config.dataset, "classes": list(data.classes)}
     monitor = Monitor(log_every=log_every, progress=progress, echo=echo)
     net.stop_training = False
-    with _SigintHandler(net, echo) as sigint:
-        saver = Checkpointer(out_dir, config_dict, history, monitor, augment, weights_meta, interrupt=sigint)
-        cbs = [LRSchedule(config.lr, preset.schedule, config.epochs), monitor, saver, *callbacks]
+    with _SigintHandler(net, echo, immediate=parallel is None) as sigint:
+        saver = Checkpointer(out_dir, config_dict, history, monitor, augment, weights_meta, interrupt=sigint,
+                             write=checkpoint.save if parallel is None else parallel.save_checkpoint)
+        cbs = [LRSchedule(config.lr, preset.schedule, config.epochs),
+               *(parallel.callbacks(sigint, log_every) if parallel is not None else ()), monitor, saver, *callbacks]
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a NaN is reported below
             net.fit(data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
                     validation_data=(data.x_test, data.y_test), verbose=0, callbacks=cbs,
@@ -415,13 +429,15 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict
         raise Interrupted(f"interrupted at {where}; checkpoint written to {out_dir}. "
                           f"Continue with: dcnn train --resume --out {out_dir}")
 
-    _plot_curves(history, out_dir, echo)
+    if distributed.is_lead():
+        _plot_curves(history, out_dir, echo)
     seconds = time.perf_counter() - started
     last = {k: v[-1] for k, v in history.items() if v}
     return {
         "dataset": config.dataset, "model": config.model, "backend": backend.describe(),
         "epochs": len(history.get("loss", [])), "batch_size": config.batch_size, "optimizer": config.optimizer,
         "lr": config.lr, "seed": config.seed, "train_images": int(len(data.y_train)),
+        "ranks": 1 if comm is None else comm.size,
         "seconds": round(seconds, 2), "train_seconds": round(sum(monitor.epoch_seconds), 2),
         "train_loss": last.get("loss"), "train_accuracy": last.get("accuracy"),
         "test_loss": last.get("val_loss"), "test_accuracy": last.get("val_accuracy"),
