@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import traceback
+from pathlib import Path
 
 from .communicator import MPICommunicator
 
@@ -134,7 +135,8 @@ def mpiexec_command(n: int, *, bind: bool = False) -> tuple[list[str], dict]:
     Open MPI refuses to run as root and to start more ranks than cores unless told; both
     are fine for a job on one machine.  MPICH needs neither.
     """
-    exe = shutil.which("mpiexec") or shutil.which("mpirun")
+    beside = [str(Path(sys.executable).parent / name) for name in ("mpiexec", "mpirun")]   # dcnn[dist]'s
+    exe = next((p for p in beside if os.access(p, os.X_OK)), None) or shutil.which("mpiexec") or shutil.which("mpirun")
     if exe is None:
         raise FileNotFoundError("no mpiexec on PATH: pip install 'dcnn[dist]' (mpi4py and Open MPI), "
                                 "or load your cluster's MPI")
