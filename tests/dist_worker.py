@@ -54,6 +54,30 @@ def run_fit(out_path):
         np.savez(out_path, **results)
 
 
+def run_nccl(out_path):
+    """On a GPU: the CuPy path (NCCL communicator, DataParallel) for one rank against plain CuPy training."""
+    from dcnn.distributed import DataParallel, MPICommunicator
+    backend = backends.use("cupy")
+    comm = MPICommunicator()
+    cases, make_data, make_net = fit_cases()
+    case = cases["adam"]
+    x, y, xv, yv = make_data(case)
+    results = {}
+    for parallel in (False, True):
+        net = make_net(case)
+        net.to(backend)
+        if parallel:
+            DataParallel(net, comm)
+            assert comm.device is not None, "the CuPy backend must use NCCL"
+            a = backend.xp.arange(5, dtype=backend.xp.float32)
+            comm.allreduce_sum(a)
+            comm.broadcast(a)
+        net.fit(x, y, epochs=case["epochs"], batch_size=case["batch"], validation_data=(xv, yv), verbose=0)
+        for key, value in net.state_dict().items():
+            results[f"{parallel}/{key}"] = value
+    np.savez(out_path, **results)
+
+
 def run_cli(fault, argv):
     import dcnn.datasets as d
     from dcnn import cli
@@ -92,5 +116,7 @@ if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if sys.argv[1] == "fit":
         run_fit(sys.argv[2])
+    elif sys.argv[1] == "nccl":
+        run_nccl(sys.argv[2])
     else:
         run_cli(os.environ.get("DCNN_TEST_FAULT", ""), sys.argv[sys.argv.index("--") + 1:])

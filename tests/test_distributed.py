@@ -254,3 +254,27 @@ def test_one_rank_failing_stops_every_rank_without_a_hang(tmp_path, fault, code,
     if fault == "sigint":                                    # both ranks stopped at the same step; rank 0 wrote
         _, _, meta = checkpoint.load(out)
         assert meta["interrupted"]["step"] >= 1 and meta["distributed"]["ranks"] == 2
+
+
+@needs_mpi
+def test_nccl_path_for_cupy_arrays(tmp_path):
+    """Runs where CuPy and a GPU are (scripts/gpu_check.sh); one rank, as NCCL wants one GPU per rank."""
+    try:
+        backends.resolve("cupy")
+    except backends.BackendError as exc:
+        pytest.skip(f"the NCCL path needs the CuPy backend: {exc}")
+    proc = mpiexec(1, "nccl", tmp_path / "nccl.npz", env={"DCNN_BACKEND": "cupy"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = np.load(tmp_path / "nccl.npz")
+    for key in [k for k in got if k.startswith("False/")]:
+        np.testing.assert_allclose(got["True/" + key[6:]], got[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@needs_mpi
+def test_the_benchmark_runs(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_dist.py"), "--quick", "--models", "ref",
+                           "--json", str(tmp_path / "b.json")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert [r["configuration"] for r in rows] == ["1 process x 1 thread", "1 process x 2 threads", "2 ranks x 1 thread"]
+    assert rows[2]["allreduce_ms"] > 0 and 0 < rows[2]["allreduce_share"] < 1

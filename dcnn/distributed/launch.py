@@ -69,10 +69,16 @@ def _select_local_gpu(local_rank: int) -> None:
     if "cupy" in sys.modules and getattr(sys.modules["cupy"], "cuda", None) is not None:
         return     # CUDA may be up already; the caller chose the device itself
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    devices = [d for d in visible.split(",") if d.strip()] if visible else None
-    if devices == []:
+    if visible is not None:
+        devices = [d.strip() for d in visible.split(",") if d.strip()]
+    else:   # the driver lists its GPUs here; reading it does not start CUDA
+        try:
+            devices = [str(i) for i in range(len(os.listdir("/proc/driver/nvidia/gpus")))]
+        except OSError:
+            devices = []
+    if not devices:
         return
-    os.environ["CUDA_VISIBLE_DEVICES"] = (devices[local_rank % len(devices)] if devices else str(local_rank))
+    os.environ["CUDA_VISIBLE_DEVICES"] = devices[local_rank % len(devices)]
     os.environ["DCNN_LOCAL_GPU_SELECTED"] = "1"
 
 
