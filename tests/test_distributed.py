@@ -278,3 +278,17 @@ def test_the_benchmark_runs(tmp_path):
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
     assert [r["configuration"] for r in rows] == ["1 process x 1 thread", "1 process x 2 threads", "2 ranks x 1 thread"]
     assert rows[2]["allreduce_ms"] > 0 and 0 < rows[2]["allreduce_share"] < 1
+
+
+@needs_mpi
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="the real Fashion-MNIST is not installed")
+def test_workers_option_starts_the_ranks_itself(tmp_path):
+    """``dcnn train --workers 2`` runs mpiexec -n 2 python -m dcnn train (real data: 256 images, 1 epoch)."""
+    proc = subprocess.run([sys.executable, "-m", "dcnn", "train", "--workers", "2", "--model", "lenet", "--limit", "256",
+                           "--epochs", "1", "--out", str(tmp_path / "run"), "--json", "--no-progress"],
+                          capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "DCNN_BACKEND": "numpy"})
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["ranks"] == 2 and result["train_images"] == 256
+    assert checkpoint.load(tmp_path / "run")[2]["distributed"]["ranks"] == 2
