@@ -2,15 +2,23 @@
 
 A backend is one array library on one device.  Layers reach it through
 ``backend_of(array)`` and use only ``backend.xp`` (an array-API namespace) plus
-the few methods below, so the same layer code runs on NumPy, CuPy and the
-strict test namespace.
+the backend's methods: the hot operations (``conv2d``, ``max_pool2d``,
+``batch_norm``, ``relu``, ``dropout``, ``softmax_cross_entropy``, the optimiser
+updates), whose generic versions live in ``backends.ops``, and the few helpers
+below.  So the same layer code runs on NumPy, CuPy and the strict test namespace.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .ops import ActivationOps, ConvOps, LossOps, NormOps, OptimOps, PoolOps
+from .ops.pool import taps  # noqa: F401  (re-exported for the backends' fast paths)
 
-class Backend:
+
+class Backend(ConvOps, PoolOps, NormOps, ActivationOps, LossOps, OptimOps):
+    """One array library on one device: ``xp``, data movement, randomness, and the
+    hot operations as methods (generic versions in ``backends.ops``)."""
+
     name: str = "?"
 
     def __init__(self, xp, device=None, reason: str = ""):
@@ -72,37 +80,6 @@ class Backend:
             cols = xp.concat([cols, xp.ones((n * oh * ow, 1), dtype=x.dtype, device=self.device)], axis=1)
         return cols
 
-    def max_pool(self, x, k: int, stride: int):
-        """Max over k x k windows of an NHWC array: (N, H, W, C) -> ((N, OH, OW, C), saved).
-
-        A running maximum over the k*k strided views of ``x`` (one per window
-        offset): nothing is stacked.  ``saved`` is what ``max_pool_backward`` needs.
-        """
-        xp = self.xp
-        n, h, w, c = x.shape
-        oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
-        views = [x[:, rows, cols, :] for _, rows, cols in taps(k, k, stride, oh, ow)]
-        y = views[0]
-        for view in views[1:]:
-            y = xp.maximum(y, view)
-        return y, (x, y)
-
-    def max_pool_backward(self, dy, saved, k: int, stride: int):
-        """dx for ``max_pool``: each window's gradient goes to its first maximum in
-        row-major order (as torch.nn.MaxPool2d), found by comparing each view with
-        the maximum; overlapping windows add up."""
-        xp = self.xp
-        x, y = saved
-        _, oh, ow, _ = y.shape
-        dx = xp.zeros(x.shape, dtype=dy.dtype, device=self.device)
-        taken = None
-        for _, rows, cols in taps(k, k, stride, oh, ow):
-            hit = x[:, rows, cols, :] == y
-            first = hit if taken is None else hit & ~taken
-            taken = hit if taken is None else taken | hit
-            dx[:, rows, cols, :] += xp.where(first, dy, xp.zeros_like(dy))
-        return dx
-
     # --- randomness ---------------------------------------------------------
     def random_generator(self, seed):
         """A generator for on-device randomness (dropout masks, augmentation)."""
@@ -130,12 +107,3 @@ class _HostGenerator:
     @state.setter
     def state(self, value):
         self._rng.bit_generator.state = value
-
-
-def taps(kh: int, kw: int, stride: int, oh: int, ow: int):
-    """(offset index, row slice, column slice) of each kernel offset's strided view:
-    the input pixels that offset (i, j) of every output window reads."""
-    for i in range(kh):
-        for j in range(kw):
-            yield (i * kw + j, slice(i, i + stride * (oh - 1) + 1, stride),
-                   slice(j, j + stride * (ow - 1) + 1, stride))

@@ -5,33 +5,33 @@ from backends import backend_of
 class SoftmaxCrossEntropy:
     """Mean cross-entropy of softmax(logits) against integer labels or one-hot/soft targets.
 
-    ``forward`` returns the loss as a 0-d device array (no host sync); ``backward``
-    returns dL/dlogits = (softmax(logits) - y) / N.
+    ``forward`` returns the loss as a 0-d device array (no host sync) and keeps
+    ``correct``, the number of rows whose arg-max is right, also on the device;
+    ``backward`` returns dL/dlogits = (softmax(logits) - y) / N.  The work is the
+    backend's ``softmax_cross_entropy`` (backends/ops/loss.py).
     """
 
     name = "cross_entropy"
 
+    def __init__(self):
+        self._grad = None
+        self.correct = None
+
     def forward(self, logits, targets):
-        xp = backend_of(logits).xp
-        n, k = logits.shape
-        shifted = logits - xp.max(logits, axis=1, keepdims=True)
-        log_probs = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
-        y = self._as_distribution(xp, targets, k, logits)
-        self._cache = (xp, log_probs, y, n)
-        return -xp.sum(y * log_probs) / n
+        if logits.ndim != 2:
+            raise ValueError(f"cross-entropy expects (N, classes) logits; got shape {tuple(logits.shape)}")
+        if targets.ndim != 1 and tuple(targets.shape) != tuple(logits.shape):
+            raise ValueError(f"one-hot targets must have shape {tuple(logits.shape)}; got {tuple(targets.shape)}")
+        backend = backend_of(logits)
+        if targets.ndim == 2 and targets.dtype != logits.dtype:
+            targets = backend.xp.astype(targets, logits.dtype)
+        loss, self._grad, self.correct = backend.softmax_cross_entropy(logits, targets)
+        return loss
 
     def backward(self):
-        xp, log_probs, y, n = self._cache
-        return (xp.exp(log_probs) - y) / n
-
-    @staticmethod
-    def _as_distribution(xp, targets, classes, logits):
-        if targets.ndim == 1:
-            classes_row = xp.reshape(xp.arange(classes, device=backend_of(logits).device), (1, classes))
-            return xp.astype(xp.reshape(targets, (-1, 1)) == classes_row, logits.dtype)
-        if tuple(targets.shape) != tuple(logits.shape):
-            raise ValueError(f"one-hot targets must have shape {tuple(logits.shape)}; got {tuple(targets.shape)}")
-        return xp.astype(targets, logits.dtype)
+        if self._grad is None:
+            raise RuntimeError("SoftmaxCrossEntropy.backward() needs a forward() first")
+        return self._grad
 
 
 LOSSES = {"cross_entropy": SoftmaxCrossEntropy, "categorical_crossentropy": SoftmaxCrossEntropy,

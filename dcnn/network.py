@@ -10,6 +10,7 @@ from .layers import Dropout, Layer, Sequential, Softmax
 from .layers.container import run_order
 from .losses import get_loss
 from .optimizers import get_optimizer
+from .parameters import FlatParameters
 from .validation import as_batch, as_targets
 
 
@@ -99,25 +100,48 @@ class DCNNetwork:
         """One optimisation step on device arrays; returns (loss, correct) as 0-d device arrays."""
         if self.data_parallel is not None:      # this rank's shard; gradients averaged over ranks
             return self.data_parallel.train_on_batch(x, y)
-        loss, logits = self._forward_backward(x, y)
-        self.optimizer.step(self._parameters_and_grads())
-        return loss, self._correct(logits, y)
+        loss, correct = self._forward_backward(x, y)
+        params = self.flat_parameters()
+        self.optimizer.step(params, params.gather(self._gradients()))
+        return loss, correct
 
     def _forward_backward(self, x, y):
-        """Loss (0-d device array) and logits; leaves the gradients in the layers."""
+        """Loss and hit count (0-d device arrays); leaves the gradients in the layers."""
         logits = self.logits(x, training=True)
         loss = self.loss.forward(logits, y)
+        correct = getattr(self.loss, "correct", None)
+        if correct is None:
+            correct = self._correct(logits, y)
         dy = self.loss.backward()
         for layer in reversed(self._logit_layers()):
             dy = layer.backward(dy)
             if dy is None:
                 break
-        return loss, logits
+        return loss, correct
 
-    def _parameters_and_grads(self):
-        return [(prefix + name, layer.params[name], layer.grads[name])
-                for prefix, layer in self.model.named_layers()
-                for name in layer.params if name in layer.grads]
+    def _gradients(self) -> list:
+        """The trainable parameters' gradients, in flat_parameters() order (call that first)."""
+        return [holder_grads[name] for holder_grads, name in self._grad_refs]
+
+    def _trainable_refs(self):
+        """(key, params dict, name) of each trainable parameter, and where its gradient lands."""
+        refs, grads = [], []
+        for prefix, layer in self.model.named_layers():
+            if layer.trainable:
+                for name in layer.params:
+                    refs.append((prefix + name, layer.params, name))
+                    grads.append((layer.grads, name))
+        return refs, grads
+
+    def flat_parameters(self):
+        """The trainable parameters as one FlatParameters (the layers hold views of it)."""
+        refs, self._grad_refs = self._trainable_refs()
+        if self._flat is None or not self._flat.is_current(refs):
+            self._flat = FlatParameters(self.backend, refs)
+        return self._flat
+
+    _flat = None
+    _grad_refs = ()
 
     def _correct(self, logits, y):
         xp = self.backend.xp
@@ -221,6 +245,7 @@ class DCNNetwork:
             logits = self.logits(xb, training=False)
             loss_sum += self.loss.forward(logits, yb) * xb.shape[0]
             correct += self._correct(logits, yb)
+        self.model.release()     # inference keeps nothing for a backward pass
         return {"loss": float(loss_sum) / n, "accuracy": int(correct) / n}
 
     def evaluate(self, x, y, batch_size: int = 256) -> dict:
@@ -238,6 +263,7 @@ class DCNNetwork:
         softmax = Softmax()
         outs = [softmax.forward(self.logits(xd[start:stop, ...], training=False))
                 for start, stop in _spans(xd.shape[0], batch_size)]
+        self.model.release()     # inference keeps nothing for a backward pass
         return self.backend.to_numpy(xp.concat(outs, axis=0))
 
     # --- describing -----------------------------------------------------------
@@ -312,8 +338,8 @@ class DCNNetwork:
                 if isinstance(layer, Dropout):
                     layer.generator = target.random_generator(int(self._init_rng.integers(2**63)))
         if self.optimizer is not None:
-            self.optimizer.state = {k: {s: move(v) for s, v in slots.items()}
-                                    for k, slots in self.optimizer.state.items()}
+            self.optimizer.to(target)
+        self._flat = None
         self.backend = target
         return self
 

@@ -1,40 +1,72 @@
-"""SGD (momentum, Nesterov, weight decay) and Adam, with torch.optim's update rules.
+"""SGD (momentum, Nesterov, weight decay), Adam and AdamW, with torch.optim's update rules.
 
-Updates are in place on the device; the state is named per parameter key so it
-can be checkpointed next to the weights.
+An optimiser updates a model's ``FlatParameters`` in place with one backend call
+per step (``sgd_update`` / ``adam_update``, generic versions in backends/ops/optim.py).
+Its state ("slots": momentum, moment estimates) is one flat buffer per slot laid
+out as the parameters; checkpoints see it per parameter key, as
+``"<param key>.<slot>"``, the names torch.optim uses.
 """
-from backends import backend_of
+from __future__ import annotations
+
+import math
 
 
 class Optimizer:
     name = "?"
+    slot_names: tuple = ()
 
     def __init__(self, lr: float):
-        if not lr > 0:
-            raise ValueError(f"learning rate must be > 0; got {lr!r}")
-        self.lr = float(lr)
-        self.state: dict[str, dict] = {}    # parameter key -> {slot name: device array}
+        self.lr = _number("lr", lr, low=0.0, low_open=True)
         self.steps = 0
+        self._slots: dict = {}          # slot name -> flat device array
+        self._params = None             # the FlatParameters the slots are laid out as
+        self._loaded: dict = {}         # per-key state waiting for the next step's layout
 
-    def step(self, entries) -> None:
-        """``entries``: (key, parameter, gradient) triples; parameters are updated in place."""
+    def step(self, params, grad) -> None:
+        """One update of ``params`` (FlatParameters) by the flat gradient ``grad``."""
         self.steps += 1
-        for key, param, grad in entries:
-            self._update(key, param, grad, self.state.setdefault(key, {}))
+        self._lay_out_slots(params)
+        self._update(params.backend, params.data, grad)
 
-    def _update(self, key, param, grad, slots):
+    def _update(self, backend, param, grad):
         raise NotImplementedError
 
+    def _lay_out_slots(self, params) -> None:
+        if self._params is params:
+            return
+        previous = self.state_arrays()     # per key, from the old layout (or a checkpoint)
+        xp = params.backend.xp
+        self._slots = {}
+        for slot in self.slot_names:
+            flat = xp.zeros((len(params),), dtype=params.data.dtype, device=params.backend.device)
+            for key, view in zip(params.keys, params.split(flat)):
+                value = previous.get(f"{key}.{slot}")
+                if value is None:
+                    continue
+                if tuple(value.shape) != tuple(view.shape):
+                    raise ValueError(f"optimizer state {key}.{slot} has shape {tuple(value.shape)}; "
+                                     f"the parameter has shape {tuple(view.shape)}")
+                view[...] = params.backend.from_numpy(params.backend.to_numpy(value))
+            self._slots[slot] = flat
+        self._params, self._loaded = params, {}
+
     def state_arrays(self) -> dict:
-        """Flat {"<param key>.<slot>": array} for checkpoints."""
-        return {f"{key}.{slot}": value for key, slots in self.state.items() for slot, value in slots.items()}
+        """{"<param key>.<slot>": array} for checkpoints (views of the flat slots)."""
+        if self._params is None:
+            return dict(self._loaded)
+        return {f"{key}.{slot}": view for slot, flat in self._slots.items()
+                for key, view in zip(self._params.keys, self._params.split(flat))}
 
     def load_state_arrays(self, arrays: dict, steps: int) -> None:
-        self.state = {}
-        for flat, value in arrays.items():
-            key, slot = flat.rsplit(".", 1)
-            self.state.setdefault(key, {})[slot] = value
+        """State from a checkpoint; it is laid out at the next step."""
+        self._loaded, self._params, self._slots = dict(arrays), None, {}
         self.steps = steps
+
+    def to(self, backend) -> None:
+        """Move the state to another backend (laid out again at the next step)."""
+        self._loaded = {k: backend.from_numpy(self._params.backend.to_numpy(v) if self._params else v)
+                        for k, v in self.state_arrays().items()}
+        self._params, self._slots = None, {}
 
     def config(self) -> dict:
         return {"name": self.name, "lr": self.lr}
@@ -46,22 +78,16 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0):
         super().__init__(lr)
-        if nesterov and momentum <= 0:
+        self.momentum = _number("momentum", momentum, low=0.0, high=1.0, high_open=True)
+        self.weight_decay = _number("weight_decay", weight_decay, low=0.0)
+        if nesterov and self.momentum <= 0:
             raise ValueError("Nesterov momentum needs momentum > 0")
-        self.momentum, self.nesterov, self.weight_decay = float(momentum), nesterov, float(weight_decay)
+        self.nesterov = bool(nesterov)
+        self.slot_names = ("momentum_buffer",) if self.momentum else ()
 
-    def _update(self, key, param, grad, slots):
-        if self.weight_decay:
-            grad = grad + self.weight_decay * param
-        if self.momentum:
-            buf = slots.get("momentum_buffer")
-            if buf is None:
-                buf = slots["momentum_buffer"] = backend_of(grad).xp.asarray(grad, copy=True)
-            else:
-                buf *= self.momentum
-                buf += grad
-            grad = grad + self.momentum * buf if self.nesterov else buf
-        param -= self.lr * grad
+    def _update(self, backend, param, grad):
+        backend.sgd_update(param, grad, self._slots.get("momentum_buffer"), lr=self.lr, momentum=self.momentum,
+                           nesterov=self.nesterov, weight_decay=self.weight_decay)
 
     def config(self):
         return {**super().config(), "momentum": self.momentum, "nesterov": self.nesterov,
@@ -69,34 +95,56 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
+    """torch.optim.Adam: ``weight_decay`` is added to the gradient (L2)."""
+
     name = "adam"
+    slot_names = ("exp_avg", "exp_avg_sq")
+    decoupled = False
 
     def __init__(self, lr: float = 0.001, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(lr)
-        self.betas, self.eps, self.weight_decay = (float(betas[0]), float(betas[1])), float(eps), float(weight_decay)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2); got {betas!r}")
+        self.betas = (_number("beta1", betas[0], low=0.0, high=1.0, high_open=True),
+                      _number("beta2", betas[1], low=0.0, high=1.0, high_open=True))
+        self.eps = _number("eps", eps, low=0.0, low_open=True)
+        self.weight_decay = _number("weight_decay", weight_decay, low=0.0)
 
-    def _update(self, key, param, grad, slots):
-        xp = backend_of(grad).xp
-        b1, b2 = self.betas
-        if self.weight_decay:
-            grad = grad + self.weight_decay * param
-        if "exp_avg" not in slots:
-            slots["exp_avg"] = xp.zeros_like(param)
-            slots["exp_avg_sq"] = xp.zeros_like(param)
-        m, v = slots["exp_avg"], slots["exp_avg_sq"]
-        m *= b1
-        m += (1 - b1) * grad
-        v *= b2
-        v += (1 - b2) * (grad * grad)
-        t = self.steps
-        denom = xp.sqrt(v) / ((1 - b2 ** t) ** 0.5) + self.eps
-        param -= (self.lr / (1 - b1 ** t)) * (m / denom)
+    def _update(self, backend, param, grad):
+        backend.adam_update(param, grad, self._slots["exp_avg"], self._slots["exp_avg_sq"], lr=self.lr,
+                            beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
+                            weight_decay=self.weight_decay, decoupled=self.decoupled, step=self.steps)
 
     def config(self):
         return {**super().config(), "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay}
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+class AdamW(Adam):
+    """torch.optim.AdamW: decoupled weight decay, param *= 1 - lr * weight_decay (default 0.01)."""
+
+    name = "adamw"
+    decoupled = True
+
+    def __init__(self, lr: float = 0.001, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
+        super().__init__(lr, betas, eps, weight_decay)
+
+
+def _number(what: str, value, *, low=None, high=None, low_open=False, high_open=False) -> float:
+    """``value`` as a finite float in the given range, else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise ValueError(f"{what} must be a number; got {value!r}")
+    v = float(value)
+    bad = not math.isfinite(v)
+    bad |= low is not None and (v <= low if low_open else v < low)
+    bad |= high is not None and (v >= high if high_open else v > high)
+    if bad:
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+        hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+        raise ValueError(f"{what} must be a finite number {' and '.join(p for p in (lo, hi) if p)}; got {value!r}")
+    return v
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
 def get_optimizer(optimizer, **kwargs):

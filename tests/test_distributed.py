@@ -84,7 +84,6 @@ def test_gradients_travel_in_one_flat_buffer_weighted_and_split_back():
     rng = np.random.default_rng(0)
     shapes = [(3, 2), (4,), (2, 1, 3)]
     grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
-    entries = [(f"p{i}", np.zeros(s, np.float32), g) for i, (s, g) in enumerate(zip(shapes, grads))]
     other = rng.standard_normal(sum(int(np.prod(s)) for s in shapes) + 2).astype(np.float32)
     calls = []
 
@@ -93,13 +92,14 @@ def test_gradients_travel_in_one_flat_buffer_weighted_and_split_back():
             calls.append(array.shape)
             return super().allreduce_sum(array)
 
-    out, riders = distributed.allreduce_gradients(Comm(other), entries, 0.25,
-                                                  riders=(np.float32(1.5), np.int64(7)))
+    out, riders = distributed.allreduce_gradients(Comm(other), grads, 0.25, riders=(np.float32(1.5), np.int64(7)))
     assert calls == [(other.size,)]                                  # one all-reduce for everything
     flat = np.concatenate([g.ravel() for g in grads]) * np.float32(0.25) + other[:-2]
-    np.testing.assert_allclose(np.concatenate([g.ravel() for _, _, g in out]), flat, rtol=1e-6)
-    assert [g.shape for _, _, g in out] == shapes and [k for k, _, _ in out] == ["p0", "p1", "p2"]
+    np.testing.assert_allclose(out, flat, rtol=1e-6)
     np.testing.assert_allclose([float(r) for r in riders], [1.5 + other[-2], 7 + other[-1]], rtol=1e-6)
+    # A gradient that is already one flat buffer (what DCNNetwork gathers) travels the same way.
+    out2, _ = distributed.allreduce_gradients(_FakeComm(other[:-2]), np.concatenate([g.ravel() for g in grads]), 0.25)
+    np.testing.assert_allclose(out2, flat, rtol=1e-6)
 
 
 def test_a_checkpoint_from_another_number_of_ranks_is_refused_clearly():
@@ -175,10 +175,11 @@ def test_batchnorm_keeps_local_statistics_and_averages_its_buffers_at_each_epoch
                 lo, hi = shard_span(len(idx), rank, 2)
                 for layer, buffers in zip(bns, per_rank[rank]):
                     layer.buffers = buffers
+                params = net.flat_parameters()
                 net._forward_backward(x[idx[lo:hi]], y[idx[lo:hi]])
-                weighted = [(k, p, g * np.float32((hi - lo) / len(idx))) for k, p, g in net._parameters_and_grads()]
-                total = weighted if total is None else [(k, p, a + g) for (k, p, a), (_, _, g) in zip(total, weighted)]
-            net.optimizer.step(total)
+                weighted = params.gather(net._gradients()) * np.float32((hi - lo) / len(idx))
+                total = weighted if total is None else total + weighted
+            net.optimizer.step(params, total)
         for i in range(len(bns)):
             for key in ("running_mean", "running_var"):
                 mean = (per_rank[0][i][key] + per_rank[1][i][key]) * np.float32(0.5)

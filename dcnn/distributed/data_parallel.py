@@ -115,15 +115,14 @@ class DataParallel:
         net = self.net
         xp = net.backend.xp
         weight = self._local / self._global if self._global else 1.0 / self.size
+        params = net.flat_parameters()
         if self._local:
-            loss, logits = net._forward_backward(x, y)
-            hits = net._correct(logits, y)
-            entries = net._parameters_and_grads()
+            loss, hits = net._forward_backward(x, y)
+            grads = net._gradients()
         else:   # a global batch smaller than the ranks: this one adds nothing
             loss = hits = xp.zeros((), dtype=xp.float32, device=net.backend.device)
-            entries = [(prefix + name, layer.params[name], xp.zeros_like(layer.params[name]))
-                       for prefix, layer in net.model.named_layers() if layer.trainable for name in layer.params]
-        loss, hits = net.optimizer.step(entries, weight=weight, riders=(loss * weight, hits))
+            grads = [xp.zeros_like(view) for view in params.views]
+        loss, hits = net.optimizer.step(params, grads, weight=weight, riders=(loss * weight, hits))
         return loss, xp.astype(xp.round(hits), xp.int64)
 
     def evaluate(self, xd, yd, batch_size):

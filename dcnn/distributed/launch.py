@@ -59,6 +59,9 @@ def init(force: bool = False) -> MPICommunicator | None:
     if comm.size == 1 and not force:
         return None
     _select_local_gpu(comm.local_rank)
+    # Open MPI gives each rank a terminal for stdout; numba's colorama would then end every
+    # rank's output with a colour reset (ESC[0m), garbling --json.  Read when numba loads.
+    os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
     _install_excepthook(comm)
     _active = comm
     return comm

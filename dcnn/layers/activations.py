@@ -9,6 +9,7 @@ class ReLU(Layer):
     """max(x, 0), clipped at ``max_activation`` when given (the seed's firing limit).
 
     The gradient is zero below 0 and above the cap, as for torch.nn.Hardtanh(0, cap).
+    A ReLU right after a BatchNorm2D runs fused into it (see ``container.run_order``).
     """
 
     def __init__(self, max_activation: float | None = None):
@@ -17,23 +18,19 @@ class ReLU(Layer):
             raise ValueError(f"max_activation must be > 0; got {max_activation!r}")
         self.max_activation = None if max_activation is None else float(max_activation)
 
+    @property
+    def cap(self) -> float:
+        return math.inf if self.max_activation is None else self.max_activation
+
     def describe(self) -> str:
         return "ReLU()" if self.max_activation is None else f"ReLU(max_activation={self.max_activation:g})"
 
     def forward(self, x):
-        xp = backend_of(x).xp
-        passes = x > 0
-        if self.max_activation is not None:
-            passes &= x < self.max_activation
-        # clip with both bounds is NumPy's fastest form (3x maximum(x, 0), 30x where).
-        cap = math.inf if self.max_activation is None else self.max_activation
-        y = xp.clip(x, 0.0, cap)
-        # A 0/1 mask in x's dtype: the backward pass is one multiplication.
-        self._cache = xp.astype(passes, x.dtype)
+        y, self._saved = backend_of(x).relu(x, self.cap)
         return y
 
     def backward(self, dy):
-        return dy * self._cache
+        return backend_of(dy).relu_backward(dy, self.saved())
 
 
 class Softmax(Layer):
@@ -43,9 +40,9 @@ class Softmax(Layer):
         xp = backend_of(x).xp
         z = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
         y = z / xp.sum(z, axis=-1, keepdims=True)
-        self._cache = (xp, y)
+        self._saved = (xp, y)
         return y
 
     def backward(self, dy):
-        xp, y = self._cache
+        xp, y = self.saved()
         return y * (dy - xp.sum(dy * y, axis=-1, keepdims=True))

@@ -24,6 +24,7 @@ class Layer:
         self.needs_input_grad = True  # False for the first layer: skip dx
         self.input_shape: tuple | None = None
         self.built = False
+        self._saved = None            # what forward keeps for backward
 
     # --- building ----------------------------------------------------------
     def build(self, input_shape: tuple, rng: np.random.Generator, backend: Backend) -> None:
@@ -44,6 +45,19 @@ class Layer:
 
     def backward(self, dy):
         raise NotImplementedError
+
+    def saved(self):
+        """What the last forward kept for backward; an error if there is none."""
+        if self._saved is None:
+            raise RuntimeError(f"{self.describe()}.backward() needs a forward() first: call forward "
+                               "(in training mode, or before the caches were released) then backward")
+        return self._saved
+
+    def release(self) -> None:
+        """Drop what forward kept for backward (after inference)."""
+        self._saved = None
+        for layer in self.sublayers():
+            layer.release()
 
     # --- state -------------------------------------------------------------
     def sublayers(self) -> list["Layer"]:

@@ -2,7 +2,7 @@
 from .activations import ReLU
 from .base import Layer
 from .conv import Conv2D
-from .normalization import FeatureMapNorm
+from .normalization import BatchNorm2D, FeatureMapNorm
 from .pooling import MaxPool2D
 
 
@@ -79,17 +79,28 @@ class Sequential(Layer):
         return sum(layer.param_count() for layer in self.layers)
 
 
-def run_order(layers) -> list[Layer]:
-    """The order in which ``layers`` compute: each ReLU directly followed by a
-    MaxPool2D runs after the pool instead.
+def run_order(layers) -> list:
+    """The steps in which ``layers`` compute.  Two rewrites, each exact:
 
-    max-pool then ReLU equals ReLU then max-pool, forward and backward (ties
-    included), because ReLU and its cap are monotone: the window's first maximum
-    is unchanged, or the gradient is zero either way.  The ReLU then touches a
-    quarter of the values (for 2x2 pools).  Each layer still runs its own
-    forward and backward, so the order is all that changes.
+    - a BatchNorm2D directly followed by a ReLU runs as one step, the backend's
+      ``batch_norm`` with the ReLU fused in (one pass over the maps, not two);
+    - a ReLU directly followed by a MaxPool2D runs after the pool instead:
+      max-pool then ReLU equals ReLU then max-pool, forward and backward (ties
+      included), because ReLU and its cap are monotone: the window's first
+      maximum is unchanged, or the gradient is zero either way.  The ReLU then
+      touches a quarter of the values (for 2x2 pools).
+
+    Each step has ``forward`` and ``backward``; the layers keep their own state.
     """
-    order = list(layers)
+    order = []
+    i = 0
+    while i < len(layers):
+        if type(layers[i]) is BatchNorm2D and i + 1 < len(layers) and type(layers[i + 1]) is ReLU:
+            order.append(BatchNormReLU(layers[i], layers[i + 1]))
+            i += 2
+        else:
+            order.append(layers[i])
+            i += 1
     i = 0
     while i < len(order) - 1:
         if type(order[i]) is ReLU and type(order[i + 1]) is MaxPool2D:
@@ -98,6 +109,25 @@ def run_order(layers) -> list[Layer]:
         else:
             i += 1
     return order
+
+
+class BatchNormReLU:
+    """A BatchNorm2D and the ReLU after it, run as one fused step."""
+
+    def __init__(self, norm: BatchNorm2D, relu: ReLU):
+        self.norm, self.relu = norm, relu
+
+    def forward(self, x):
+        return self.norm.forward(x, relu_cap=self.relu.cap)
+
+    def backward(self, dy):
+        return self.norm.backward(dy)
+
+    def __eq__(self, other):
+        return isinstance(other, BatchNormReLU) and (self.norm, self.relu) == (other.norm, other.relu)
+
+    def __repr__(self) -> str:
+        return f"BatchNormReLU({self.norm.describe()}, {self.relu.describe()})"
 
 
 class ConvBlock(Sequential):

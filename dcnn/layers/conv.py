@@ -1,9 +1,6 @@
-"""2-D convolution as im2col + one GEMM (torch.nn.Conv2d semantics).
+"""2-D convolution (torch.nn.Conv2d semantics).
 
-The GEMM runs in channels-last order: patches are (N*OH*OW, KH*KW*C) rows and
-the result is (N*OH*OW, filters), which is returned as a transposed NCHW view.
-Element-wise layers keep that memory order, so the next convolution's
-NCHW -> NHWC transpose costs nothing.
+The work is the backend's ``conv2d`` (im2col + one GEMM; see backends/ops/conv.py).
 """
 import numpy as np
 
@@ -90,89 +87,20 @@ class Conv2D(Layer):
             self.params["bias"] = backend.from_numpy(np.zeros(self.filters, np.float32))
         super().build(input_shape, rng, backend)
 
-    def _weight_matrix(self, xp):
-        # (F, C, KH, KW) -> (KH*KW*C, F), matching the patch column order, then the
-        # bias as one more row: the patch matrix ends with a column of ones.
-        w = self.params["weight"]
-        f, c, k, _ = w.shape
-        wmat = xp.reshape(xp.permute_dims(w, (2, 3, 1, 0)), (k * k * c, f))
-        if self.use_bias:
-            wmat = xp.concat([wmat, xp.reshape(self.params["bias"], (1, f))], axis=0)
-        return wmat
-
     def forward(self, x):
         check_rank(self, x, 4, "(N, C, H, W) images")
         check_channels(self, x, self.params["weight"].shape[1])
-        backend = backend_of(x)
-        xp = backend.xp
-        n, c, h, w = x.shape
-        k, s, p = self.kernel_size, self.stride, self.padding
-        _, oh, ow = self.output_shape((c, h, w))
-        xt = backend.pad_hw(xp.permute_dims(x, (0, 2, 3, 1)), p)
-        cols = backend.patches(xt, k, k, s, ones=self.use_bias)   # (N*OH*OW, KH*KW*C [+ 1])
-        y = cols @ self._weight_matrix(xp)
-        self._cache = (backend, cols, (n, c, h, w), (oh, ow))
-        return xp.permute_dims(xp.reshape(y, (n, oh, ow, self.filters)), (0, 3, 1, 2))
+        self.output_shape(tuple(x.shape[1:]))
+        y, self._saved = backend_of(x).conv2d(x, self.params["weight"], self.params.get("bias"),
+                                              self.stride, self.padding)
+        return y
 
     def backward(self, dy):
-        backend, cols, (n, c, h, w), (oh, ow) = self._cache
-        xp = backend.xp
-        k, s, p = self.kernel_size, self.stride, self.padding
-        f = self.filters
-        dyt = xp.reshape(xp.permute_dims(dy, (0, 2, 3, 1)), (n * oh * ow, f))
+        dx, dw, db = backend_of(dy).conv2d_backward(dy, self.saved(), self.params["weight"],
+                                                    input_grad=self.needs_input_grad,
+                                                    weight_grad=self.trainable)
         if self.trainable:
-            kkc = k * k * c
-            m, width = n * oh * ow, cols.shape[1]
-            if m > 32 * f * width:
-                # A long reduction into a small matrix (the first layer): one product per
-                # sample, then a sum.  BLAS runs a single K=N*OH*OW product 3-4x slower.
-                per_sample = xp.matmul(xp.matrix_transpose(xp.reshape(dyt, (n, oh * ow, f))),
-                                       xp.reshape(cols, (n, oh * ow, width)))
-                dw = xp.sum(per_sample, axis=0)
-            else:
-                dw = backend.contract(xp.matrix_transpose(dyt), cols)   # (F, KH*KW*C [+ 1]): the bias's last
-            self.grads["weight"] = xp.permute_dims(xp.reshape(dw[:, :kkc], (f, k, k, c)), (0, 3, 1, 2))
+            self.grads["weight"] = dw
             if self.use_bias:
-                self.grads["bias"] = dw[:, kkc]
-        if not self.needs_input_grad:
-            return None
-        # col2im without the (N*OH*OW, KH*KW*C) column gradient: one GEMM per kernel
-        # offset gives that offset's (N, OH, OW, C) contribution, added straight into
-        # the unpadded input gradient (long contiguous runs, no crop afterwards).  An
-        # offset that covers the whole input (the centre of a 'same' convolution)
-        # starts the sum instead of zeros.
-        w_taps = xp.reshape(xp.permute_dims(self.params["weight"], (2, 3, 0, 1)), (k * k, f, c))
-        taps = list(_clipped_taps(k, s, p, (oh, ow), (h, w)))
-        full = [t for t, rows, cols_ in taps if rows == (slice(0, h), slice(0, h, 1))
-                and cols_ == (slice(0, w), slice(0, w, 1))]
-        if full:
-            dx = xp.reshape(dyt @ w_taps[full[0], ...], (n, h, w, c))
-        else:
-            dx = xp.zeros((n, h, w, c), dtype=dy.dtype, device=backend.device)
-        for t, (out_rows, in_rows), (out_cols, in_cols) in taps:
-            if full and t == full[0]:
-                continue
-            g = xp.reshape(dyt @ w_taps[t, ...], (n, oh, ow, c))
-            dx[:, in_rows, in_cols, :] += g[:, out_rows, out_cols, :]
-        return xp.permute_dims(dx, (0, 3, 1, 2))
-
-
-def _clipped_range(i: int, s: int, p: int, out_size: int, in_size: int):
-    """Output positions o whose input position o*s + i - p falls inside the unpadded
-    input, as (output slice, input slice); None when there are none."""
-    o0 = max(0, -((i - p) // s))
-    o1 = min(out_size, (in_size - 1 + p - i) // s + 1)
-    if o1 <= o0:
-        return None
-    start = o0 * s + i - p
-    return slice(o0, o1), slice(start, start + s * (o1 - o0 - 1) + 1, s)
-
-
-def _clipped_taps(k: int, s: int, p: int, out_hw, in_hw):
-    """Each kernel offset (i, j) with the output and input slices it connects."""
-    for i in range(k):
-        rows = _clipped_range(i, s, p, out_hw[0], in_hw[0])
-        for j in range(k):
-            cols = _clipped_range(j, s, p, out_hw[1], in_hw[1])
-            if rows is not None and cols is not None:
-                yield i * k + j, rows, cols
+                self.grads["bias"] = db
+        return dx

@@ -14,11 +14,11 @@ class Flatten(Layer):
 
     def forward(self, x):
         xp = backend_of(x).xp
-        self._cache = (xp, tuple(x.shape))
+        self._saved = (xp, tuple(x.shape))
         return xp.reshape(x, (x.shape[0], -1))
 
     def backward(self, dy):
-        xp, shape = self._cache
+        xp, shape = self.saved()
         return xp.reshape(dy, shape)
 
 
@@ -60,11 +60,11 @@ class Dense(Layer):
         y = x @ xp.matrix_transpose(w)
         if self.use_bias:
             y += self.params["bias"]
-        self._cache = (xp, x)
+        self._saved = (xp, x)
         return y
 
     def backward(self, dy):
-        xp, x = self._cache
+        xp, x = self.saved()
         if self.trainable:
             self.grads["weight"] = xp.matrix_transpose(dy) @ x
             if self.use_bias:
@@ -93,17 +93,13 @@ class Dropout(Layer):
         super().build(input_shape, rng, backend)
 
     def forward(self, x):
-        xp = backend_of(x).xp
         if not self.training or self.rate == 0:
-            self._cache = None
+            self._saved = None, False
             return x
-        keep = self.generator.random(tuple(x.shape), x.dtype) >= self.rate
-        scale = 1.0 / (1.0 - self.rate)
-        self._cache = (xp, keep, scale)
-        return xp.where(keep, x * scale, 0.0)
+        y, mask = backend_of(x).dropout(x, self.rate, self.generator)
+        self._saved = mask, True
+        return y
 
     def backward(self, dy):
-        if self._cache is None:
-            return dy
-        xp, keep, scale = self._cache
-        return xp.where(keep, dy * scale, 0.0)
+        mask, dropped = self.saved()
+        return backend_of(dy).dropout_backward(dy, mask) if dropped else dy
