@@ -55,7 +55,8 @@ class NumbaBackend(NumpyBackend):
         return f"numpy {np.__version__} + numba {numba.__version__} (CPU, {numba.get_num_threads()} threads)"
 
     def warm_up(self, dtype=np.float32) -> None:
-        """Compile the kernels for ``dtype`` now (a tiny network's step)."""
+        """Compile the kernels for ``dtype`` now (each op once on tiny arrays): about
+        10 s the first time on a machine, under a second once cached."""
         x = np.ones((2, 4, 4, 2), dtype)
         y, saved = self.max_pool2d(x.transpose(0, 3, 1, 2), 2, 2)
         self.max_pool2d_backward(y, saved)
@@ -82,7 +83,7 @@ class NumbaBackend(NumpyBackend):
         ones = bias is not None
         cols = np.empty((n * oh * ow, k * k * c + ones), x.dtype)
         kernels.im2col(_channels_last(x), k, stride, padding, ones, cols)
-        y = cols @ self.conv_weight_matrix(weight, bias)
+        y = self.matmul_rows(cols, self.conv_weight_matrix(weight, bias))
         return _as_nchw(y, n, oh, ow, f), ConvSaved(cols, (n, c, h, w), (oh, ow), stride, padding, ones)
 
     def col2im_gemm(self, dyt, weight, saved):
@@ -91,7 +92,7 @@ class NumbaBackend(NumpyBackend):
         f, _, k, _ = weight.shape
         wmat = weight.transpose(0, 2, 3, 1).reshape(f, k * k * c)       # (F, KH*KW*C)
         dx = np.empty((n, h, w, c), dyt.dtype)
-        kernels.col2im(dyt @ wmat, k, saved.stride, saved.padding, dx)
+        kernels.col2im(self.matmul_rows(dyt, wmat), k, saved.stride, saved.padding, dx)
         return dx
 
     # --- max-pool: the arg-max is kept, not recomputed -----------------------------------------

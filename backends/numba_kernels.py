@@ -94,6 +94,17 @@ def max_pool(x, k, stride, y, arg):
 def max_pool_backward(dy, arg, k, stride, dx):
     """Each window's gradient to its recorded maximum; overlapping windows add up."""
     n, oh, ow, c = dy.shape
+    _, h, w, _ = dx.shape
+    if stride == k and h == oh * k and w == ow * k:
+        # The windows tile the input: one write per pixel, no zeroing pass.
+        for b in prange(n):
+            for yo in range(oh):
+                for xo in range(ow):
+                    for t in range(k * k):
+                        i, j = t // k, t % k
+                        for ch in range(c):
+                            dx[b, yo * k + i, xo * k + j, ch] = dy[b, yo, xo, ch] if arg[b, yo, xo, ch] == t else 0
+        return
     for b in prange(n):
         dx[b] = 0
         for yo in range(oh):

@@ -456,7 +456,7 @@ def cmd_info(args) -> int:
     from . import __version__, datasets, presets
     backend = _use_backend(args.backend)
     versions = {"dcnn": __version__, "python": platform.python_version(), "numpy": np.__version__}
-    for dist in ("cupy-cuda13x", "cupy-cuda12x", "cupy", "array-api-compat", "safetensors", "tqdm", "pooch",
+    for dist in ("numba", "cupy-cuda13x", "cupy-cuda12x", "cupy", "array-api-compat", "safetensors", "tqdm", "pooch",
                  "pillow", "matplotlib"):
         v = _version(dist)
         if v:

@@ -364,6 +364,11 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict
     else:
         backend = backends.get_backend()
 
+    compiling = time.perf_counter()
+    backend.warm_up()                 # kernels compile here, not inside the first epoch's timing
+    compiling = time.perf_counter() - compiling
+    if compiling > 2:
+        echo(f"  compiled the {backend.name} kernels in {compiling:.0f} s (cached for later runs)")
     if dataset is None:
         dataset = datasets.load(config.dataset, config.data_dir, progress=progress)
     data = dataset.limit(config.limit)

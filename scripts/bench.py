@@ -4,6 +4,8 @@
     python scripts/bench.py --json bench.json    # the same, machine-readable too
     python scripts/bench.py --quick              # a tiny run (what the tests use)
     python scripts/bench.py --device cuda        # dcnn on CuPy against PyTorch on CUDA
+    python scripts/bench.py --job epoch          # one epoch of the default preset against its PyTorch twin
+    python scripts/bench.py --job train          # `dcnn train` end to end against its PyTorch twin
 
 Models: "ref" (conv 1->32 3x3 pad 1, ReLU, max-pool 2, conv 32->64 3x3 pad 1, ReLU,
 max-pool 2, flatten, dense 3136->128, ReLU, dense 128->10) and "ref-bn" (BatchNorm
@@ -29,6 +31,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--job", choices=("steps", "epoch", "train"), default="steps",
+                   help="steps: single training/inference steps (default); epoch: one epoch of the default "
+                        "preset against its PyTorch twin; train: `dcnn train` end to end against its twin "
+                        "(see scripts/bench_job.py)")
+    p.add_argument("--epochs", type=int, default=4, help="--job train: epochs (default 4, the preset's)")
+    p.add_argument("--rounds", type=int, default=1, help="--job train: runs per contender (the fastest counts)")
+    p.add_argument("--limit", type=int, default=None, help="--job epoch/train: first N training images")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for both frameworks (default 2)")
     p.add_argument("--quick", action="store_true", help="tiny batches and few steps: checks that it runs")
@@ -47,7 +56,7 @@ def parse_args(argv=None):
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None and ARGS.device == "cpu":
     # Thread pools read these when the libraries load, so set them before any import.
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(ARGS.threads)
     os.environ["DCNN_BACKEND"] = "numpy"
 sys.path.insert(0, ROOT)
@@ -416,6 +425,11 @@ def main():
         if args.memory_probe == "torch":
             load_torch().set_num_threads(args.threads)
         memory_probe(args.memory_probe, args.memory_steps, args.memory_batch)
+        return
+    if args.job != "steps":
+        sys.path.insert(0, os.path.join(ROOT, "scripts"))
+        import bench_job
+        bench_job.main(args)
         return
     if args.device == "cuda":
         os.environ.setdefault("DCNN_BACKEND", "cupy")

@@ -210,3 +210,11 @@ def test_dropout(fast, rng):
     dy = fast.from_numpy(rng.standard_normal((6, 40)).astype(np.float32))
     np.testing.assert_array_equal(host(fast, fast.dropout_backward(dy, saved)),
                                   host(fast, generic(fast).dropout_backward(dy, saved_ref)))
+
+
+@pytest.mark.parametrize("rows", [1, 7, 300])
+def test_matmul_rows(fast, rng, rows):
+    """A tall product, split over threads by rows on the CPU: each row is the same dot products."""
+    a = fast.from_numpy(rng.standard_normal((rows, 19)).astype(np.float32))
+    b = fast.from_numpy(rng.standard_normal((19, 5)).astype(np.float32))
+    close(fast, fast.matmul_rows(a, b), generic(fast).matmul_rows(a, b), tol=1e-6)
