@@ -276,7 +276,8 @@ def _train(args, quiet: bool = False) -> int:
     if not args.resume and (out / CHECKPOINT).exists():
         raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     backend = _use_backend(args.backend)
-    distributed.set_threads(backend, distributed.threads_per_rank(distributed.active()))
+    if distributed.active() is not None:
+        distributed.set_threads(backend, distributed.active().threads)
     requested = {"dataset": args.dataset, "model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
                  "optimizer": args.optimizer, "lr": args.lr, "seed": args.seed, "limit": args.limit,
                  "augment": args.augment, "data_dir": None if args.data_dir is None else str(args.data_dir)}

@@ -63,8 +63,8 @@ def worker(args):
     from dcnn import distributed
     comm = distributed.init()
     backend = backends.use("numpy")
-    backend.threads = args.threads
-    out = {}
+    distributed.set_threads(backend, args.threads)
+    out = {"_backend": backend.describe()}
     rng = np.random.default_rng(0)
     x = backend.from_numpy(rng.random((4 * args.batch, 1, 28, 28), dtype=np.float32))
     y = backend.from_numpy(rng.integers(0, 10, 4 * args.batch))
@@ -133,13 +133,15 @@ def main():
     best = {}
     for _ in range(args.rounds):
         for label, ranks, threads in CONFIGS:
-            for model, r in run_config(args, ranks, threads).items():
+            results = run_config(args, ranks, threads)
+            backend = results.pop("_backend")
+            for model, r in results.items():
                 key = (label, model)
                 if key not in best or r["images_per_s"] > best[key]["images_per_s"]:
                     best[key] = r
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {load:.2f}; "
-          f"global batch {args.batch}, {args.steps} steps x best of {args.rounds} rounds")
+          f"global batch {args.batch}, {args.steps} steps x best of {args.rounds} rounds; {backend}")
     print(f"{'model':<8} {'configuration':<22} {'ms/step':>8} {'img/s':>7} {'vs 1x1':>7} {'all-reduce':>11} "
           f"{'share':>6} {'transfer':>9}")
     rows = []
@@ -157,7 +159,7 @@ def main():
               f"{4 * (best[(CONFIGS[0][0], model)]['params'] + 2) / 1e6:.2f} MB per all-reduce")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"batch": args.batch, "steps": args.steps, "rounds": args.rounds, "load": load, "rows": rows},
+            json.dump({"backend": backend, "batch": args.batch, "steps": args.steps, "rounds": args.rounds, "load": load, "rows": rows},
                       fh, indent=2)
 
 

@@ -38,6 +38,7 @@ class MPICommunicator:
         self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
         node.Free()
         self.device = None          # a device communicator (NCCL) for non-host arrays
+        self.threads = None         # CPU threads for this rank (set by launch.init)
 
     def use_backend(self, backend) -> None:
         """Set up the device communicator that ``backend``'s arrays need (NCCL for CuPy); collective."""

@@ -62,6 +62,12 @@ def init(force: bool = False) -> MPICommunicator | None:
     # Open MPI gives each rank a terminal for stdout; numba's colorama would then end every
     # rank's output with a colour reset (ESC[0m), garbling --json.  Read when numba loads.
     os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
+    # This rank's share of the cores, for backends made from now on (they read these variables);
+    # ``set_threads`` applies it to one made already and to the BLAS loaded with NumPy.
+    comm.threads = threads_per_rank(comm)
+    if comm.threads is not None:
+        for var in _THREAD_VARS:
+            os.environ[var] = str(comm.threads)
     _install_excepthook(comm)
     _active = comm
     return comm
@@ -128,12 +134,13 @@ def set_threads(backend, threads: int | None) -> None:
     """Set the NumPy backend's threads and OpenBLAS's to ``threads`` (None: unchanged)."""
     if threads is None or backend.name != "numpy":
         return
-    for var in _THREAD_VARS:
-        os.environ.setdefault(var, str(threads))
     backend.threads = threads
     control = getattr(backend, "_blas_threads", None)
     if control is not None:
         control[0](threads)
+    numba = sys.modules.get("numba")
+    if numba is not None and "numba" in type(backend).__name__.lower():    # the NumbaBackend's kernels
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
 
 
 # --- launching -----------------------------------------------------------------------------------------
