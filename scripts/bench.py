@@ -322,6 +322,10 @@ def run(args) -> dict:
     repeats = args.repeats or (3 if args.quick else 10 if device == "cuda" else 15)
     if use_torch and device == "cuda":
         torch.backends.cudnn.benchmark = True     # PyTorch at its best: cuDNN picks its fastest kernels
+        # Same matmul precision on both sides (DCNN_TF32): off = no TF32 anywhere; conv = PyTorch's
+        # defaults (TF32 in cuDNN convolutions only); all = TF32 in every float32 GEMM.
+        torch.backends.cudnn.allow_tf32 = getattr(backend, "tf32", "off") != "off"
+        torch.backends.cuda.matmul.allow_tf32 = getattr(backend, "tf32", "off") == "all"
     gemm = gemm_gflops(backend, 3 if args.quick else 10, 4096 if device == "cuda" else 1024)
     result = {"device": args.device, "threads": args.threads if device == "cpu" else None,
               "backend": backend.describe(), "torch": torch.__version__ if torch is not None else None,
@@ -329,6 +333,7 @@ def run(args) -> dict:
               "gemm_gflops": gemm, "gemm_size": 4096 if device == "cuda" else 1024, "load_average_start": load_average(), "cases": []}
     if device == "cuda" and use_torch:
         result["torch_device"] = torch.cuda.get_device_name()
+        result["tf32"] = getattr(backend, "tf32", "off")
     print(header(result), flush=True)
     rng = np.random.default_rng(0)
     for name in args.models.split(","):
