@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from .fileio import atomic_write_text, load_arrays, save_arrays
-from .layers import Dropout
 
 CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "weights.safetensors"
@@ -36,17 +35,18 @@ class CheckpointError(ValueError):
 
 def rng_states(net, augment=None) -> dict:
     """JSON-able states of every random stream that training draws from."""
-    dropout = {prefix: layer.generator.state for prefix, layer in net.model.named_layers()
-               if isinstance(layer, Dropout) and layer.generator is not None}
+    # Any layer with its own random stream (Dropout), under its state-dict prefix ("3." or "2.body.4.").
+    dropout = {key + ".": layer.generator.state for key, layer in net.model.named_modules()
+               if getattr(layer, "generator", None) is not None}
     return {"shuffle": net.shuffle_rng.bit_generator.state, "dropout": dropout,
             "augment": None if augment is None else augment.state}
 
 
 def set_rng_states(net, states: dict, augment=None) -> None:
     net.shuffle_rng.bit_generator.state = states["shuffle"]
-    layers = dict(net.model.named_layers())
+    layers = {key + ".": layer for key, layer in net.model.named_modules()}
     for prefix, state in (states.get("dropout") or {}).items():
-        if state is not None and isinstance(layers.get(prefix), Dropout):
+        if state is not None and getattr(layers.get(prefix), "generator", None) is not None:
             layers[prefix].generator.state = state
     if augment is not None and states.get("augment") is not None:
         augment.state = states["augment"]

@@ -6,7 +6,7 @@ import numpy as np
 import backends
 from .callbacks import CallbackList, History
 from .fileio import load_arrays, save_arrays
-from .layers import Dropout, Layer, Sequential, Softmax
+from .layers import Layer, Sequential, Softmax
 from .layers.container import run_order
 from .losses import get_loss
 from .optimizers import get_optimizer
@@ -112,13 +112,18 @@ class DCNNetwork:
         return loss, correct
 
     def _trainable_refs(self):
-        """(key, params dict, name) of each trainable parameter, and where its gradient lands."""
+        """(key, params dict, name) of each trainable parameter, and where its gradient lands,
+        from one walk over the layer tree (a layer is frozen when it or a layer above it is)."""
         refs, grads = [], []
-        for prefix, layer in self.model.named_layers():
-            if layer.trainable:
-                for name in layer.params:
-                    refs.append((prefix + name, layer.params, name))
-                    grads.append((layer.grads, name))
+        frozen = []
+        for key, layer in self.model.named_modules():
+            if not layer.trainable:
+                frozen.append(key + ".")
+            if not layer.trainable or any((key + ".").startswith(f) for f in frozen):
+                continue
+            for name in layer.params:
+                refs.append((f"{key}.{name}" if key else name, layer.params, name))
+                grads.append((layer.grads, name))
         return refs, grads
 
     def flat_parameters(self):
@@ -287,11 +292,11 @@ class DCNNetwork:
                                  f"{tuple(current.shape)}")
             if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
                 raise ValueError(f"{source}: {key!r} contains NaN or Inf")
-        layers = dict(self.model.named_layers())
+        layers = dict(self.model.named_modules())
         for key, current in expected.items():
-            prefix, name = key.rsplit(".", 1)
+            prefix, name = key.rsplit(".", 1) if "." in key else ("", key)
             value = np.asarray(arrays[key]).astype(np.dtype(str(current.dtype).split(".")[-1]))
-            layers[prefix + "."].set_state(name, self.backend.from_numpy(value))
+            layers[prefix].set_state(name, self.backend.from_numpy(value))
 
     def save_weights(self, path, metadata: dict | None = None) -> None:
         """A safetensors file with torch.nn.Sequential keys, written atomically."""
@@ -312,12 +317,8 @@ class DCNNetwork:
             return self
         move = lambda a: target.from_numpy(self.backend.to_numpy(a))
         if self.model.built:
-            for _, layer in self.model.named_layers():
-                layer.params = {k: move(v) for k, v in layer.params.items()}
-                layer.buffers = {k: move(v) for k, v in layer.buffers.items()}
-                layer.grads = {}
-                if isinstance(layer, Dropout):
-                    layer.generator = target.random_generator(int(self._init_rng.integers(2**63)))
+            for _, layer in self.model.named_modules():
+                layer.move_to(target, move, int(self._init_rng.integers(2**63)))
         if self.optimizer is not None:
             self.optimizer.to(target)
         self._flat = None

@@ -92,6 +92,11 @@ class Dropout(Layer):
         self.generator = backend.random_generator(int(rng.integers(2**63)))
         super().build(input_shape, rng, backend)
 
+    def move_to(self, backend, move, seed: int) -> None:
+        super().move_to(backend, move, seed)
+        if self.generator is not None:   # a stream of the new device, seeded afresh
+            self.generator = backend.random_generator(seed)
+
     def forward(self, x):
         if not self.training or self.rate == 0:
             self._saved = None, False
