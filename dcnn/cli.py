@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"preset: {', '.join(presets.PRESETS)} (default {presets.DEFAULT})")
     p.add_argument("--epochs", type=_positive_int, metavar="N", help="number of epochs (default: the preset's)")
     p.add_argument("--batch-size", type=_positive_int, metavar="N", help="images per step (default: the preset's)")
-    p.add_argument("--optimizer", choices=("sgd", "adam"), type=str.lower, help="default: the preset's")
+    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), type=str.lower, help="default: the preset's")
     p.add_argument("--lr", type=_learning_rate, help="peak learning rate (default: the preset's)")
     p.add_argument("--seed", type=_non_negative_int, metavar="N", help="seed for weights, shuffling, dropout (default 0)")
     p.add_argument("--backend", type=_backend_name, metavar="NAME",

@@ -60,11 +60,13 @@ class DCNNetwork:
         self.model.set_needs_input_grad(False)
         return self
 
-    def compile(self, optimizer="sgd", loss="cross_entropy", **optimizer_options) -> "DCNNetwork":
-        """``optimizer`` is 'sgd', 'adam' or an Optimizer; options such as lr=, momentum= go to it."""
+    def compile(self, optimizer="sgd", loss="cross_entropy", *, label_smoothing: float = 0.0,
+                **optimizer_options) -> "DCNNetwork":
+        """``optimizer`` is 'sgd', 'adam', 'adamw' or an Optimizer; options such as lr=, momentum= go to it.
+        ``label_smoothing`` goes to a loss given by name (torch.nn.CrossEntropyLoss's meaning)."""
         self.optimizer = get_optimizer(optimizer, **optimizer_options) if isinstance(optimizer, str) else \
             get_optimizer(optimizer)
-        self.loss = get_loss(loss)
+        self.loss = get_loss(loss, **({"label_smoothing": label_smoothing} if label_smoothing else {}))
         return self
 
     @property
