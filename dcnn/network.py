@@ -256,15 +256,20 @@ class DCNNetwork:
 
     # --- describing -----------------------------------------------------------
     def summary(self, print_fn=print) -> str:
-        """Each layer's output shape and parameter count, and the total (the seed's print_dimension)."""
+        """Each layer's output shape and parameter count, and the total (the seed's print_dimension).
+        Layers inside containers (a Residual's body and shortcut) get indented rows of their own,
+        keyed as in the state dict."""
         self._require_built()
         rows = [("#", "layer", "output shape", "params")]
         shape = self.input_shape
         rows.append(("", "input", str(("N",) + shape).replace("'", ""), ""))
         for i, layer in enumerate(self.layers):
             shape = layer.output_shape(shape)
-            rows.append((str(i), layer.describe(), str(("N",) + tuple(shape)).replace("'", ""),
-                         f"{layer.param_count():,}"))
+            for key, sub in layer.named_modules(str(i)):
+                depth = key.count(".")
+                name = type(sub).__name__ if any(True for _ in sub.children()) else sub.describe()
+                rows.append((key, "  " * depth + name, str(("N",) + tuple(shape)).replace("'", "") if sub is layer
+                             else "", f"{sub.param_count():,}"))
         widths = [max(len(r[c]) for r in rows) for c in range(4)]
         fmt = lambda r: "  ".join(v.ljust(w) if c < 3 else v.rjust(w) for c, (v, w) in enumerate(zip(r, widths)))
         rule = "-" * len(fmt(rows[0]))
