@@ -68,14 +68,18 @@ def main(argv=None):
     p.add_argument("--train", type=int, default=10000, help="Fashion-MNIST training images (default 10000)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--networks", default="plain,convnet")
+    p.add_argument("--datasets", default="digits,fashion-mnist")
+    p.add_argument("--epochs", type=int, default=3, help="Fashion-MNIST epochs (digits: 15)")
     args = p.parse_args(argv)
     sets = []
-    d = digits()
-    if d is None:
-        print("scikit-learn is not installed: digits skipped")
-    else:
-        sets.append(("digits", d, 15, 32))
-    sets.append((f"fashion-mnist[:{args.train}]", fashion(args.train), 3, 128))
+    if "digits" in args.datasets:
+        d = digits()
+        if d is None:
+            print("scikit-learn is not installed: digits skipped")
+        else:
+            sets.append(("digits", d, 15, 32))
+    if "fashion-mnist" in args.datasets:
+        sets.append((f"fashion-mnist[:{args.train}]", fashion(args.train), args.epochs, 128))
     print(f"{'dataset':24s} {'network':8s} {'init':6s} {'mean':>7s} {'min':>7s} {'max':>7s}   seconds")
     for name, data, epochs, batch in sets:
         for net_name in args.networks.split(","):
