@@ -49,6 +49,9 @@ class Layer:
         raise NotImplementedError
 
     def backward(self, dy):
+        """dL/dx from dL/dy (None when ``needs_input_grad`` is False); gradients of the
+        parameters go to ``self.grads``.  It must not write into ``dy``: a Residual hands
+        the same ``dy`` to both of its branches."""
         raise NotImplementedError
 
     def saved(self):
