@@ -39,7 +39,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def torch_setup(net, preset, total_steps):
+def torch_setup(net, preset):
     module = to_torch(net.model)
     load_into_torch(module, net.state_dict())
     opt = torch.optim.AdamW(module.parameters(), lr=preset.lr, **preset.optimizer_options)
@@ -60,7 +60,7 @@ def torch_step(module, opt, loss_fn, xb, yb, lr):
 def compare_steps(args, preset, data):
     net = preset.build(data.input_shape, data.num_classes, seed=args.seed)
     net.compile(preset.optimizer, lr=preset.lr, label_smoothing=preset.label_smoothing, **preset.optimizer_options)
-    module, opt, loss_fn = torch_setup(net, preset, args.steps)
+    module, opt, loss_fn = torch_setup(net, preset)
     module.train()
     b = preset.batch_size
     rng = np.random.default_rng(args.seed)
@@ -91,7 +91,7 @@ def compare_steps(args, preset, data):
 def train_torch(args, preset, data):
     epochs = args.epochs or preset.epochs
     net = preset.build(data.input_shape, data.num_classes, seed=args.seed)
-    module, opt, loss_fn = torch_setup(net, preset, 0)
+    module, opt, loss_fn = torch_setup(net, preset)
     n, b = len(data.y_train), preset.batch_size
     steps = -(-n // b)
     schedule = LRSchedule(preset.lr, preset.schedule, epochs)
