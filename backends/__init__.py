@@ -1,7 +1,9 @@
 """Backend selection: which array library and device dcnn computes on.
 
 ``DCNN_BACKEND=numpy|cupy|auto`` (case-insensitive, default ``auto``) picks the
-backend the first time one is needed; ``use(name)`` switches at run time.
+backend the first time one is needed; ``use(name)`` switches at run time.  The
+CPU backend runs Numba kernels where Numba imports; ``DCNN_NUMBA=0`` keeps it to
+pure NumPy (the reference fast paths).
 Nothing is imported from CuPy, and nothing is written, until a backend is asked for.
 """
 from __future__ import annotations
@@ -12,6 +14,7 @@ from .base import Backend
 from .cupy_backend import BackendUnavailable
 
 ENV_VAR = "DCNN_BACKEND"
+NUMBA_ENV_VAR = "DCNN_NUMBA"
 VALID_NAMES = ("numpy", "cupy", "auto")
 
 _active: Backend | None = None
@@ -25,8 +28,7 @@ class BackendError(ValueError):
 
 def _create(name: str, reason: str) -> Backend:
     if name == "numpy":
-        from .numpy_backend import NumpyBackend
-        return NumpyBackend(reason)
+        return _cpu_backend(reason)
     if name == "cupy":
         from .cupy_backend import CupyBackend
         return CupyBackend(reason)
@@ -34,6 +36,21 @@ def _create(name: str, reason: str) -> Backend:
         from .strict_backend import StrictBackend
         return StrictBackend(reason)
     raise AssertionError(name)
+
+
+def _cpu_backend(reason: str) -> Backend:
+    """NumPy with the Numba kernels, or pure NumPy where Numba is missing or ``DCNN_NUMBA=0``."""
+    if os.environ.get(NUMBA_ENV_VAR, "1").strip() != "0":
+        try:
+            from .numba_backend import NumbaBackend
+        except ImportError as exc:
+            reason += f" (pure NumPy: Numba is not importable: {exc})"
+        else:
+            return NumbaBackend(reason)
+    else:
+        reason += f" (pure NumPy: {NUMBA_ENV_VAR}=0)"
+    from .numpy_backend import NumpyBackend
+    return NumpyBackend(reason)
 
 
 def _named(name: str, reason: str) -> Backend:

@@ -47,10 +47,18 @@ class Backend(ConvOps, PoolOps, NormOps, ActivationOps, LossOps, OptimOps):
     def describe(self) -> str:
         return self.name
 
+    def warm_up(self) -> None:
+        """Compile the backend's kernels now, so that no timed step waits for a compiler
+        (a no-op where nothing is compiled)."""
+
     # --- what the standard lacks ------------------------------------------
     def contract(self, a, b):
         """``a @ b`` for a long inner dimension and a small result (weight gradients:
         a sum over every pixel of the batch)."""
+        return a @ b
+
+    def matmul_rows(self, a, b):
+        """``a @ b`` for a tall ``a`` (many rows: pixels of the batch) and a small ``b``."""
         return a @ b
 
     def pad_hw(self, x, pad: int):

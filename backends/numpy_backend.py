@@ -18,7 +18,8 @@ NumPy runs element-wise work on one core; these fast paths split large batches
 over ``threads`` threads (NumPy releases the GIL inside its loops).  ``threads``
 follows OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, as the GEMMs do, else the CPU count.
 
-``contract`` (a product with a long inner dimension, e.g. a weight gradient summed
+``matmul_rows`` (a tall product: patches times weights) splits the rows over the
+same threads the same way.  ``contract`` (a product with a long inner dimension, e.g. a weight gradient summed
 over 25,000 pixels) splits that dimension over the same threads, each running
 single-threaded BLAS, and adds the parts.  OpenBLAS's own threads synchronise once
 per block of the inner dimension, about a hundred times in such a product: on a
@@ -128,6 +129,20 @@ class NumpyBackend(Backend):
         for part in partial[1:]:
             total += part
         return total
+
+    def matmul_rows(self, a, b):
+        rows = a.shape[0]
+        if self.threads <= 1 or self._blas_threads is None or rows * b.shape[1] < self.parallel_min_size:
+            return a @ b
+        out = np.empty((rows, b.shape[1]), np.result_type(a, b))
+        set_threads, get_threads = self._blas_threads
+        before = get_threads()
+        set_threads(1)
+        try:
+            self._over_batch(lambda s: np.matmul(a[s], b, out=out[s]), rows, out.size)
+        finally:
+            set_threads(before)
+        return out
 
     def patches(self, x, kh: int, kw: int, stride: int, ones: bool = False):
         n, h, w, c = x.shape

@@ -8,21 +8,31 @@ the run's configuration and its history.  Being one file written by
 ``fileio.atomic_write_bytes``, it is always either the previous complete checkpoint
 or the new one, never a mix.
 
-Beside it, for people and other tools: ``weights.safetensors`` (the model alone, with
-torch.nn.Sequential keys, what ``dcnn evaluate`` and ``dcnn predict`` read),
-``config.json`` and ``history.json``; each is written atomically too.
+Beside it, for people and other tools: ``weights.safetensors`` (the last epoch's model
+alone, with torch.nn.Sequential keys, what ``dcnn evaluate`` and ``dcnn predict`` read),
+``best.safetensors`` (the epoch with the highest test accuracy so far), ``config.json``
+and ``history.json``; each is written atomically too.  They are all *derived* from the
+checkpoint: a kill between two of the writes can leave one stale, so ``--resume``
+rewrites them from the checkpoint (``write_derived``) before it does anything else.
+
+``load`` checks the checkpoint's structure before anything uses it and names the file
+and the damaged field; ``restore`` checks the optimiser state against the model.
 """
 from __future__ import annotations
 
 import json
+import math
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_write_text, load_arrays, save_arrays
+from .fileio import atomic_write_text, load_arrays, read_metadata, save_arrays
+from .validation import check_input_shape
 
 CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "weights.safetensors"
+BEST = "best.safetensors"
 CONFIG = "config.json"
 HISTORY = "history.json"
 FORMAT = "dcnn-checkpoint"
@@ -52,9 +62,15 @@ def set_rng_states(net, states: dict, augment=None) -> None:
         augment.state = states["augment"]
 
 
+def best_epoch(history: dict) -> int | None:
+    """The (1-based) epoch with the highest test accuracy; the earliest on a tie."""
+    accuracies = history.get("val_accuracy") or []
+    return int(np.argmax(accuracies)) + 1 if accuracies else None
+
+
 def save(out_dir, net, *, epoch: int, config: dict, history: dict, augment=None, extra: dict | None = None,
          weights_metadata: dict | None = None) -> Path:
-    """Write the run's checkpoint (then weights, config and history) into ``out_dir``."""
+    """Write the run's checkpoint, then the files derived from it, into ``out_dir``."""
     out_dir = Path(out_dir)
     backend = net.backend
     arrays = {f"model/{key}": value for key, value in net.state_dict().items()}
@@ -63,33 +79,159 @@ def save(out_dir, net, *, epoch: int, config: dict, history: dict, augment=None,
     meta = {"format": FORMAT, "version": VERSION, "epoch": int(epoch),
             "optimizer": {**net.optimizer.config(), "steps": int(net.optimizer.steps)},
             "rng": rng_states(net, augment), "config": config, "history": history,
-            "input_shape": list(net.input_shape), **(extra or {})}
+            "input_shape": list(net.input_shape), "weights_metadata": weights_metadata or {}, **(extra or {})}
     path = out_dir / CHECKPOINT
     save_arrays(path, arrays, meta)
-    # Convenience copies; the checkpoint above is the one --resume trusts.
-    net.save_weights(out_dir / WEIGHTS, metadata={**(weights_metadata or {}), "epoch": int(epoch)})
-    atomic_write_text(out_dir / CONFIG, json.dumps(config, indent=2) + "\n")
-    atomic_write_text(out_dir / HISTORY, json.dumps({"epochs_done": int(epoch), **history}, indent=2) + "\n")
+    write_derived(out_dir, net, epoch=epoch, config=config, history=history, weights_metadata=weights_metadata,
+                  new_best=not (extra or {}).get("interrupted") and best_epoch(history) == epoch)
     return path
 
 
+def write_derived(out_dir, net, *, epoch: int, config: dict, history: dict, weights_metadata: dict | None = None,
+                  new_best: bool | None = None) -> None:
+    """weights.safetensors, best.safetensors (when ``epoch`` is the best one), config.json and history.json.
+
+    ``new_best=None`` (on resume) rewrites best.safetensors only if it should hold this epoch but
+    does not, as after a kill between the checkpoint and it.
+    """
+    out_dir = Path(out_dir)
+    meta = {**(weights_metadata or {}), "epoch": int(epoch)}
+    net.save_weights(out_dir / WEIGHTS, metadata=meta)
+    best = best_epoch(history)
+    if new_best is None:
+        new_best = best == epoch and _file_epoch(out_dir / BEST) != epoch
+    if new_best:
+        net.save_weights(out_dir / BEST, metadata={**meta, "val_accuracy": history["val_accuracy"][epoch - 1]})
+    atomic_write_text(out_dir / CONFIG, json.dumps(config, indent=2) + "\n")
+    atomic_write_text(out_dir / HISTORY, json.dumps({"epochs_done": int(epoch), **history}, indent=2) + "\n")
+
+
+def _file_epoch(path: Path):
+    try:
+        return read_metadata(path).get("epoch")
+    except (OSError, ValueError):
+        return None
+
+
+def read_epoch(out_dir):
+    """The epoch recorded in ``out_dir``'s checkpoint (its header only), or None."""
+    return _file_epoch(Path(out_dir) / CHECKPOINT)
+
+
+# --- reading and checking ---------------------------------------------------------------------------
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _damaged(path, field: str, problem: str) -> CheckpointError:
+    return CheckpointError(f"{path} is damaged: {field} {problem}. Delete the run folder's checkpoint (or the "
+                           "folder) and train again, or resume from a backup copy")
+
+
+def validate_metadata(path, meta: dict) -> None:
+    """The checkpoint's JSON metadata has the fields, types and ranges that ``restore`` relies on."""
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a dcnn checkpoint (format {meta.get('format')!r})")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{path} is a version {meta.get('version')!r} checkpoint; this dcnn reads version "
+                              f"{VERSION}")
+    for key in ("epoch", "optimizer", "rng", "config", "history"):
+        if key not in meta:
+            raise CheckpointError(f"{path} lacks {key!r}; it is damaged or from another version")
+    if not _is_int(meta["epoch"]) or meta["epoch"] < 0:
+        raise _damaged(path, "'epoch'", f"must be an integer >= 0, not {meta['epoch']!r}")
+    optimizer = meta["optimizer"]
+    if not isinstance(optimizer, dict):
+        raise _damaged(path, "'optimizer'", f"must be an object, not {type(optimizer).__name__}")
+    if not isinstance(optimizer.get("name"), str):
+        raise _damaged(path, "'optimizer.name'", f"must be a name, not {optimizer.get('name')!r}")
+    if not _is_int(optimizer.get("steps")) or optimizer["steps"] < 0:
+        raise _damaged(path, "'optimizer.steps'", f"must be an integer >= 0, not {optimizer.get('steps')!r}")
+    rng = meta["rng"]
+    if not isinstance(rng, dict) or not isinstance(rng.get("shuffle"), dict):
+        raise _damaged(path, "'rng.shuffle'", "must hold the shuffling generator's state")
+    for key in ("dropout",):
+        if rng.get(key) is not None and not isinstance(rng[key], dict):
+            raise _damaged(path, f"'rng.{key}'", f"must be an object, not {type(rng[key]).__name__}")
+    if rng.get("augment") is not None and not isinstance(rng["augment"], dict):
+        raise _damaged(path, "'rng.augment'", f"must be an object, not {type(rng['augment']).__name__}")
+    if not isinstance(meta["config"], dict):
+        raise _damaged(path, "'config'", f"must be an object, not {type(meta['config']).__name__}")
+    history = meta["history"]
+    if not isinstance(history, dict):
+        raise _damaged(path, "'history'", f"must be an object, not {type(history).__name__}")
+    for key, values in history.items():
+        if not isinstance(values, list) or not all(isinstance(v, Real) and not isinstance(v, bool)
+                                                   and math.isfinite(v) for v in values):
+            raise _damaged(path, f"'history.{key}'", "must be a list of finite numbers")
+        if len(values) != meta["epoch"]:
+            raise _damaged(path, f"'history.{key}'", f"has {len(values)} entries for {meta['epoch']} epochs")
+    if "input_shape" in meta:
+        try:
+            check_input_shape(meta["input_shape"])
+        except (TypeError, ValueError) as exc:
+            raise _damaged(path, "'input_shape'", f"is wrong ({exc})") from None
+    interrupted = meta.get("interrupted")
+    if interrupted is not None and not (isinstance(interrupted, dict) and _is_int(interrupted.get("epoch"))
+                                        and _is_int(interrupted.get("step"))):
+        raise _damaged(path, "'interrupted'", f"must be {{'epoch': int, 'step': int}}, not {interrupted!r}")
+
+
 def load(out_dir) -> tuple[dict, dict, dict]:
-    """(model arrays, optimiser arrays, metadata) from ``out_dir``'s checkpoint."""
-    path = Path(out_dir) / CHECKPOINT
+    """(model arrays, optimiser arrays, metadata) from ``out_dir``'s checkpoint, its structure checked."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CheckpointError(f"{out_dir} is a file, not a run folder")
+    path = out_dir / CHECKPOINT
     if not path.is_file():
         raise CheckpointError(f"no checkpoint to resume from: {path} does not exist")
     try:
         arrays, meta = load_arrays(path)
     except ValueError as exc:
         raise CheckpointError(str(exc)) from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a dcnn checkpoint (format {meta.get('format')!r})")
-    for key in ("epoch", "optimizer", "rng", "config", "history"):
-        if key not in meta:
-            raise CheckpointError(f"{path} lacks {key!r}; it is damaged or from another version")
+    validate_metadata(path, meta)
     model = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
     optim = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
     return model, optim, meta
+
+
+def load_model(out_dir) -> tuple[dict, dict]:
+    """(model arrays, weights-file-style metadata) straight from ``out_dir``'s checkpoint."""
+    model, _, meta = load(out_dir)
+    return model, {**(meta.get("weights_metadata") or {}), "input_shape": meta.get("input_shape"),
+                   "epoch": meta["epoch"]}
+
+
+# Slots each optimiser keeps per parameter once it has stepped (SGD only with momentum).
+_SLOTS = {"adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq"), "sgd": ("momentum_buffer",)}
+
+
+def _check_optimizer_state(net, optim: dict, meta: dict, source: str) -> None:
+    params = {f"{key}.{name}" if key else name: value
+              for key, layer in net.model.named_modules() for name, value in layer.params.items()}
+    slots = _SLOTS.get(net.optimizer.name, ())
+    if net.optimizer.name == "sgd" and not net.optimizer.momentum:
+        slots = ()
+    by_param: dict[str, set] = {}
+    for flat, value in optim.items():
+        key, _, slot = flat.rpartition(".")
+        if key not in params or slot not in slots:
+            raise _damaged(source, f"optimiser state {flat!r}", f"does not belong to this model and optimiser "
+                                                                f"({net.optimizer.name})")
+        if tuple(value.shape) != tuple(params[key].shape):
+            raise _damaged(source, f"optimiser state {flat!r}", f"has shape {tuple(value.shape)}, its parameter "
+                                                                f"has {tuple(params[key].shape)}")
+        if not np.issubdtype(value.dtype, np.floating) or not np.isfinite(value).all():
+            raise _damaged(source, f"optimiser state {flat!r}", "holds NaN, Inf or non-float values")
+        by_param.setdefault(key, set()).add(slot)
+    if slots and meta["optimizer"]["steps"] > 0 and not by_param:
+        raise _damaged(source, "the optimiser state", f"is missing ({meta['optimizer']['steps']} steps were taken, "
+                                                      f"but no {'/'.join(slots)} arrays are stored); resuming would "
+                                                      "silently restart the optimiser")
+    for key, have in by_param.items():
+        if have != set(slots):
+            raise _damaged(source, f"the optimiser state of {key!r}", f"lacks {sorted(set(slots) - have)}")
 
 
 def restore(net, model: dict, optim: dict, meta: dict, augment=None, source: str = "checkpoint") -> None:
@@ -98,7 +240,11 @@ def restore(net, model: dict, optim: dict, meta: dict, augment=None, source: str
     if meta["optimizer"].get("name") != net.optimizer.name:
         raise CheckpointError(f"{source} was written by the {meta['optimizer'].get('name')!r} optimiser, "
                               f"not {net.optimizer.name!r}")
+    _check_optimizer_state(net, optim, meta, source)
     # Copies: loaded buffers may be read-only, and the optimiser updates its state in place.
     net.optimizer.load_state_arrays({k: net.backend.from_numpy(np.array(v, copy=True)) for k, v in optim.items()},
                                     int(meta["optimizer"]["steps"]))
-    set_rng_states(net, meta["rng"], augment)
+    try:
+        set_rng_states(net, meta["rng"], augment)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise _damaged(source, "'rng'", f"holds a generator state that cannot be restored ({exc})") from None

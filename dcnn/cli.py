@@ -2,7 +2,8 @@
 
 Mistakes (an unknown dataset or preset, a batch size of 0, a missing or unfitting
 weights file) end with one ``dcnn: error: ...`` line and a non-zero status, never a traceback.
-Exit status: 0 done, 1 failed, 2 bad arguments, 130 interrupted (a checkpoint was written).
+Exit status: 0 done, 1 failed, 2 bad arguments, 130 interrupted (a checkpoint was written),
+141 output pipe closed (``dcnn evaluate | head -1``; ``dcnn train`` instead keeps training).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 2, 130, 141   # 141 = 128 + SIGPIPE
 
 
 class UsageError(Exception):
@@ -163,6 +164,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (dcnn evaluate | head -1): stop quietly, as Unix tools do.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except Exception as exc:
         from .training import Interrupted
         if isinstance(exc, Interrupted):
@@ -179,9 +184,37 @@ def _expected(exc) -> bool:
     import backends
     from .checkpoint import CheckpointError
     from .datasets import DatasetError
+    from .runfolder import RunFolderError
     from .training import TrainingError
-    return isinstance(exc, (ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError,
-                            DatasetError, CheckpointError, TrainingError, backends.BackendError))
+    return isinstance(exc, (ValueError, TypeError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+                            PermissionError, DatasetError, CheckpointError, TrainingError, RunFolderError,
+                            backends.BackendError))
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that nothing (not even the flush at exit) writes to a closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):   # stdout without a file descriptor (tests)
+        pass
+
+
+def _echo_to(stream):
+    """print() to ``stream``; once its reader has gone (a closed pipe), the rest is dropped and training goes on."""
+    state = {"open": True}
+
+    def echo(text=""):
+        if not state["open"]:
+            return
+        try:
+            print(text, file=stream, flush=True)
+        except BrokenPipeError:
+            state["open"] = False
+            if stream is sys.stdout:
+                _silence_stdout()
+    return echo
 
 
 def _error(message: str) -> None:
@@ -227,7 +260,7 @@ def cmd_train(args) -> int:
     from .checkpoint import CHECKPOINT
     from .training import TrainConfig, train
     out_stream = sys.stderr if args.json else sys.stdout
-    echo = lambda text="": print(text, file=out_stream, flush=True)
+    echo = _echo_to(out_stream)
 
     dataset = args.dataset or "fashion-mnist"
     model = args.model or presets.DEFAULT
@@ -249,7 +282,7 @@ def cmd_train(args) -> int:
          + (f", {ips:,.0f} training images/s" if ips else "") + f" on {result['backend']}")
     echo(f"      weights: {result['weights']}  (dcnn evaluate {result['out']})")
     if args.json:
-        print(json.dumps(result))
+        _echo_to(sys.stdout)(json.dumps(result))
     return 0
 
 
@@ -268,16 +301,19 @@ def load_trained(path: Path, model: str | None = None, backend=None):
     """(net, metadata, weights path) for a weights file or run folder."""
     from . import presets
     from .fileio import load_arrays
-    path = _weights_path(Path(path))
+    folder = Path(path)
+    path = _weights_path(folder)
     arrays, meta = load_arrays(path)
+    if folder.is_dir():
+        arrays, meta = _newer_checkpoint(folder, arrays, meta)
     name = model or meta.get("preset")
     if name is None:
         raise ValueError(f"{path} does not say which preset it belongs to; pass --model")
     preset = presets.get_preset(name)
-    input_shape = tuple(meta.get("input_shape") or ())
-    classes = meta.get("classes")
-    if len(input_shape) != 3 or not classes:
+    if not meta.get("input_shape") or not meta.get("classes"):
         raise ValueError(f"{path} lacks its input shape or class names (was it written by dcnn train?)")
+    input_shape = _checked_metadata(path, meta)
+    classes = meta["classes"]
     try:
         net = preset.build(input_shape, len(classes), backend=backend)
         net.load_state_dict(arrays, source=str(path))
@@ -285,6 +321,38 @@ def load_trained(path: Path, model: str | None = None, backend=None):
         raise ValueError(f"the weights in {path} do not fit the {preset.name!r} preset: {_first_clause(exc)}") \
             from None
     return net, meta, path
+
+
+MAX_CLASSES = 100_000
+
+
+def _checked_metadata(path, meta: dict) -> tuple:
+    """The input shape from a weights file's metadata, after checking it and the class names."""
+    from .validation import check_input_shape
+    try:
+        shape = check_input_shape(meta["input_shape"], name="metadata 'input_shape'")
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{path}: {exc}; the file is damaged or was not written by dcnn train") from None
+    if len(shape) != 3:
+        raise ValueError(f"{path}: metadata 'input_shape' must be (channels, height, width); got {shape}")
+    classes = meta["classes"]
+    if not (isinstance(classes, list) and 0 < len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes)):
+        raise ValueError(f"{path}: metadata 'classes' must be a list of names (at most {MAX_CLASSES:,}); "
+                         "the file is damaged or was not written by dcnn train")
+    return shape
+
+
+def _newer_checkpoint(folder: Path, arrays: dict, meta: dict):
+    """A run folder's weights file can lag its checkpoint (a kill between the two writes, before any
+    --resume repaired it): the checkpoint is the source, so its model is used then."""
+    from . import checkpoint
+    saved_epoch = checkpoint.read_epoch(folder)
+    if saved_epoch is None or saved_epoch == meta.get("epoch"):
+        return arrays, meta
+    model, model_meta = checkpoint.load_model(folder)
+    if not model_meta.get("classes"):      # a checkpoint from before weights_metadata was stored
+        return arrays, meta
+    return model, model_meta
 
 
 def _first_clause(exc) -> str:
@@ -353,24 +421,15 @@ def cmd_evaluate(args) -> int:
 # --- predict --------------------------------------------------------------------------------------
 
 def load_images(paths, input_shape, invert: str = "auto") -> np.ndarray:
-    """Image files -> float32 (N, C, H, W) in [0, 1], resized to the model's input."""
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise ValueError("reading images needs Pillow: pip install pillow") from None
+    """Image files -> float32 (N, C, H, W) in [0, 1], resized to the model's input (see dcnn.imagefiles)."""
+    from .imagefiles import read_image
     c, h, w = input_shape
     out = []
     for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"image not found: {path}")
         try:
-            with Image.open(path) as img:
-                img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.BILINEAR)
-                a = np.asarray(img, dtype=np.float32) / 255.0
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ValueError(f"{path} is not a readable image ({exc})") from None
-        a = a[None] if c == 1 else np.transpose(a, (2, 0, 1))
+            a = read_image(path, c, (h, w))
+        except ImportError as exc:
+            raise ValueError(str(exc)) from None
         if c == 1 and invert != "no":
             border = np.concatenate([a[0, 0], a[0, -1], a[0, :, 0], a[0, :, -1]])
             if invert == "yes" or border.mean() > 0.5:  # (Fashion-)MNIST: light object on a black background
@@ -414,7 +473,7 @@ def cmd_info(args) -> int:
     from . import __version__, datasets, presets
     backend = _use_backend(args.backend)
     versions = {"dcnn": __version__, "python": platform.python_version(), "numpy": np.__version__}
-    for dist in ("cupy-cuda13x", "cupy-cuda12x", "cupy", "array-api-compat", "safetensors", "tqdm", "pooch",
+    for dist in ("numba", "cupy-cuda13x", "cupy-cuda12x", "cupy", "array-api-compat", "safetensors", "tqdm", "pooch",
                  "pillow", "matplotlib"):
         v = _version(dist)
         if v:

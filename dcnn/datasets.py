@@ -186,6 +186,13 @@ def locate(spec: DatasetSpec, data_dir=None) -> tuple[Path | None, list[str]]:
     """The first folder holding all of the dataset's files, and a line per place searched."""
     searched = []
     for what, folder in search_dirs(spec, data_dir):
+        if folder.exists() and not folder.is_dir():
+            raise DatasetError(f"{folder} ({what}) is a file, not a folder; point {what} at the folder that holds "
+                               f"the {spec.title} files")
+        for f in spec.files:
+            if (folder / f.name).exists() and not (folder / f.name).is_file():
+                raise DatasetError(f"{folder / f.name} ({what}) is not a regular file (a folder?); "
+                                   f"put the {spec.title} file {f.name} there, or remove it")
         present = [f.name for f in spec.files if (folder / f.name).is_file()]
         if len(present) == len(spec.files):
             return folder, searched
@@ -273,15 +280,51 @@ def _read_bytes(path: Path) -> bytes:
         raise DatasetError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
-def _gunzip(path: Path, raw: bytes) -> bytes:
+def _gunzip(path: Path, raw: bytes, limit: int, head_size: int = 0, size_from_head=None) -> bytes:
+    """Decompress ``raw``, never producing more than ``limit`` bytes (a gzip bomb stops early).
+
+    With ``size_from_head``, the first ``head_size`` bytes are decompressed first and
+    ``size_from_head(head)`` gives the size the file's own header allows, a tighter limit.
+    """
     try:
-        return gzip.decompress(raw)
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
+            head = f.read(head_size) if head_size else b""
+            allowed = limit
+            if size_from_head is not None:
+                allowed = size_from_head(head)
+                if allowed is None:          # not a header at all: the caller's parser says why
+                    return head
+                if allowed > limit:
+                    raise CorruptDataError(f"{path}: its header asks for {allowed:,} bytes, more than any real file "
+                                           f"of this dataset ({limit:,}); the file is corrupt (delete it and get it "
+                                           "again)")
+            rest = f.read(max(allowed - len(head), 0) + 1)
     except EOFError:
         raise CorruptDataError(f"{path}: the gzip stream ends early; the file is truncated "
                                f"(delete it and get it again)") from None
     except (OSError, zlib.error) as exc:  # BadGzipFile is an OSError: bad magic or CRC
         raise CorruptDataError(f"{path}: not a valid gzip file ({exc}); the file is corrupt "
                                f"(delete it and get it again)") from None
+    if len(head) + len(rest) > allowed:
+        raise CorruptDataError(f"{path}: decompresses to more than the {allowed:,} bytes "
+                               f"{'its header gives' if size_from_head else 'a real file can have'}; stopped reading "
+                               "there. The file is corrupt or a decompression bomb (delete it and get it again)")
+    return head + rest
+
+
+def _idx_size(ndim: int):
+    """The total size an IDX header allows (None when it is not one: parse_idx says why)."""
+    def size(head: bytes) -> int | None:
+        if len(head) < 4 + 4 * ndim or head[:3] != b"\x00\x00\x08" or head[3] != ndim:
+            return None
+        return 4 + 4 * ndim + int(np.prod(struct.unpack(f">{ndim}I", head[4:4 + 4 * ndim]), dtype=np.int64))
+    return size
+
+
+def _max_idx_bytes(spec: "DatasetSpec", ndim: int) -> int:
+    """Twice the official training file's size: room for files people make, none for a bomb."""
+    per_sample = int(np.prod(spec.input_shape[1:])) if ndim == 3 else 1
+    return 4 + 4 * ndim + 2 * spec.counts[0] * per_sample
 
 
 def _verify(path: Path, raw: bytes, content: bytes, spec_file: DataFile) -> None:
@@ -323,8 +366,9 @@ def _read_idx_dataset(spec: DatasetSpec, folder: Path, verify: bool):
     for spec_file in spec.files:
         path = folder / spec_file.name
         raw = _read_bytes(path)
-        content = _gunzip(path, raw)
-        arrays.append(parse_idx(path, content, 3 if "images" in spec_file.name else 1))
+        ndim = 3 if "images" in spec_file.name else 1
+        content = _gunzip(path, raw, _max_idx_bytes(spec, ndim), 4 + 4 * ndim, _idx_size(ndim))
+        arrays.append(parse_idx(path, content, ndim))
         if verify:
             _verify(path, raw, content, spec_file)
     out = []
@@ -355,7 +399,8 @@ def _read_cifar10(spec: DatasetSpec, folder: Path, verify: bool):
                 "the official one (delete it and get it again)")
     if verify and md5 != spec_file.md5 and not spec_file.member_sha1:
         raise CorruptDataError(mismatch)
-    content = _gunzip(path, raw)
+    # The archive holds six batches of records, a small readme and the class names.
+    content = _gunzip(path, raw, sum(spec.counts) * _CIFAR_RECORD + (1 << 20))
     records = []
     try:
         # Members are read by name into memory: nothing is extracted to disk.

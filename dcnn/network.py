@@ -11,7 +11,7 @@ from .layers.container import run_order
 from .losses import get_loss
 from .optimizers import get_optimizer
 from .parameters import FlatParameters
-from .validation import as_batch, as_targets
+from .validation import as_batch, as_targets, check_input_shape
 
 
 class DCNNetwork:
@@ -30,7 +30,7 @@ class DCNNetwork:
         seeds = np.random.SeedSequence(self.seed).spawn(2)
         self._init_rng = np.random.default_rng(seeds[0])
         self.shuffle_rng = np.random.default_rng(seeds[1])
-        self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+        self.input_shape = None if input_shape is None else check_input_shape(input_shape)
         self.loss = None
         self.optimizer = None
         self.history = History()
@@ -49,7 +49,7 @@ class DCNNetwork:
     def build(self, input_shape=None) -> "DCNNetwork":
         if self.model.built:
             return self
-        shape = tuple(input_shape) if input_shape is not None else self.input_shape
+        shape = check_input_shape(input_shape) if input_shape is not None else self.input_shape
         if shape is None:
             raise ValueError("the model has no input shape yet: pass input_shape=(C, H, W) to DCNNetwork "
                              "or call build((C, H, W)) or fit() first")
@@ -170,6 +170,9 @@ class DCNNetwork:
         self._check_batch_size(batch_size)
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative int; got {epochs!r}")
+        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
+            raise ValueError(f"initial_epoch must be an int >= 0 (the number of epochs already done); "
+                             f"got {initial_epoch!r}")
         self._require_compiled()
         xd, yd = self._prepare(x, y)
         val = None
@@ -292,17 +295,25 @@ class DCNNetwork:
         unexpected = sorted(k for k in arrays if k not in expected)
         if missing or unexpected:
             raise ValueError(f"{source} does not fit this model: missing keys {missing}, unexpected keys {unexpected}")
+        cast = {}
         for key, current in expected.items():
             value = np.asarray(arrays[key])
             if tuple(value.shape) != tuple(current.shape):
                 raise ValueError(f"{source}: {key!r} has shape {tuple(value.shape)}, the model expects "
                                  f"{tuple(current.shape)}")
-            if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
-                raise ValueError(f"{source}: {key!r} contains NaN or Inf")
+            if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
+                raise ValueError(f"{source}: {key!r} has dtype {value.dtype}, not numbers")
+            target = np.dtype(str(current.dtype).split(".")[-1])
+            with np.errstate(over="ignore", invalid="ignore"):   # checked just below, after the cast
+                cast[key] = value.astype(target)
+            # After the cast: float64 weights beyond float32's range become inf here.
+            if np.issubdtype(target, np.floating) and not np.isfinite(cast[key]).all():
+                raise ValueError(f"{source}: {key!r} contains NaN or Inf"
+                                 + (f" once cast to {target} (values beyond its range)"
+                                    if np.isfinite(value).all() else ""))
         layers = dict(self.model.named_modules())
-        for key, current in expected.items():
+        for key, value in cast.items():
             prefix, name = key.rsplit(".", 1) if "." in key else ("", key)
-            value = np.asarray(arrays[key]).astype(np.dtype(str(current.dtype).split(".")[-1]))
             layers[prefix].set_state(name, self.backend.from_numpy(value))
 
     def save_weights(self, path, metadata: dict | None = None) -> None:

@@ -8,7 +8,7 @@ out as the parameters; checkpoints see it per parameter key, as
 """
 from __future__ import annotations
 
-import math
+from .validation import check_number
 
 
 class Optimizer:
@@ -16,7 +16,7 @@ class Optimizer:
     slot_names: tuple = ()
 
     def __init__(self, lr: float):
-        self.lr = _number("lr", lr, low=0.0, low_open=True)
+        self.lr = check_number(type(self).__name__, "learning rate", lr, low=0, low_open=True)
         self.steps = 0
         self._slots: dict = {}          # slot name -> flat device array
         self._params = None             # the FlatParameters the slots are laid out as
@@ -78,11 +78,13 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0):
         super().__init__(lr)
-        self.momentum = _number("momentum", momentum, low=0.0, high=1.0, high_open=True)
-        self.weight_decay = _number("weight_decay", weight_decay, low=0.0)
+        self.momentum = check_number("SGD", "momentum", momentum, low=0, high=1)
+        self.weight_decay = check_number("SGD", "weight_decay", weight_decay, low=0)
+        if not isinstance(nesterov, bool):
+            raise TypeError(f"SGD nesterov must be True or False; got {nesterov!r}")
         if nesterov and self.momentum <= 0:
             raise ValueError("Nesterov momentum needs momentum > 0")
-        self.nesterov = bool(nesterov)
+        self.nesterov = nesterov
         self.slot_names = ("momentum_buffer",) if self.momentum else ()
 
     def _update(self, backend, param, grad):
@@ -103,12 +105,14 @@ class Adam(Optimizer):
 
     def __init__(self, lr: float = 0.001, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(lr)
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2); got {betas!r}")
-        self.betas = (_number("beta1", betas[0], low=0.0, high=1.0, high_open=True),
-                      _number("beta2", betas[1], low=0.0, high=1.0, high_open=True))
-        self.eps = _number("eps", eps, low=0.0, low_open=True)
-        self.weight_decay = _number("weight_decay", weight_decay, low=0.0)
+        owner = type(self).__name__
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise TypeError(f"{owner} betas must be a pair (beta1, beta2), e.g. (0.9, 0.999); got {betas!r}")
+        # beta = 1 would divide by 1 - beta**t = 0 in the bias correction.
+        self.betas = (check_number(owner, "beta1", betas[0], low=0, high=1),
+                      check_number(owner, "beta2", betas[1], low=0, high=1))
+        self.eps = check_number(owner, "eps", eps, low=0, low_open=True)
+        self.weight_decay = check_number(owner, "weight_decay", weight_decay, low=0)
 
     def _update(self, backend, param, grad):
         backend.adam_update(param, grad, self._slots["exp_avg"], self._slots["exp_avg_sq"], lr=self.lr,
@@ -127,21 +131,6 @@ class AdamW(Adam):
 
     def __init__(self, lr: float = 0.001, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
         super().__init__(lr, betas, eps, weight_decay)
-
-
-def _number(what: str, value, *, low=None, high=None, low_open=False, high_open=False) -> float:
-    """``value`` as a finite float in the given range, else a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise ValueError(f"{what} must be a number; got {value!r}")
-    v = float(value)
-    bad = not math.isfinite(v)
-    bad |= low is not None and (v <= low if low_open else v < low)
-    bad |= high is not None and (v >= high if high_open else v > high)
-    if bad:
-        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
-        hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
-        raise ValueError(f"{what} must be a finite number {' and '.join(p for p in (lo, hi) if p)}; got {value!r}")
-    return v
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import backends
-from . import checkpoint, datasets, presets
+from . import checkpoint, datasets, presets, runfolder
 from .callbacks import Callback
 
 
@@ -169,18 +169,43 @@ class RandomShiftFlip:
 # --- monitoring, checkpoints, interruption ------------------------------------------------------
 
 class Monitor(Callback):
-    """Progress bar, epoch timing and the non-finite-loss watch, reading the device every ``log_every`` steps."""
+    """Progress bar, epoch timing and the watch for a loss that is not finite or runs away,
+    reading the device every ``log_every`` steps.
 
-    def __init__(self, log_every: int = 10, progress: bool = True, file=None, echo=None):
+    Divergence rule (also in the README): with C classes, a logging interval's mean training
+    loss is *runaway* when it is above ``limit = max(ln C, 3 * min(lowest, ln C))``, where
+    ``lowest`` is the lowest interval mean of this run so far (on resume, also the checkpoint's
+    last epoch loss).  So: worse than a uniform guess (ln C), and 3x worse than the loss the
+    run had reached (at most ln C, so a run that blows up at its very start is caught too).
+    ``patience`` runaway intervals in a row stop training; so does a test loss above the limit
+    at the end of an epoch, before that epoch's checkpoint is written.
+    """
+
+    FACTOR = 3.0
+
+    def __init__(self, log_every: int = 10, progress: bool = True, file=None, echo=None, patience: int = 3,
+                 reference_loss: float | None = None):
         self.log_every, self.progress, self.file, self.echo = max(1, int(log_every)), progress, file, echo
+        self.patience = max(1, int(patience))
+        self.lowest = reference_loss if reference_loss is not None and math.isfinite(reference_loss) else None
+        self.streak = 0
         self.bad_step = None
-        self.failure = None          # (epoch, step) of the first non-finite loss, 1-based
+        self.failure = None          # (epoch, step) of the first non-finite or runaway loss, 1-based
+        self.reason = None           # "nonfinite", "runaway" or "test"
+        self.runaway_loss = None
         self.epoch_seconds = []
         self.images = 0
 
     def on_train_begin(self, net, epochs, steps):
         self.net, self.epochs, self.steps = net, epochs, steps
         self.bad_step = self._device_int(-1)
+        self.uniform_loss = math.log(max(net.num_classes, 2))
+
+    @property
+    def limit(self) -> float:
+        """The loss above which an interval counts as runaway (see the class docstring)."""
+        reached = self.uniform_loss if self.lowest is None else min(self.lowest, self.uniform_loss)
+        return max(self.uniform_loss, self.FACTOR * reached)
 
     def _device_int(self, value):
         b = self.net.backend
@@ -188,6 +213,7 @@ class Monitor(Callback):
 
     def on_epoch_begin(self, epoch):
         self.epoch, self.last_step, self.shown, self.seen = epoch, -1, 0, 0
+        self.interval_start = (0.0, 0)      # (loss sum, images) at the last read
         self.step_on_device = self._device_int(0)
         self.t0 = time.perf_counter()
         self.bar = None
@@ -198,7 +224,8 @@ class Monitor(Callback):
                             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
 
     def on_batch_end(self, step, logs):
-        xp = self.net.backend.xp
+        b = self.net.backend
+        xp = b.xp
         # On the device, no sync: remember the first step whose loss was NaN or Inf.
         self.bad_step = xp.where((self.bad_step < 0) & ~xp.isfinite(logs["loss"]), self.step_on_device,
                                  self.bad_step)
@@ -207,28 +234,61 @@ class Monitor(Callback):
         last = step + 1 == self.steps
         if (step + 1) % self.log_every and not last and not self.net.stop_training:
             return
-        bad = int(self.bad_step)                          # the one sync per log interval
+        # The one transfer per log interval: running loss sum, correct count, first bad step.
+        loss_sum, correct, bad = (float(v) for v in b.to_numpy(xp.stack([
+            xp.astype(logs["loss_sum"], xp.float64), xp.astype(logs["correct"], xp.float64),
+            xp.astype(self.bad_step, xp.float64)])))
+        bad = int(bad)
         if bad >= 0 and self.failure is None:
-            self.failure = (self.epoch + 1, bad + 1)
+            self.failure, self.reason = (self.epoch + 1, bad + 1), "nonfinite"
             self.net.stop_training = True
+        seen = logs["seen"]
+        if self.failure is None and seen > self.interval_start[1]:
+            self._judge_interval((loss_sum - self.interval_start[0]) / (seen - self.interval_start[1]), step)
+        self.interval_start = (loss_sum, seen)
         if last or self.net.stop_training:
-            self.net.backend.synchronize()
+            b.synchronize()
             self.epoch_seconds.append(time.perf_counter() - self.t0)
-            self.images += logs["seen"]
+            self.images += seen
         if self.bar is not None:
-            seen = logs["seen"]
             elapsed = max(time.perf_counter() - self.t0, 1e-9)
             self.bar.update(step + 1 - self.shown)
             self.shown = step + 1
-            self.bar.set_postfix_str(f"loss={float(logs['loss_sum']) / seen:.3f} "
-                                     f"acc={int(logs['correct']) / seen:.4f} {seen / elapsed:,.0f} img/s"
+            self.bar.set_postfix_str(f"loss={loss_sum / seen:.3f} "
+                                     f"acc={correct / seen:.4f} {seen / elapsed:,.0f} img/s"
                                      + (" testing..." if last else ""), refresh=last)
+
+    def _judge_interval(self, mean_loss: float, step: int) -> None:
+        if mean_loss > self.limit:
+            self.streak += 1
+            if self.streak >= self.patience:
+                self.failure, self.reason, self.runaway_loss = (self.epoch + 1, step + 1), "runaway", mean_loss
+                self.net.stop_training = True
+        else:
+            self.streak = 0
+            self.lowest = mean_loss if self.lowest is None else min(self.lowest, mean_loss)
+
+    def describe_failure(self) -> str:
+        epoch, step = self.failure
+        if self.reason == "nonfinite":
+            return f"the loss became NaN or infinite at epoch {epoch}, step {step}"
+        rule = (f"above {self.limit:.3g}, the divergence limit (the larger of ln({self.net.num_classes}) = "
+                f"{self.uniform_loss:.3g}, a uniform guess, and {self.FACTOR:g}x the lowest loss reached)")
+        if self.reason == "test":
+            return f"the loss diverged: after epoch {epoch} the test loss was {self.runaway_loss:.4g}, {rule}"
+        return (f"the loss diverged at epoch {epoch}, step {step}: the mean training loss was "
+                f"{self.runaway_loss:.4g} for {self.patience} logging intervals in a row, {rule}")
 
     def on_epoch_end(self, epoch, logs):
         if self.failure is None and not math.isfinite(logs["loss"]):
             bad = int(self.bad_step)
-            self.failure = (epoch + 1, bad + 1 if bad >= 0 else self.last_step + 1)
+            self.failure, self.reason = (epoch + 1, bad + 1 if bad >= 0 else self.last_step + 1), "nonfinite"
             self.net.stop_training = True
+        if self.failure is None and "val_loss" in logs:
+            # The epoch's weights, judged on held-out data before the Checkpointer keeps them.
+            if not math.isfinite(logs["val_loss"]) or logs["val_loss"] > self.limit:
+                self.failure, self.reason, self.runaway_loss = (epoch + 1, self.last_step + 1), "test", logs["val_loss"]
+                self.net.stop_training = True
         if self.bar is not None:
             if "val_accuracy" in logs:
                 rate = f" {self.seen / self.epoch_seconds[-1]:,.0f} img/s" if self.epoch_seconds else ""
@@ -275,8 +335,17 @@ class Checkpointer(Callback):
             self._save(epoch, extra={"interrupted": {"epoch": epoch + 1, "step": self.monitor.last_step + 1}})
 
     def _save(self, epochs_done, extra=None):
-        checkpoint.save(self.out_dir, self.net, epoch=epochs_done, config=self.config, history=self.history,
-                        augment=self.augment, extra=extra, weights_metadata=self.weights_metadata)
+        try:
+            checkpoint.save(self.out_dir, self.net, epoch=epochs_done, config=self.config, history=self.history,
+                            augment=self.augment, extra=extra, weights_metadata=self.weights_metadata)
+        except OSError as exc:
+            # Atomic writes: the previous checkpoint is still whole.
+            kept = (f"the checkpoint of epoch {self.saved_epoch} is intact" if self.saved_epoch is not None
+                    else "any earlier checkpoint there is intact")
+            raise runfolder.RunFolderError(
+                exc.errno, f"could not write the checkpoint of epoch {epochs_done} into {self.out_dir}: "
+                           f"{runfolder.describe_os_error(exc)}. {kept}; continue with: dcnn train --resume "
+                           f"--out {self.out_dir}") from None
 
 
 class _SigintHandler:
@@ -341,8 +410,22 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict
     ``Interrupted`` after Ctrl-C (a checkpoint of the current state is written).
     ``dataset`` bypasses loading (tests pass small arrays).
     """
-    started = time.perf_counter()
     out_dir = Path(out_dir)
+    if resume and not (out_dir / checkpoint.CHECKPOINT).is_file():
+        checkpoint.load(out_dir)                        # raises the error that says what is missing
+    # Checked, locked and tidied before any data is loaded or any epoch is spent.
+    with runfolder.open_run_folder(out_dir) as folder:
+        if not resume and (out_dir / checkpoint.CHECKPOINT).exists():   # checked again under the lock
+            raise ValueError(f"{out_dir} already holds a run; pass --resume to continue it, or choose another --out")
+        if folder.removed_leftovers:
+            echo(f"removed {len(folder.removed_leftovers)} temporary file(s) left in {out_dir} by an earlier, "
+                 f"interrupted write: {', '.join(folder.removed_leftovers)}")
+        return _train(config, out_dir, resume=resume, requested=requested, backend=backend, progress=progress,
+                      log_every=log_every, dataset=dataset, callbacks=callbacks, echo=echo)
+
+
+def _train(config, out_dir, *, resume, requested, backend, progress, log_every, dataset, callbacks, echo) -> dict:
+    started = time.perf_counter()
     saved = None
     if resume:
         model_arrays, optim_arrays, saved = checkpoint.load(out_dir)
@@ -356,6 +439,11 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict
     else:
         backend = backends.get_backend()
 
+    compiling = time.perf_counter()
+    backend.warm_up()                 # kernels compile here, not inside the first epoch's timing
+    compiling = time.perf_counter() - compiling
+    if compiling > 2:
+        echo(f"  compiled the {backend.name} kernels in {compiling:.0f} s (cached for later runs)")
     if dataset is None:
         dataset = datasets.load(config.dataset, config.data_dir, progress=progress)
     data = dataset.limit(config.limit)
@@ -372,6 +460,10 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict
             raise checkpoint.CheckpointError(str(exc)) from None
         history = {k: list(v) for k, v in saved["history"].items()}
         initial_epoch = int(saved["epoch"])
+        # The checkpoint is the single source: a kill between its write and the others' may have
+        # left weights.safetensors, best.safetensors or history.json behind it.
+        checkpoint.write_derived(out_dir, net, epoch=initial_epoch, config=saved["config"], history=history,
+                                 weights_metadata=_weights_metadata(config, data))
         note = ""
         if saved.get("interrupted"):
             note = (f" (epoch {saved['interrupted']['epoch']} was interrupted at step {saved['interrupted']['step']};"
@@ -388,8 +480,10 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict
              f"({preset.schedule}){', augmented' if config.augment else ''}, seed {config.seed}, "
              f"on {backend.describe()}")
     config_dict = asdict(config)
-    weights_meta = {"preset": config.model, "dataset": config.dataset, "classes": list(data.classes)}
-    monitor = Monitor(log_every=log_every, progress=progress, echo=echo)
+    weights_meta = _weights_metadata(config, data)
+    previous_losses = history.get("loss") or []
+    monitor = Monitor(log_every=log_every, progress=progress, echo=echo,
+                      reference_loss=previous_losses[-1] if previous_losses else None)
     net.stop_training = False
     with _SigintHandler(net, echo) as sigint:
         saver = Checkpointer(out_dir, config_dict, history, monitor, augment, weights_meta, interrupt=sigint)
@@ -400,15 +494,18 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict
                     initial_epoch=initial_epoch, augment=augment)
 
     if monitor.failure is not None:
-        epoch, step = monitor.failure
         lower = f"{config.lr / 3:.3g}"
         if (out_dir / checkpoint.CHECKPOINT).is_file():
             good = initial_epoch if saver.saved_epoch is None else saver.saved_epoch
-            kept = (f"the last good checkpoint (epoch {good}) is kept in {out_dir}. Try a lower learning rate: "
-                    f"dcnn train --resume --out {out_dir} --lr {lower}")
+            best = checkpoint.best_epoch(history)
+            kept = f"the last good checkpoint (epoch {good}) is kept in {out_dir}"
+            if best is not None:
+                kept += (f", and the best weights (epoch {best}, test accuracy {history['val_accuracy'][best - 1]:.4f})"
+                         f" in {out_dir / checkpoint.BEST}")
+            kept += f". Try a lower learning rate: dcnn train --resume --out {out_dir} --lr {lower}"
         else:
             kept = f"no checkpoint was written. Try a lower learning rate, e.g. --lr {lower}, or a smaller --batch-size"
-        raise Diverged(f"training stopped: the loss became NaN or infinite at epoch {epoch}, step {step}; {kept}")
+        raise Diverged(f"training stopped: {monitor.describe_failure()}; {kept}")
     if sigint.requested:
         where = (f"epoch {saver.partial[0]}, step {saver.partial[1]}" if saver.partial
                  else f"the end of epoch {saver.saved_epoch}")
@@ -429,6 +526,10 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict
         "out": str(out_dir), "weights": str(out_dir / checkpoint.WEIGHTS),
         "history": history,
     }
+
+
+def _weights_metadata(config: TrainConfig, data) -> dict:
+    return {"preset": config.model, "dataset": config.dataset, "classes": list(data.classes)}
 
 
 def _plot_curves(history, out_dir, echo):

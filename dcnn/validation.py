@@ -1,9 +1,47 @@
 """Checks on user input, so mistakes fail early with a message that names them."""
 from __future__ import annotations
 
+import math
+from numbers import Real
+
 import numpy as np
 
 from backends import Backend
+
+
+def check_number(owner: str, name: str, value, *, low: float, high: float = math.inf,
+                 low_open: bool = False, high_open: bool = True) -> float:
+    """``value`` as a float, if it is a real, finite number in the stated interval; else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{owner} {name} must be a number; got {type(value).__name__} {value!r}")
+    value = float(value)
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if not math.isfinite(value) or too_low or too_high:
+        interval = (("(" if low_open else "[") + f"{low:g}, " + (f"{high:g}" if math.isfinite(high) else "inf")
+                    + (")" if high_open or not math.isfinite(high) else "]"))
+        raise ValueError(f"{owner} {name} must be a finite number in {interval}; got {value!r}")
+    return value
+
+
+# One sample may hold at most this many values (2**28: a 16384 x 16384 image); larger is a mistake or an attack.
+MAX_SAMPLE_VALUES = 2 ** 28
+
+
+def check_input_shape(shape, name: str = "input_shape") -> tuple:
+    """``shape`` (one sample's, no batch axis) as a tuple of positive ints of sane total size."""
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise TypeError(f"{name} must be a tuple of ints such as (1, 28, 28); got {shape!r}")
+    dims = tuple(shape)
+    if not dims or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in dims):
+        raise TypeError(f"{name} must be a non-empty tuple of ints such as (1, 28, 28); got {shape!r}")
+    dims = tuple(int(d) for d in dims)
+    if any(d < 1 for d in dims):
+        raise ValueError(f"{name} must have every dimension >= 1; got {dims}")
+    if int(np.prod(dims, dtype=np.float64)) > MAX_SAMPLE_VALUES:
+        raise ValueError(f"{name} {dims} is too large: {int(np.prod(dims, dtype=np.float64)):,} values per sample, "
+                         f"the limit is {MAX_SAMPLE_VALUES:,}")
+    return dims
 
 
 def as_batch(backend: Backend, x, expected_shape: tuple | None, name: str = "x"):

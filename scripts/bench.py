@@ -4,6 +4,8 @@
     python scripts/bench.py --json bench.json    # the same, machine-readable too
     python scripts/bench.py --quick              # a tiny run (what the tests use)
     python scripts/bench.py --device cuda        # dcnn on CuPy against PyTorch on CUDA
+    python scripts/bench.py --job epoch          # one epoch of the default preset against its PyTorch twin
+    python scripts/bench.py --job train          # `dcnn train` end to end against its PyTorch twin
 
 Models: "ref" (conv 1->32 3x3 pad 1, ReLU, max-pool 2, conv 32->64 3x3 pad 1, ReLU,
 max-pool 2, flatten, dense 3136->128, ReLU, dense 128->10) and "ref-bn" (BatchNorm
@@ -29,6 +31,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--job", choices=("steps", "epoch", "train"), default="steps",
+                   help="steps: single training/inference steps (default); epoch: one epoch of the default "
+                        "preset against its PyTorch twin; train: `dcnn train` end to end against its twin "
+                        "(see scripts/bench_job.py)")
+    p.add_argument("--epochs", type=int, default=4, help="--job train: epochs (default 4, the preset's)")
+    p.add_argument("--rounds", type=int, default=1, help="--job train: runs per contender (the fastest counts)")
+    p.add_argument("--limit", type=int, default=None, help="--job epoch/train: first N training images")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for both frameworks (default 2)")
     p.add_argument("--quick", action="store_true", help="tiny batches and few steps: checks that it runs")
@@ -47,7 +56,7 @@ def parse_args(argv=None):
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None and ARGS.device == "cpu":
     # Thread pools read these when the libraries load, so set them before any import.
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(ARGS.threads)
     os.environ["DCNN_BACKEND"] = "numpy"
 sys.path.insert(0, ROOT)
@@ -313,6 +322,10 @@ def run(args) -> dict:
     repeats = args.repeats or (3 if args.quick else 10 if device == "cuda" else 15)
     if use_torch and device == "cuda":
         torch.backends.cudnn.benchmark = True     # PyTorch at its best: cuDNN picks its fastest kernels
+        # Same matmul precision on both sides (DCNN_TF32): off = no TF32 anywhere; conv = PyTorch's
+        # defaults (TF32 in cuDNN convolutions only); all = TF32 in every float32 GEMM.
+        torch.backends.cudnn.allow_tf32 = getattr(backend, "tf32", "off") != "off"
+        torch.backends.cuda.matmul.allow_tf32 = getattr(backend, "tf32", "off") == "all"
     gemm = gemm_gflops(backend, 3 if args.quick else 10, 4096 if device == "cuda" else 1024)
     result = {"device": args.device, "threads": args.threads if device == "cpu" else None,
               "backend": backend.describe(), "torch": torch.__version__ if torch is not None else None,
@@ -320,6 +333,7 @@ def run(args) -> dict:
               "gemm_gflops": gemm, "gemm_size": 4096 if device == "cuda" else 1024, "load_average_start": load_average(), "cases": []}
     if device == "cuda" and use_torch:
         result["torch_device"] = torch.cuda.get_device_name()
+        result["tf32"] = getattr(backend, "tf32", "off")
     print(header(result), flush=True)
     rng = np.random.default_rng(0)
     for name in args.models.split(","):
@@ -416,6 +430,11 @@ def main():
         if args.memory_probe == "torch":
             load_torch().set_num_threads(args.threads)
         memory_probe(args.memory_probe, args.memory_steps, args.memory_batch)
+        return
+    if args.job != "steps":
+        sys.path.insert(0, os.path.join(ROOT, "scripts"))
+        import bench_job
+        bench_job.main(args)
         return
     if args.device == "cuda":
         os.environ.setdefault("DCNN_BACKEND", "cupy")

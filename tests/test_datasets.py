@@ -278,3 +278,61 @@ def test_cifar10_trains_end_to_end_with_three_channels(isolated, tmp_path, monke
     net.load_weights(tmp_path / "run" / "weights.safetensors")
     assert net.predict(np.zeros((2, 3, 32, 32), np.float32)).shape == (2, 10)
     assert isinstance(net, DCNNetwork)
+
+
+# --- issue 13: hostile files and paths ---------------------------------------------------------------
+
+def test_gzip_bomb_stops_at_the_size_the_header_allows(isolated):
+    import tracemalloc
+    write_idx_dataset(isolated / "d")
+    path = isolated / "d" / "train-labels-idx1-ubyte.gz"
+    bomb = 64 << 20                                    # 64 MiB of zeros after a 12-label header: ~64 KiB gzipped
+    path.write_bytes(gzip.compress(idx_bytes(np.zeros(12)) + bytes(bomb), compresslevel=1))
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptDataError, match=r"train-labels-idx1-ubyte.gz: decompresses to more than the 20 "
+                                                   r"bytes its header gives; stopped reading"):
+            datasets.load("fashion-mnist", isolated / "d", download=False, verify=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < bomb // 8, f"decompressed too much before stopping: peak {peak:,} bytes"
+
+
+def test_idx_header_asking_for_absurd_sizes_is_refused_before_reading(isolated):
+    write_idx_dataset(isolated / "d")
+    head = struct.pack(">4B", 0, 0, 8, 3) + struct.pack(">3I", 4_000_000_000, 28, 28)
+    (isolated / "d" / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(head + bytes(100)))
+    with pytest.raises(CorruptDataError, match=r"train-images-idx3-ubyte.gz: its header asks for "
+                                               r"3,136,000,000,016 bytes, more than any real file"):
+        datasets.load("fashion-mnist", isolated / "d", download=False, verify=False)
+
+
+def test_cifar10_gzip_bomb_stops_at_the_archive_size_limit(isolated, monkeypatch):
+    spec = datasets.SPECS["cifar10"]
+    monkeypatch.setitem(datasets.SPECS, "cifar10", dataclasses.replace(spec, counts=(15, 3)))
+    (isolated / "c").mkdir()
+    (isolated / "c" / "cifar-10-binary.tar.gz").write_bytes(gzip.compress(bytes(8 << 20), compresslevel=1))
+    with pytest.raises(CorruptDataError, match="cifar-10-binary.tar.gz: decompresses to more than the 1,103,890 "
+                                               "bytes a real file can have"):
+        datasets.load("cifar10", isolated / "c", download=False, verify=False)
+
+
+def test_a_folder_where_a_dataset_file_should_be_is_an_error_not_another_copy(isolated):
+    write_idx_dataset(isolated / "cache" / "dcnn" / "fashion-mnist")   # a good copy further down the search
+    write_idx_dataset(isolated / "d")
+    (isolated / "d" / "t10k-labels-idx1-ubyte.gz").unlink()
+    (isolated / "d" / "t10k-labels-idx1-ubyte.gz").mkdir()
+    with pytest.raises(datasets.DatasetError, match=r"t10k-labels-idx1-ubyte.gz \(--data-dir\) is not a regular "
+                                                    r"file \(a folder\?\)"):
+        datasets.load("fashion-mnist", isolated / "d", download=False, verify=False)
+
+
+def test_data_dir_that_is_a_regular_file_is_an_error_not_another_copy(isolated, monkeypatch):
+    write_idx_dataset(isolated / "cache" / "dcnn" / "fashion-mnist")
+    (isolated / "f").write_text("not a folder")
+    with pytest.raises(datasets.DatasetError, match=r"f \(--data-dir\) is a file, not a folder"):
+        datasets.load("fashion-mnist", isolated / "f", download=False, verify=False)
+    monkeypatch.setenv("DCNN_DATA", str(isolated / "f"))
+    with pytest.raises(datasets.DatasetError, match=r"\$DCNN_DATA\) is a file, not a folder"):
+        datasets.load("fashion-mnist", download=False, verify=False)

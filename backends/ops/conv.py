@@ -33,7 +33,7 @@ class ConvOps:
         oh, ow = conv_output_size(h, k, stride, padding), conv_output_size(w, k, stride, padding)
         xt = self.pad_hw(xp.permute_dims(x, (0, 2, 3, 1)), padding)
         cols = self.patches(xt, k, k, stride, ones=bias is not None)
-        y = cols @ self.conv_weight_matrix(weight, bias)
+        y = self.matmul_rows(cols, self.conv_weight_matrix(weight, bias))
         saved = ConvSaved(cols, (n, c, h, w), (oh, ow), stride, padding, bias is not None)
         return xp.permute_dims(xp.reshape(y, (n, oh, ow, f)), (0, 3, 1, 2)), saved
 

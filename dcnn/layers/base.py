@@ -57,8 +57,8 @@ class Layer:
     def saved(self):
         """What the last forward kept for backward; an error if there is none."""
         if self._saved is None:
-            raise RuntimeError(f"{self.describe()}.backward() needs a forward() first: call forward "
-                               "(in training mode, or before the caches were released) then backward")
+            raise RuntimeError(f"{self.describe()}.backward() was called before forward(): backward uses what "
+                               "forward keeps, so call forward(x) first (in training mode), then backward(dy)")
         return self._saved
 
     def release(self) -> None:

@@ -32,7 +32,11 @@ class Conv2D(Layer):
                  use_bias: bool = True, kernel=None, trainable: bool = True, init: str = "he"):
         super().__init__()
         if kernel is not None:
-            kernel = np.asarray(kernel, dtype=np.float32)
+            with np.errstate(over="ignore", invalid="ignore"):   # an overflow is refused just below
+                kernel = np.asarray(kernel, dtype=np.float32)
+            if not np.isfinite(kernel).all():
+                raise ValueError("kernel contains NaN or Inf values (after conversion to float32); "
+                                 "give finite filter weights")
             if kernel.ndim not in (3, 4) or kernel.shape[0] != filters:
                 raise ValueError(f"kernel must have shape ({filters}, kh, kw) or ({filters}, in, kh, kw); "
                                  f"got {kernel.shape}")

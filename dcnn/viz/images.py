@@ -44,26 +44,10 @@ def load_image_file(path, channels: int | None = None, size: tuple[int, int] | N
     ``channels`` 1 converts to grayscale and 3 to RGB (default: grayscale images
     stay gray, others become RGB); ``size`` (H, W) resizes to the model's input.
     """
+    from ..imagefiles import read_image
     try:
-        from PIL import Image, UnidentifiedImageError
+        pixels = read_image(path, channels, size)
     except ImportError as exc:
         raise ImportError("reading image files needs Pillow (it comes with matplotlib): "
                           "pip install 'dcnn[plot]'") from exc
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if channels is None:
-                channels = 1 if img.mode in ("1", "L", "I", "I;16", "F") else 3
-            if channels not in (1, 3):
-                raise ValueError(f"an image file gives 1 (grayscale) or 3 (RGB) channels; "
-                                 f"the model expects {channels}")
-            img = img.convert("L" if channels == 1 else "RGB")
-            if size is not None and img.size != (size[1], size[0]):
-                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            pixels = np.asarray(img)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"cannot read {path} as an image ({exc})") from None
     return as_chw(pixels, channels, name=str(path))

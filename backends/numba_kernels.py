@@ -1,0 +1,237 @@
+"""Numba CPU kernels behind ``NumbaBackend`` (backends/numba_backend.py).
+
+Each kernel is one parallel loop over the batch (``prange``), compiled on first
+use and cached on disk (``cache=True``), without fastmath: the arithmetic is
+IEEE float32 as NumPy's, in a stated order.  Reductions (BatchNorm's channel
+sums) accumulate in float64 over a fixed number of chunks, so a result does not
+depend on the thread count.  Arrays are channels-last (N, H, W, C).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+REDUCTION_CHUNKS = 32     # fixed: the float64 partial sums do not depend on the thread count
+
+
+# --- convolution ------------------------------------------------------------------------------
+
+@njit(parallel=True, cache=True)
+def im2col(x, k, stride, pad, ones, out):
+    """Patch matrix of zero-padded ``x``: out[(b, y, x), (i, j, c)] = x[b, y*s + i - p, x*s + j - p, c],
+    plus a last column of ones if ``ones``."""
+    n, h, w, c = x.shape
+    oh = (h + 2 * pad - k) // stride + 1
+    ow = (w + 2 * pad - k) // stride + 1
+    kkc = k * k * c
+    for b in prange(n):
+        for y in range(oh):
+            for xo in range(ow):
+                r = (b * oh + y) * ow + xo
+                for i in range(k):
+                    ih = y * stride + i - pad
+                    for j in range(k):
+                        iw = xo * stride + j - pad
+                        base = (i * k + j) * c
+                        if 0 <= ih < h and 0 <= iw < w:
+                            for ch in range(c):
+                                out[r, base + ch] = x[b, ih, iw, ch]
+                        else:
+                            for ch in range(c):
+                                out[r, base + ch] = 0
+                if ones:
+                    out[r, kkc] = 1
+
+
+@njit(parallel=True, cache=True)
+def col2im(dcols, k, stride, pad, dx):
+    """dx[b, y*s + i - p, x*s + j - p, c] += dcols[(b, y, x), (i, j, c)] inside the unpadded input."""
+    n, h, w, c = dx.shape
+    oh = (h + 2 * pad - k) // stride + 1
+    ow = (w + 2 * pad - k) // stride + 1
+    for b in prange(n):
+        dx[b] = 0
+        for y in range(oh):
+            for xo in range(ow):
+                r = (b * oh + y) * ow + xo
+                for i in range(k):
+                    ih = y * stride + i - pad
+                    if ih < 0 or ih >= h:
+                        continue
+                    for j in range(k):
+                        iw = xo * stride + j - pad
+                        if iw < 0 or iw >= w:
+                            continue
+                        base = (i * k + j) * c
+                        for ch in range(c):
+                            dx[b, ih, iw, ch] += dcols[r, base + ch]
+
+
+# --- max pooling --------------------------------------------------------------------------------
+
+@njit(parallel=True, cache=True)
+def max_pool(x, k, stride, y, arg):
+    """y = max over each k x k window; arg = the window offset (i*k + j) of its first
+    maximum in row-major order (a NaN counts as the maximum, as in torch)."""
+    n, oh, ow, c = y.shape
+    for b in prange(n):
+        for yo in range(oh):
+            for xo in range(ow):
+                for ch in range(c):
+                    y[b, yo, xo, ch] = x[b, yo * stride, xo * stride, ch]
+                    arg[b, yo, xo, ch] = 0
+                for t in range(1, k * k):
+                    i, j = t // k, t % k
+                    for ch in range(c):
+                        v = x[b, yo * stride + i, xo * stride + j, ch]
+                        best = y[b, yo, xo, ch]
+                        if v > best or (v != v and best == best):
+                            y[b, yo, xo, ch] = v
+                            arg[b, yo, xo, ch] = t
+
+
+@njit(parallel=True, cache=True)
+def max_pool_backward(dy, arg, k, stride, dx):
+    """Each window's gradient to its recorded maximum; overlapping windows add up."""
+    n, oh, ow, c = dy.shape
+    _, h, w, _ = dx.shape
+    if stride == k and h == oh * k and w == ow * k:
+        # The windows tile the input: one write per pixel, no zeroing pass.
+        for b in prange(n):
+            for yo in range(oh):
+                for xo in range(ow):
+                    for t in range(k * k):
+                        i, j = t // k, t % k
+                        for ch in range(c):
+                            dx[b, yo * k + i, xo * k + j, ch] = dy[b, yo, xo, ch] if arg[b, yo, xo, ch] == t else 0
+        return
+    for b in prange(n):
+        dx[b] = 0
+        for yo in range(oh):
+            for xo in range(ow):
+                for ch in range(c):
+                    t = arg[b, yo, xo, ch]
+                    dx[b, yo * stride + t // k, xo * stride + t % k, ch] += dy[b, yo, xo, ch]
+
+
+# --- element-wise -------------------------------------------------------------------------------
+
+@njit(parallel=True, cache=True)
+def relu(x, cap, y):
+    """y = min(max(x, 0), cap) over flat arrays."""
+    for i in prange(x.size):
+        v = x[i]
+        y[i] = v if v != v else (cap if v >= cap else (v if v > 0 else 0))   # NaN stays NaN, as maximum
+
+
+@njit(parallel=True, cache=True)
+def relu_backward(dy, y, cap, dx):
+    """dx = dy where 0 < y < cap (y is the ReLU's output), else 0."""
+    for i in prange(dy.size):
+        v = y[i]
+        dx[i] = dy[i] if (v > 0 and v < cap) else 0
+
+
+# --- batch normalisation (channels last: rows of C values) -----------------------------------
+
+@njit(parallel=True, cache=True)
+def channel_moments(rows):
+    """Per-channel mean and (biased) variance of an (M, C) array, in float64.
+
+    Sums of values shifted by the first row (no cancellation when the mean is large
+    against the spread), over REDUCTION_CHUNKS fixed chunks."""
+    m, c = rows.shape
+    shift = rows[0].astype(np.float64)
+    part = np.zeros((REDUCTION_CHUNKS, 2, c))
+    for chunk in prange(REDUCTION_CHUNKS):
+        for r in range(chunk * m // REDUCTION_CHUNKS, (chunk + 1) * m // REDUCTION_CHUNKS):
+            for ch in range(c):
+                d = rows[r, ch] - shift[ch]
+                part[chunk, 0, ch] += d
+                part[chunk, 1, ch] += d * d
+    s = part[:, 0, :].sum(axis=0) / m
+    var = part[:, 1, :].sum(axis=0) / m - s * s
+    return shift + s, np.maximum(var, 0.0)
+
+
+@njit(parallel=True, cache=True)
+def scale_shift(rows, scale, shift, cap, out):
+    """out = rows * scale + shift per channel, then min(max(., 0), cap) if cap > 0
+    (cap 0 means no ReLU)."""
+    m, c = rows.shape
+    for r in prange(m):
+        for ch in range(c):
+            v = rows[r, ch] * scale[ch] + shift[ch]
+            if cap > 0:
+                v = cap if v >= cap else (v if v > 0 else 0)
+            out[r, ch] = v
+
+
+@njit(parallel=True, cache=True)
+def norm_grad_sums(dy, x, y, mean, inv_std, cap):
+    """Per-channel sums of g and g * xhat in float64, g = dy masked by the fused
+    ReLU (cap > 0) read off the output y, xhat = (x - mean) * inv_std."""
+    m, c = dy.shape
+    part = np.zeros((REDUCTION_CHUNKS, 2, c))
+    for chunk in prange(REDUCTION_CHUNKS):
+        for r in range(chunk * m // REDUCTION_CHUNKS, (chunk + 1) * m // REDUCTION_CHUNKS):
+            for ch in range(c):
+                g = dy[r, ch]
+                if cap > 0:
+                    v = y[r, ch]
+                    if not (v > 0 and v < cap):
+                        g = 0
+                part[chunk, 0, ch] += g
+                part[chunk, 1, ch] += g * ((x[r, ch] - mean[ch]) * inv_std[ch])
+    return part[:, 0, :].sum(axis=0), part[:, 1, :].sum(axis=0)
+
+
+@njit(parallel=True, cache=True)
+def norm_input_grad(dy, x, y, mean, inv_std, cap, a, b, c_, out):
+    """out = a * g - b - c_ * xhat per channel (the training-mode BatchNorm input
+    gradient with a = scale, b = scale * sum(g) / M, c_ = scale * sum(g xhat) / M);
+    with b = c_ = 0 it is the eval-mode gradient."""
+    m, c = dy.shape
+    for r in prange(m):
+        for ch in range(c):
+            g = dy[r, ch]
+            if cap > 0:
+                v = y[r, ch]
+                if not (v > 0 and v < cap):
+                    g = 0
+            xhat = (x[r, ch] - mean[ch]) * inv_std[ch]
+            out[r, ch] = a[ch] * g - b[ch] - c_[ch] * xhat
+
+
+# --- optimisers (flat buffers) -------------------------------------------------------------------
+
+@njit(parallel=True, cache=True)
+def adam(param, grad, m, v, lr_t, beta1, one_minus_beta1, beta2, one_minus_beta2, bias2_sqrt, eps,
+         weight_decay, decoupled_factor):
+    """torch.optim.Adam/AdamW, the same operations in the same order as the generic
+    version (scalars come in the parameter's dtype): bitwise equal to it."""
+    for i in prange(param.size):
+        p = param[i] * decoupled_factor
+        g = grad[i] + weight_decay * p if weight_decay != 0 else grad[i]
+        mi = m[i] * beta1
+        mi = mi + one_minus_beta1 * g
+        vi = v[i] * beta2
+        vi = vi + one_minus_beta2 * (g * g)
+        m[i] = mi
+        v[i] = vi
+        denom = np.sqrt(vi) / bias2_sqrt + eps
+        param[i] = p - lr_t * (mi / denom)
+
+
+@njit(parallel=True, cache=True)
+def sgd(param, grad, buf, lr, momentum, nesterov, weight_decay):
+    """torch.optim.SGD, in the generic version's order; ``buf`` is unused without momentum."""
+    for i in prange(param.size):
+        p = param[i]
+        g = grad[i] + weight_decay * p if weight_decay != 0 else grad[i]
+        if momentum != 0:
+            bi = buf[i] * momentum
+            bi = bi + g
+            buf[i] = bi
+            g = g + momentum * bi if nesterov else bi
+        param[i] = p - lr * g

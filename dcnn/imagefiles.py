@@ -1,0 +1,101 @@
+"""Image files (PNG, JPEG, anything Pillow reads) as float32 (C, H, W) in [0, 1], for predict and visualize.
+
+What a viewer shows is what the model gets:
+
+- the EXIF orientation of a photo is applied (``ImageOps.exif_transpose``);
+- 16-bit images are scaled by 65535, not clipped at 255;
+- transparent pixels are composited over white, as a viewer shows them, so black ink
+  on a transparent background reads as black on white (``predict`` then inverts it
+  to the light-on-dark look of (Fashion-)MNIST);
+- an image with more pixels than Pillow's ``Image.MAX_IMAGE_PIXELS`` is refused with a
+  ``ValueError`` naming the limit (a decompression bomb), before its pixels are decoded.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)    # ITU-R 601-2, as Pillow's convert("L")
+
+
+def _pillow():
+    try:
+        from PIL import Image, ImageOps, UnidentifiedImageError
+    except ImportError as exc:
+        raise ImportError("reading image files needs Pillow: pip install pillow") from exc
+    return Image, ImageOps, UnidentifiedImageError
+
+
+def _as_float(img) -> tuple[np.ndarray, np.ndarray | None]:
+    """(H, W, 1 or 3) float32 in [0, 1] and the alpha channel (H, W) or None."""
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(img).astype(np.float32)
+        # "I" holds 16-bit PNGs in older Pillow versions; 32-bit integer images are rare.
+        scale = 65535.0 if mode.startswith("I;16") or a.max(initial=0) <= 65535 else float(a.max())
+        return np.clip(a / scale, 0, 1)[..., None], None
+    if mode == "F":
+        return np.clip(np.asarray(img, np.float32), 0, 1)[..., None], None
+    transparent = mode in ("RGBA", "LA", "La", "RGBa", "PA") or "transparency" in img.info
+    if transparent:
+        a = np.asarray(img.convert("RGBA"), np.float32) / 255
+        rgb, alpha = a[..., :3], a[..., 3]
+        if mode in ("LA", "La"):
+            rgb = rgb[..., :1]
+        return rgb, alpha
+    target = "L" if mode in ("1", "L") else "RGB"
+    return np.asarray(img.convert(target), np.float32)[..., None] / 255 if target == "L" else \
+        np.asarray(img.convert(target), np.float32) / 255, None
+
+
+def _resize(a: np.ndarray, size, Image) -> np.ndarray:
+    """Bilinear resize of each channel in float ("F" mode), so 16-bit precision is kept."""
+    h, w = size
+    if a.shape[:2] == (h, w):
+        return a
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(a[..., i]), mode="F")
+                                .resize((w, h), Image.Resampling.BILINEAR)) for i in range(a.shape[-1])], axis=-1)
+
+
+def read_image(path, channels: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
+    """One image file as (C, H, W) float32 in [0, 1].
+
+    ``channels`` 1 gives grayscale, 3 RGB (default: gray images stay gray, others RGB);
+    ``size`` (H, W) resizes to the model's input.
+    """
+    Image, ImageOps, UnidentifiedImageError = _pillow()
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not an image file")
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    if channels not in (None, 1, 3):
+        raise ValueError(f"an image file gives 1 (grayscale) or 3 (RGB) channels; the model expects {channels}")
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between 1x and 2x its limit; both are refused here.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img = ImageOps.exif_transpose(img)
+                img.load()
+                gray = img.mode in GRAY_MODES
+                pixels, alpha = _as_float(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(f"{path} is too large to open safely: more than Pillow's limit of {limit:,} pixels "
+                         f"(PIL.Image.MAX_IMAGE_PIXELS; a decompression bomb?). Resize it first ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"{path} is not a readable image ({exc})") from None
+    if alpha is not None:
+        pixels = pixels * alpha[..., None] + (1 - alpha[..., None])        # over white
+    channels = channels or (1 if gray else 3)
+    if channels == 1 and pixels.shape[-1] == 3:
+        pixels = (pixels @ _LUMA)[..., None]
+    elif channels == 3 and pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    if size is not None:
+        pixels = _resize(pixels, size, Image)
+    return np.ascontiguousarray(np.clip(np.moveaxis(pixels, -1, 0), 0, 1), dtype=np.float32)

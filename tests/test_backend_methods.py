@@ -1,0 +1,220 @@
+"""Every backend's overrides of the hot operations against the generic versions (backends/ops).
+
+The generic method runs on the same array library and device (``generic(backend)``),
+so only the override differs.  Exact where the arithmetic is the same operations in
+the same order (max-pool, ReLU, the optimiser updates, im2col); otherwise within a
+stated tolerance of a few float32 ulps of the values involved (GEMMs blocked
+differently, sums in another order or in float64).
+"""
+import math
+
+import numpy as np
+import pytest
+
+import backends
+from backends.base import Backend
+
+OVERRIDING = ("numba", "numpy-pure", "numpy-threads", "cupy")
+# float32 results of sums over a few hundred terms, ordered differently: relative to the
+# largest magnitude in the result.
+F32_TOL = 2e-6
+
+
+@pytest.fixture(params=OVERRIDING)
+def fast(request):
+    name = request.param
+    if name == "numba":
+        try:
+            from backends.numba_backend import NumbaBackend
+        except ImportError as exc:
+            pytest.skip(f"numba is not importable: {exc}")
+        return NumbaBackend("test")
+    if name.startswith("numpy"):
+        from backends.numpy_backend import NumpyBackend
+        backend = NumpyBackend("test")
+        if name == "numpy-threads":   # the batch split over threads, even for tiny inputs, unevenly
+            backend.threads, backend.parallel_min_size = 3, 0
+        return backend
+    try:
+        return backends.resolve(name)
+    except backends.BackendError as exc:
+        pytest.skip(f"{name} backend unavailable here: {exc}")
+
+
+def generic(backend):
+    return Backend(backend.xp, device=backend.device)
+
+
+def host(backend, a):
+    return None if a is None else backend.to_numpy(a)
+
+
+def close(backend, ours, ref, tol=F32_TOL, what=""):
+    ours, ref = host(backend, ours), host(backend, ref)
+    assert ours.shape == ref.shape and ours.dtype == ref.dtype, what
+    scale = max(1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=tol * scale, err_msg=what)
+
+
+def channels_last_view(backend, rng, shape, dtype=np.float32):
+    """An NCHW-shaped array with channels-last memory, as the layers pass them."""
+    n, c, h, w = shape
+    nhwc = backend.from_numpy(rng.standard_normal((n, h, w, c)).astype(dtype))
+    return backend.xp.permute_dims(nhwc, (0, 3, 1, 2))
+
+
+CONVS = [  # (channels, filters, k, stride, pad, h, w)
+    (1, 4, 3, 1, 1, 9, 8), (3, 5, 3, 2, 1, 9, 9), (6, 3, 2, 1, 0, 5, 7), (2, 3, 3, 1, 2, 4, 4),
+    (4, 2, 1, 1, 0, 5, 5), (2, 4, 5, 3, 2, 11, 10), (5, 3, 4, 2, 2, 6, 6), (2, 2, 2, 1, 1, 3, 3)]
+
+
+@pytest.mark.parametrize("c,f,k,stride,pad,h,w", CONVS)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_conv2d(fast, rng, c, f, k, stride, pad, h, w, bias, layout):
+    x = (channels_last_view(fast, rng, (3, c, h, w)) if layout == "nhwc"
+         else fast.from_numpy(rng.standard_normal((3, c, h, w)).astype(np.float32)))
+    weight = fast.from_numpy(rng.standard_normal((f, c, k, k)).astype(np.float32))
+    b = fast.from_numpy(rng.standard_normal(f).astype(np.float32)) if bias else None
+    y, saved = fast.conv2d(x, weight, b, stride, pad)
+    y_ref, saved_ref = generic(fast).conv2d(x, weight, b, stride, pad)
+    close(fast, y, y_ref, what="y")
+    dy = fast.from_numpy(rng.standard_normal(tuple(y.shape)).astype(np.float32))
+    ours = fast.conv2d_backward(dy, saved, weight)
+    ref = generic(fast).conv2d_backward(dy, saved_ref, weight)
+    for name, a, r in zip(("dx", "dw", "db"), ours, ref):
+        if r is None:
+            assert a is None, name
+        else:
+            close(fast, a, r, what=name)
+    dx, dw, db = fast.conv2d_backward(dy, saved, weight, input_grad=False)
+    assert dx is None and dw is not None
+    dx, dw, db = fast.conv2d_backward(dy, saved, weight, weight_grad=False)
+    assert dw is None and db is None and dx is not None
+
+
+POOLS = [(2, 2, 8, 8), (2, 2, 9, 7), (3, 2, 9, 8), (3, 3, 10, 11), (2, 1, 5, 6), (1, 1, 4, 4), (3, 1, 5, 5),
+         (2, 3, 8, 9), (4, 4, 4, 4)]
+
+
+@pytest.mark.parametrize("k,stride,h,w", POOLS)
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool2d_exact(fast, rng, k, stride, h, w, ties, dtype):
+    data = rng.standard_normal((2, 5, h, w))
+    if ties:   # every pattern of ties, and a plateau as a blank background gives
+        data = np.round(data * 2) / 2
+        data[:, :2] = 0.5
+    x = fast.xp.permute_dims(fast.from_numpy(data.transpose(0, 2, 3, 1).astype(dtype)), (0, 3, 1, 2))
+    y, saved = fast.max_pool2d(x, k, stride)
+    y_ref, saved_ref = generic(fast).max_pool2d(x, k, stride)
+    np.testing.assert_array_equal(host(fast, y), host(fast, y_ref))
+    # The gradient may arrive in NCHW memory (after a Flatten).
+    dy = fast.from_numpy(rng.standard_normal(tuple(y.shape)).astype(dtype))
+    dx, dx_ref = fast.max_pool2d_backward(dy, saved), generic(fast).max_pool2d_backward(dy, saved_ref)
+    assert host(fast, dx).dtype == np.dtype(dtype)
+    if stride >= k:   # each pixel in at most one window: the gradient is routed, not summed
+        np.testing.assert_array_equal(host(fast, dx), host(fast, dx_ref))
+    else:             # overlapping windows: the same terms, summed in another order
+        close(fast, dx, dx_ref, tol=F32_TOL)
+
+
+@pytest.mark.parametrize("cap", [math.inf, 0.8])
+@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (7, 9)])
+def test_relu_exact(fast, rng, cap, shape):
+    data = np.round(rng.standard_normal(shape) * 2) / 2   # exact zeros and values at the cap
+    data.flat[::7] = cap if cap != math.inf else 0.0
+    x = fast.from_numpy(data.astype(np.float32))
+    y, saved = fast.relu(x, cap)
+    y_ref, saved_ref = generic(fast).relu(x, cap)
+    np.testing.assert_array_equal(host(fast, y), host(fast, y_ref))
+    dy = fast.from_numpy(rng.standard_normal(shape).astype(np.float32))
+    np.testing.assert_array_equal(host(fast, fast.relu_backward(dy, saved)),
+                                  host(fast, generic(fast).relu_backward(dy, saved_ref)))
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("relu_cap", [None, math.inf, 1.5])
+@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (2, 7, 3, 3), (1, 2, 1, 2)])
+def test_batch_norm(fast, rng, training, relu_cap, shape):
+    n, c, h, w = shape
+    x = channels_last_view(fast, rng, shape)
+    x = x * 3.0 + 5.0                          # a mean far from 0: the variance must not cancel
+    weight = fast.from_numpy(rng.uniform(0.5, 2, c).astype(np.float32))
+    bias = fast.from_numpy(rng.standard_normal(c).astype(np.float32))
+    stats = [rng.standard_normal(c).astype(np.float32), rng.uniform(0.5, 2, c).astype(np.float32)]
+    running = {who: [fast.from_numpy(s.copy()) for s in stats] for who in ("ours", "ref")}
+    opts = dict(training=training, momentum=0.1, eps=1e-5, relu_cap=relu_cap)
+    y, saved = fast.batch_norm(x, weight, bias, *running["ours"], **opts)
+    y_ref, saved_ref = generic(fast).batch_norm(x, weight, bias, *running["ref"], **opts)
+    close(fast, y, y_ref, tol=1e-5, what="y")
+    for ours, ref in zip(running["ours"], running["ref"]):
+        close(fast, ours, ref, tol=1e-6, what="running statistics")
+    dy = fast.from_numpy(rng.standard_normal(shape).astype(np.float32))
+    ours = fast.batch_norm_backward(dy, saved)
+    ref = generic(fast).batch_norm_backward(dy, saved_ref)
+    for name, a, r in zip(("dx", "dweight", "dbias"), ours, ref):
+        close(fast, a, r, tol=2e-5, what=name)
+    assert fast.batch_norm_backward(dy, saved, input_grad=False)[0] is None
+
+
+@pytest.mark.parametrize("decoupled,weight_decay", [(False, 0.0), (False, 0.01), (True, 0.05)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_update_bitwise(fast, rng, decoupled, weight_decay, dtype):
+    """The same operations in the same order: bitwise equal, over several steps."""
+    size = 1001
+    state = {who: [fast.from_numpy(rng.standard_normal(size).astype(dtype)) for _ in range(1)]
+             + [fast.from_numpy(np.zeros(size, dtype)) for _ in range(2)] for who in ("ours",)}
+    state["ref"] = [fast.xp.asarray(a, copy=True) for a in state["ours"]]
+    for step in range(1, 4):
+        grad = fast.from_numpy(rng.standard_normal(size).astype(dtype))
+        opts = dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=weight_decay,
+                    decoupled=decoupled, step=step)
+        fast.adam_update(state["ours"][0], grad, *state["ours"][1:], **opts)
+        generic(fast).adam_update(state["ref"][0], grad, *state["ref"][1:], **opts)
+        for a, r in zip(state["ours"], state["ref"]):
+            np.testing.assert_array_equal(host(fast, a), host(fast, r))
+
+
+@pytest.mark.parametrize("momentum,nesterov,weight_decay", [(0.0, False, 0.0), (0.9, False, 0.0),
+                                                            (0.9, True, 1e-3), (0.5, False, 0.1)])
+def test_sgd_update_bitwise(fast, rng, momentum, nesterov, weight_decay):
+    size = 777
+    ours = [fast.from_numpy(rng.standard_normal(size).astype(np.float32)), fast.from_numpy(np.zeros(size, np.float32))]
+    ref = [fast.xp.asarray(a, copy=True) for a in ours]
+    for _ in range(3):
+        grad = fast.from_numpy(rng.standard_normal(size).astype(np.float32))
+        opts = dict(lr=0.05, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+        fast.sgd_update(ours[0], grad, ours[1] if momentum else None, **opts)
+        generic(fast).sgd_update(ref[0], grad, ref[1] if momentum else None, **opts)
+        for a, r in zip(ours, ref):
+            np.testing.assert_array_equal(host(fast, a), host(fast, r))
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_softmax_cross_entropy(fast, rng, one_hot):
+    logits = fast.from_numpy((rng.standard_normal((9, 5)) * 4).astype(np.float32))
+    labels = rng.integers(0, 5, 9)
+    targets = fast.from_numpy(np.eye(5, dtype=np.float32)[labels] if one_hot else labels)
+    ours = fast.softmax_cross_entropy(logits, targets)
+    ref = generic(fast).softmax_cross_entropy(logits, targets)
+    for a, r in zip(ours, ref):
+        close(fast, a, r, tol=1e-6)
+
+
+def test_dropout(fast, rng):
+    x = fast.from_numpy(rng.standard_normal((6, 40)).astype(np.float32))
+    y, saved = fast.dropout(x, 0.3, fast.random_generator(5))
+    y_ref, saved_ref = generic(fast).dropout(x, 0.3, fast.random_generator(5))
+    np.testing.assert_array_equal(host(fast, y), host(fast, y_ref))
+    dy = fast.from_numpy(rng.standard_normal((6, 40)).astype(np.float32))
+    np.testing.assert_array_equal(host(fast, fast.dropout_backward(dy, saved)),
+                                  host(fast, generic(fast).dropout_backward(dy, saved_ref)))
+
+
+@pytest.mark.parametrize("rows", [1, 7, 300])
+def test_matmul_rows(fast, rng, rows):
+    """A tall product, split over threads by rows on the CPU: each row is the same dot products."""
+    a = fast.from_numpy(rng.standard_normal((rows, 19)).astype(np.float32))
+    b = fast.from_numpy(rng.standard_normal((19, 5)).astype(np.float32))
+    close(fast, fast.matmul_rows(a, b), generic(fast).matmul_rows(a, b), tol=1e-6)

@@ -1,0 +1,370 @@
+"""CupyBackend's fused kernels against the generic Backend methods they override.
+
+Every test runs twice: on ``cupy-on-cpu`` (CupyBackend's own method code with the
+CUDA kernel sources compiled by g++ and NumPy arrays; tests/cuda_on_cpu.py), here
+and in CI; and on ``cupy``, a real GPU, where one exists (skipped with the reason
+elsewhere).  The reference is the generic method on the same backend's arrays.
+"""
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import backends
+from backends import cupy_kernels
+from backends.base import Backend
+from backends.cupy_backend import LAUNCHES, TF32_MODES, CupyBackend, _tf32_mode
+
+sys.path.insert(0, str(Path(__file__).parent))
+import cuda_on_cpu  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+WINDOWS = [  # (k, stride, h, w): tiling, overlapping, gaps, odd sizes
+    (2, 2, 8, 8), (2, 2, 9, 7), (3, 2, 9, 8), (3, 3, 10, 11), (2, 1, 5, 6), (1, 1, 4, 4), (3, 1, 5, 5),
+    (2, 3, 8, 9), (4, 4, 4, 4)]
+CONVS = [  # (filters, channels, k, stride, padding, h, w)
+    (4, 1, 3, 1, 1, 7, 7), (5, 3, 3, 2, 1, 9, 8), (2, 4, 1, 1, 0, 5, 5), (3, 2, 5, 1, 2, 6, 7),
+    (3, 2, 3, 3, 0, 10, 9), (6, 5, 2, 2, 1, 6, 6), (2, 3, 4, 1, 3, 4, 5)]
+TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-12)}
+
+
+@pytest.fixture(params=["cupy-on-cpu", "cupy"])
+def fused(request):
+    if request.param == "cupy-on-cpu":
+        if cuda_on_cpu.compiler() is None:
+            pytest.skip("no C++ compiler (g++) to run the CUDA kernel sources on the CPU")
+        return cuda_on_cpu.CupyOnCpu()
+    try:
+        return backends.resolve("cupy")
+    except backends.BackendError as exc:
+        pytest.skip(f"cupy backend unavailable here: {exc}")
+
+
+def generic(backend):
+    return Backend(backend.xp, device=backend.device)
+
+
+def host(backend, array):
+    return None if array is None else backend.to_numpy(array)
+
+
+def close(backend, ours, ref, dtype, what, exact=False):
+    a, b = host(backend, ours), host(backend, ref)
+    assert a.shape == b.shape and a.dtype == b.dtype, f"{what}: {a.shape} {a.dtype} vs {b.shape} {b.dtype}"
+    if exact:
+        np.testing.assert_array_equal(a, b, err_msg=what)
+    else:
+        np.testing.assert_allclose(a, b, err_msg=what, **TOL[dtype])
+
+
+# --- element-wise --------------------------------------------------------------------------
+@pytest.mark.parametrize("cap", [math.inf, 0.7])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu(fused, rng, cap, dtype):
+    x = rng.standard_normal((3, 4, 5, 6)).astype(dtype)
+    x[0, 0, 0, :3] = [0.0, cap if cap != math.inf else 1e30, -0.0]      # the edges of the mask
+    x, dy = fused.from_numpy(x), fused.from_numpy(rng.standard_normal(x.shape).astype(dtype))
+    (y, saved), (y_ref, saved_ref) = fused.relu(x, cap), generic(fused).relu(x, cap)
+    close(fused, y, y_ref, dtype, "relu", exact=True)
+    close(fused, fused.relu_backward(dy, saved), generic(fused).relu_backward(dy, saved_ref), dtype,
+          "relu backward", exact=True)
+
+
+class FixedDraws:
+    """A generator that hands out the same uniform draws to both versions."""
+
+    def __init__(self, backend, rng):
+        self.backend, self.rng = backend, rng
+
+    def random(self, shape, dtype):
+        self.last = self.backend.from_numpy(self.rng.random(shape).astype(dtype))
+        return self.last
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout(fused, rng, dtype):
+    x = fused.from_numpy(rng.standard_normal((16, 33)).astype(dtype))
+    dy = fused.from_numpy(rng.standard_normal((16, 33)).astype(dtype))
+    y, saved = fused.dropout(x, 0.3, FixedDraws(fused, np.random.default_rng(5)))
+    y_ref, saved_ref = generic(fused).dropout(x, 0.3, FixedDraws(fused, np.random.default_rng(5)))
+    close(fused, y, y_ref, dtype, "dropout", exact=True)
+    close(fused, fused.dropout_backward(dy, saved), generic(fused).dropout_backward(dy, saved_ref), dtype,
+          "dropout backward", exact=True)
+
+
+# --- pooling ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("k,stride,h,w", WINDOWS)
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_pool(fused, rng, k, stride, h, w, ties):
+    x = rng.standard_normal((2, 3, h, w))
+    if ties:   # plateaus: the first maximum in row-major order must win, as in torch
+        x = np.round(x)
+        x[:, 1] = 0.5
+    x = fused.from_numpy(x.astype(np.float32))
+    (y, saved), (y_ref, saved_ref) = fused.max_pool2d(x, k, stride), generic(fused).max_pool2d(x, k, stride)
+    close(fused, y, y_ref, np.float32, "max_pool", exact=True)
+    dy = fused.from_numpy(rng.standard_normal(tuple(y.shape)).astype(np.float32))
+    close(fused, fused.max_pool2d_backward(dy, saved), generic(fused).max_pool2d_backward(dy, saved_ref),
+          np.float32, "max_pool backward")
+
+
+def test_max_pool_of_a_non_contiguous_input(fused, rng):
+    x = fused.from_numpy(rng.standard_normal((2, 6, 6, 3)).astype(np.float32))
+    x = fused.xp.permute_dims(x, (0, 3, 1, 2))                 # NCHW shape, channels-last memory
+    (y, _), (y_ref, _) = fused.max_pool2d(x, 2, 2), generic(fused).max_pool2d(x, 2, 2)
+    close(fused, y, y_ref, np.float32, "max_pool of a view", exact=True)
+
+
+# --- batch normalisation -----------------------------------------------------------------------
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("relu_cap", [None, math.inf, 0.8])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_norm(fused, rng, training, relu_cap, dtype):
+    n, c, h, w = 4, 3, 5, 6
+    x = (rng.standard_normal((n, c, h, w)) * 2 + 1.5).astype(dtype)
+    weight = (rng.random(c) + 0.5).astype(dtype)
+    bias = rng.standard_normal(c).astype(dtype)
+    stats = [rng.standard_normal(c).astype(dtype), (rng.random(c) + 0.5).astype(dtype)]
+    dy = rng.standard_normal((n, c, h, w)).astype(dtype)
+    results = []
+    for backend in (fused, generic(fused)):
+        running = [fused.from_numpy(s.copy()) for s in stats]
+        y, saved = backend.batch_norm(fused.from_numpy(x), fused.from_numpy(weight), fused.from_numpy(bias),
+                                      *running, training=training, momentum=0.1, eps=1e-5, relu_cap=relu_cap)
+        grads = backend.batch_norm_backward(fused.from_numpy(dy), saved)
+        _, dw_only, db_only = backend.batch_norm_backward(fused.from_numpy(dy), saved, input_grad=False)
+        results.append([y, *running, *grads, dw_only, db_only])
+    names = ["y", "running_mean", "running_var", "dx", "dweight", "dbias", "dweight (no dx)", "dbias (no dx)"]
+    for name, ours, ref in zip(names, *results):
+        close(fused, ours, ref, dtype, f"batch_norm {name}")
+
+
+# --- loss ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("targets", ["int64", "int32", "one_hot", "soft"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_cross_entropy(fused, rng, targets, dtype):
+    n, k = 37, 10
+    logits = (rng.standard_normal((n, k)) * 3).astype(dtype)
+    logits[0, 2] = logits[0, 7] = logits[0].max() + 1            # a tie: the first arg-max counts
+    labels = rng.integers(0, k, n)
+    labels[0] = 2
+    if targets in ("int64", "int32"):
+        t = labels.astype(targets)
+    elif targets == "one_hot":
+        t = np.eye(k, dtype=dtype)[labels]
+    else:
+        t = rng.random((n, k)).astype(dtype)
+        t[:, ::3] = 0                                              # zero targets: terms of 0, not NaN
+        t /= t.sum(axis=1, keepdims=True)
+    logits, t = fused.from_numpy(logits), fused.from_numpy(t)
+    ours, ref = fused.softmax_cross_entropy(logits, t), generic(fused).softmax_cross_entropy(logits, t)
+    close(fused, ours[0], ref[0], dtype, "loss")
+    close(fused, ours[1], ref[1], dtype, "dlogits")
+    close(fused, ours[2], ref[2], dtype, "correct", exact=True)
+
+
+# --- optimisers ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("momentum,nesterov,weight_decay", [(0.0, False, 0.0), (0.0, False, 0.01), (0.9, False, 0.0),
+                                                            (0.9, True, 1e-3)])
+def test_sgd_update(fused, rng, momentum, nesterov, weight_decay):
+    p0 = rng.standard_normal(1000).astype(np.float32)
+    grads = [rng.standard_normal(1000).astype(np.float32) for _ in range(3)]
+    out = []
+    for backend in (fused, generic(fused)):
+        p, buf = fused.from_numpy(p0.copy()), fused.from_numpy(np.zeros(1000, np.float32))
+        for g in grads:
+            backend.sgd_update(p, fused.from_numpy(g), buf if momentum else None, lr=0.05, momentum=momentum,
+                               nesterov=nesterov, weight_decay=weight_decay)
+        out.append((p, buf))
+    close(fused, out[0][0], out[1][0], np.float32, "param")
+    close(fused, out[0][1], out[1][1], np.float32, "momentum buffer")
+
+
+@pytest.mark.parametrize("weight_decay,decoupled", [(0.0, False), (1e-2, False), (1e-2, True)])
+def test_adam_update(fused, rng, weight_decay, decoupled):
+    p0 = rng.standard_normal(1000).astype(np.float32)
+    grads = [rng.standard_normal(1000).astype(np.float32) for _ in range(3)]
+    out = []
+    for backend in (fused, generic(fused)):
+        p = fused.from_numpy(p0.copy())
+        m, v = (fused.from_numpy(np.zeros(1000, np.float32)) for _ in range(2))
+        for step, g in enumerate(grads, 1):
+            backend.adam_update(p, fused.from_numpy(g), m, v, lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8,
+                                weight_decay=weight_decay, decoupled=decoupled, step=step)
+        out.append((p, m, v))
+    for name, ours, ref in zip(("param", "exp_avg", "exp_avg_sq"), *out):
+        close(fused, ours, ref, np.float32, name)
+
+
+# --- convolution --------------------------------------------------------------------------------
+@pytest.mark.parametrize("f,c,k,stride,pad,h,w", CONVS)
+@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv2d(fused, rng, f, c, k, stride, pad, h, w, use_bias, dtype):
+    x = fused.from_numpy(rng.standard_normal((2, c, h, w)).astype(dtype))
+    weight = fused.from_numpy(rng.standard_normal((f, c, k, k)).astype(dtype))
+    bias = fused.from_numpy(rng.standard_normal(f).astype(dtype)) if use_bias else None
+    (y, saved), (y_ref, saved_ref) = (b.conv2d(x, weight, bias, stride, pad) for b in (fused, generic(fused)))
+    close(fused, y, y_ref, dtype, "conv2d")
+    dy = fused.from_numpy(rng.standard_normal(tuple(y.shape)).astype(dtype))
+    for input_grad, weight_grad in ((True, True), (False, True), (True, False)):
+        ours = fused.conv2d_backward(dy, saved, weight, input_grad=input_grad, weight_grad=weight_grad)
+        ref = generic(fused).conv2d_backward(dy, saved_ref, weight, input_grad=input_grad, weight_grad=weight_grad)
+        for name, a, b in zip(("dx", "dweight", "dbias"), ours, ref):
+            assert (a is None) == (b is None), name
+            if a is not None:
+                close(fused, a, b, dtype, f"conv2d {name} (input_grad={input_grad}, weight_grad={weight_grad})")
+
+
+# --- a whole network ----------------------------------------------------------------------------
+def test_training_steps_match_numpy(fused, rng):
+    """The default preset's layer kinds and dropout: a few steps give NumPy's weights.  (SGD:
+    Adam would turn the rounding noise of the conv biases' gradients, zero in exact
+    arithmetic because BatchNorm follows, into full-size steps.)"""
+    from dcnn import BatchNorm2D, Conv2D, DCNNetwork, Dense, Dropout, Flatten, MaxPool2D, ReLU
+    numpy_backend = backends.resolve("numpy")
+
+    def make(backend):
+        layers = [Conv2D(4, 3, padding=1), MaxPool2D(2), BatchNorm2D(), ReLU(), Conv2D(6, 3, padding=1),
+                  MaxPool2D(2), BatchNorm2D(), ReLU(), Flatten(), Dense(16), ReLU(), Dropout(0.25), Dense(5)]
+        return DCNNetwork(layers, input_shape=(1, 12, 12), seed=7, backend=backend).build() \
+            .compile("sgd", lr=0.05, momentum=0.9)
+    x = rng.random((16, 1, 12, 12), dtype=np.float32)
+    y = rng.integers(0, 5, 16)
+    previous = backends.get_backend()
+    try:
+        states = []
+        for backend in (fused, numpy_backend):
+            backends.use(backend)
+            net = make(backend)
+            if fused.name == "cupy":       # CuPy draws its own dropout masks: compare without dropout
+                net.layers[11].rate = 0.0
+            for _ in range(3):
+                loss, correct = net.train_on_batch(backend.from_numpy(x), backend.from_numpy(y))
+            states.append({k: backend.to_numpy(v) for k, v in net.state_dict().items()})
+            if fused.name == "cupy":
+                break
+    finally:
+        backends.use(previous)
+    if fused.name == "cupy":
+        pytest.skip("compared per method above; dropout masks differ between CuPy and NumPy")
+    for key, value in states[1].items():
+        np.testing.assert_allclose(states[0][key], value, rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+# --- bookkeeping, CuPy's Python side, nvcc -------------------------------------------------------
+def test_every_override_has_a_launch_count():
+    hot = {name for name in dir(Backend) if not name.startswith("_") and callable(getattr(Backend, name))}
+    overridden = {name for name in hot if name in CupyBackend.__dict__}
+    kernels = overridden - {"owns", "from_numpy", "to_numpy", "synchronize", "random_generator", "describe"}
+    assert kernels <= set(LAUNCHES), f"overrides without a launch count: {kernels - set(LAUNCHES)}"
+    # The rest of LAUNCHES are generic methods that are one launch as they stand (dropout_backward: dy * mask).
+    assert set(LAUNCHES) <= hot and set(LAUNCHES) - kernels == {"dropout_backward"}
+
+
+def test_tf32_modes():
+    assert _tf32_mode("off") == "off" and _tf32_mode(" Conv ") == "conv" and _tf32_mode("1") == "all"
+    assert set(TF32_MODES) == {"off", "conv", "all"}
+    with pytest.raises(ValueError, match="DCNN_TF32.*off, conv, all"):
+        _tf32_mode("fast")
+
+
+def test_importing_the_kernels_imports_no_cupy():
+    code = "import sys, backends.cupy_kernels, backends.cupy_backend; print('cupy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_kernel_objects_construct_with_cupy():
+    """CuPy parses every kernel's parameters (no GPU needed; nothing is compiled)."""
+    cupy = pytest.importorskip("cupy", reason="CuPy is not installed here")
+    cupy_kernels.elementwise.cache_clear()
+    cupy_kernels.raw.cache_clear()
+    for name in cupy_kernels.ELEMENTWISE:
+        kernel = cupy_kernels.elementwise(name)
+        assert isinstance(kernel, cupy.ElementwiseKernel)
+        assert kernel.nin + kernel.nout == len(cuda_on_cpu._parse(cupy_kernels.ELEMENTWISE[name][0])) + \
+            len(cuda_on_cpu._parse(cupy_kernels.ELEMENTWISE[name][1]))
+    for name in cupy_kernels.RAW:
+        for dtype in ("float32", "float64"):
+            assert isinstance(cupy_kernels.raw(name, dtype), cupy.RawKernel)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        cupy_kernels.raw("bn_stats", "float16")
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no CUDA toolkit (nvcc) here")
+def test_cuda_sources_compile_with_nvcc():
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_kernels_nvcc.py")], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("mode", ["conv", "all"])
+def test_tf32_modes_agree_with_fp32_on_a_gpu(rng, mode):
+    try:
+        backend = backends.resolve("cupy")
+    except backends.BackendError as exc:
+        pytest.skip(f"cupy backend unavailable here: {exc}")
+    x = backend.from_numpy(rng.standard_normal((8, 16, 12, 12)).astype(np.float32))
+    weight = backend.from_numpy(rng.standard_normal((32, 16, 3, 3)).astype(np.float32))
+    reference, _ = backend.conv2d(x, weight, None, 1, 1)
+    backend.tf32 = mode
+    try:
+        y, _ = backend.conv2d(x, weight, None, 1, 1)
+    finally:
+        backend.tf32 = "off"
+    again, _ = backend.conv2d(x, weight, None, 1, 1)
+    np.testing.assert_allclose(host(backend, y), host(backend, reference), rtol=2e-2, atol=2e-2)
+    np.testing.assert_array_equal(host(backend, again), host(backend, reference))
+
+
+class FakeRuntime:
+    def __init__(self, driver, runtime=13020, devices=1):
+        self.driver, self.runtime, self.devices = driver, runtime, devices
+
+    def driverGetVersion(self):
+        return self.driver
+
+    def runtimeGetVersion(self):
+        return self.runtime
+
+    def getDeviceCount(self):
+        return self.devices
+
+
+@pytest.mark.parametrize("driver,devices,message", [
+    (0, 0, "no CUDA GPU/driver found"),                          # CuPy installed, no NVIDIA driver
+    (12080, 1, "driver supports CUDA 12.8, but this CuPy needs CUDA 13"),
+    (13000, 0, "no CUDA GPU found"),
+])
+def test_why_cupy_cannot_run_is_said_plainly(driver, devices, message):
+    from types import SimpleNamespace
+    from backends.cupy_backend import BackendUnavailable, _check_driver
+    fake = SimpleNamespace(cuda=SimpleNamespace(runtime=FakeRuntime(driver, devices=devices)))
+    with pytest.raises(BackendUnavailable, match=message):
+        _check_driver(fake)
+    assert "insufficient" not in message
+
+
+def test_a_working_driver_passes_the_check():
+    from types import SimpleNamespace
+    from backends.cupy_backend import _check_driver
+    _check_driver(SimpleNamespace(cuda=SimpleNamespace(runtime=FakeRuntime(13020))))
+
+
+def test_a_driver_without_a_device_is_said_plainly():
+    from types import SimpleNamespace
+    from backends.cupy_backend import BackendUnavailable, _check_driver
+
+    class NoDevice(FakeRuntime):
+        def getDeviceCount(self):
+            raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
+    with pytest.raises(BackendUnavailable, match="no CUDA GPU found"):
+        _check_driver(SimpleNamespace(cuda=SimpleNamespace(runtime=NoDevice(13000))))
