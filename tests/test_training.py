@@ -78,6 +78,7 @@ def assert_same_run(a, b):
 @pytest.mark.parametrize("model, options", [
     ("convnet", {"augment": True}),          # BatchNorm, two Dropouts, Adam, augmentation RNG
     ("seed", {}),                             # frozen edge filters, FeatureMapNorm, SGD with momentum
+    ("resnet", {}),                           # nested residual blocks, AdamW, label smoothing
 ])
 def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, model, options):
     ds = tiny_dataset()
