@@ -305,7 +305,9 @@ class CupyBackend(Backend):
                                          int(relu), int(saved.training))
         return dx, dweight, dbias
 
-    def softmax_cross_entropy(self, logits, targets):
+    def softmax_cross_entropy(self, logits, targets, label_smoothing: float = 0.0):
+        if label_smoothing:   # the fused kernel has no smoothing: the generic version has
+            return super().softmax_cross_entropy(logits, targets, label_smoothing)
         cp = self._cupy
         from .cupy_kernels import BLOCK
         logits = cp.ascontiguousarray(logits)

@@ -3,14 +3,14 @@
 The backend is chosen with ``DCNN_BACKEND=numpy|cupy|auto``; see ``backends``.
 """
 from .callbacks import Callback, History
-from .layers import (BatchNorm2D, Conv2D, ConvBlock, Dense, Dropout, FeatureMapNorm, Flatten, Layer,
-                     MaxPool2D, ReLU, Sequential, Softmax)
+from .layers import (AvgPool2D, BatchNorm2D, Conv2D, ConvBlock, Dense, Dropout, FeatureMapNorm, Flatten,
+                     GlobalAvgPool2D, Layer, MaxPool2D, ReLU, Residual, Sequential, Softmax)
 from .losses import SoftmaxCrossEntropy
 from .network import DCNNetwork
-from .optimizers import SGD, Adam
+from .optimizers import SGD, Adam, AdamW
 
 __version__ = "0.1.0"
 
-__all__ = ["Adam", "BatchNorm2D", "Callback", "Conv2D", "ConvBlock", "DCNNetwork", "Dense", "Dropout",
-           "FeatureMapNorm", "Flatten", "History", "Layer", "MaxPool2D", "ReLU", "SGD", "Sequential",
+__all__ = ["Adam", "AdamW", "AvgPool2D", "BatchNorm2D", "Callback", "Conv2D", "ConvBlock", "DCNNetwork", "Dense", "Dropout",
+           "FeatureMapNorm", "Flatten", "GlobalAvgPool2D", "History", "Layer", "MaxPool2D", "ReLU", "Residual", "SGD", "Sequential",
            "Softmax", "SoftmaxCrossEntropy"]

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 from .fileio import atomic_write_text, load_arrays, read_metadata, save_arrays
-from .layers import Dropout
 from .validation import check_input_shape
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -46,17 +45,18 @@ class CheckpointError(ValueError):
 
 def rng_states(net, augment=None) -> dict:
     """JSON-able states of every random stream that training draws from."""
-    dropout = {prefix: layer.generator.state for prefix, layer in net.model.named_layers()
-               if isinstance(layer, Dropout) and layer.generator is not None}
+    # Any layer with its own random stream (Dropout), under its state-dict prefix ("3." or "2.body.4.").
+    dropout = {key + ".": layer.generator.state for key, layer in net.model.named_modules()
+               if getattr(layer, "generator", None) is not None}
     return {"shuffle": net.shuffle_rng.bit_generator.state, "dropout": dropout,
             "augment": None if augment is None else augment.state}
 
 
 def set_rng_states(net, states: dict, augment=None) -> None:
     net.shuffle_rng.bit_generator.state = states["shuffle"]
-    layers = dict(net.model.named_layers())
+    layers = {key + ".": layer for key, layer in net.model.named_modules()}
     for prefix, state in (states.get("dropout") or {}).items():
-        if state is not None and isinstance(layers.get(prefix), Dropout):
+        if state is not None and getattr(layers.get(prefix), "generator", None) is not None:
             layers[prefix].generator.state = state
     if augment is not None and states.get("augment") is not None:
         augment.state = states["augment"]
@@ -204,11 +204,12 @@ def load_model(out_dir) -> tuple[dict, dict]:
 
 
 # Slots each optimiser keeps per parameter once it has stepped (SGD only with momentum).
-_SLOTS = {"adam": ("exp_avg", "exp_avg_sq"), "sgd": ("momentum_buffer",)}
+_SLOTS = {"adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq"), "sgd": ("momentum_buffer",)}
 
 
 def _check_optimizer_state(net, optim: dict, meta: dict, source: str) -> None:
-    params = {prefix + name: value for prefix, layer in net.model.named_layers() for name, value in layer.params.items()}
+    params = {f"{key}.{name}" if key else name: value
+              for key, layer in net.model.named_modules() for name, value in layer.params.items()}
     slots = _SLOTS.get(net.optimizer.name, ())
     if net.optimizer.name == "sgd" and not net.optimizer.momentum:
         slots = ()

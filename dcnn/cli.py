@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, metavar="N",
                    help="images per step (default: the preset's); under mpirun it stays the global batch, "
                         "each of the N ranks taking 1/N of it")
-    p.add_argument("--optimizer", choices=("sgd", "adam"), type=str.lower, help="default: the preset's")
+    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), type=str.lower, help="default: the preset's")
     p.add_argument("--lr", type=_learning_rate, help="peak learning rate (default: the preset's)")
     p.add_argument("--seed", type=_non_negative_int, metavar="N", help="seed for weights, shuffling, dropout (default 0)")
     p.add_argument("--backend", type=_backend_name, metavar="NAME",

@@ -45,6 +45,7 @@ class DataFile:
     name: str
     md5: str                          # of the published file; downloads are checked against it
     content_sha256: str | None = None  # of the decompressed bytes: accepts recompressed copies (Debian's)
+    member_sha1: tuple[tuple[str, str], ...] = ()  # (member, SHA-1) of an archive's files: accepts repacked copies
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,14 @@ SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec(
         name="cifar10", title="CIFAR-10 (binary version)",
         base_url="https://www.cs.toronto.edu/~kriz/",
-        files=(DataFile("cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530"),),
+        # The members' SHA-1s are those MXNet's Gluon CIFAR10 dataset checks (the same records).
+        files=(DataFile("cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530", member_sha1=(
+            ("cifar-10-batches-bin/data_batch_1.bin", "aadd24acce27caa71bf4b10992e9e7b2d74c2540"),
+            ("cifar-10-batches-bin/data_batch_2.bin", "c0ba65cce70568cd57b4e03e9ac8d2a5367c1795"),
+            ("cifar-10-batches-bin/data_batch_3.bin", "1dd00a74ab1d17a6e7d73e185b69dbf31242f295"),
+            ("cifar-10-batches-bin/data_batch_4.bin", "aab85764eb3584312d3c7f65fd2fd016e36a258e"),
+            ("cifar-10-batches-bin/data_batch_5.bin", "26e2849e66a845b7f1e4614ae70f4889ae604628"),
+            ("cifar-10-batches-bin/test_batch.bin", "67eb016db431130d61cd03c7ad570b013799c88c"))),),
         classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
         input_shape=(3, 32, 32), counts=(50000, 10000),
         system_dirs=("/usr/share/datasets/cifar10", "/usr/share/datasets/cifar-10"),
@@ -383,13 +391,14 @@ _CIFAR_MEMBERS = tuple(f"cifar-10-batches-bin/data_batch_{i}.bin" for i in range
 
 
 def _read_cifar10(spec: DatasetSpec, folder: Path, verify: bool):
-    path = folder / spec.files[0].name
+    spec_file = spec.files[0]
+    path = folder / spec_file.name
     raw = _read_bytes(path)
-    if verify:
-        md5 = hashlib.md5(raw, usedforsecurity=False).hexdigest()
-        if md5 != spec.files[0].md5:
-            raise CorruptDataError(f"{path}: checksum mismatch (md5 {md5}, expected {spec.files[0].md5}); the file "
-                                   "is corrupt or not the official one (delete it and get it again)")
+    md5 = hashlib.md5(raw, usedforsecurity=False).hexdigest()
+    mismatch = (f"{path}: checksum mismatch (md5 {md5}, expected {spec_file.md5}); the file is corrupt or not "
+                "the official one (delete it and get it again)")
+    if verify and md5 != spec_file.md5 and not spec_file.member_sha1:
+        raise CorruptDataError(mismatch)
     # The archive holds six batches of records, a small readme and the class names.
     content = _gunzip(path, raw, sum(spec.counts) * _CIFAR_RECORD + (1 << 20))
     records = []
@@ -407,6 +416,13 @@ def _read_cifar10(spec: DatasetSpec, folder: Path, verify: bool):
                 records.append((member, handle.read()))
     except tarfile.TarError as exc:
         raise CorruptDataError(f"{path}: not a valid tar archive ({exc})") from None
+    if verify and md5 != spec_file.md5:
+        # A repacked archive (other compression, order or tar headers) is accepted when every
+        # member holds exactly the official bytes.
+        expected = dict(spec_file.member_sha1)
+        for member, data in records:
+            if hashlib.sha1(data, usedforsecurity=False).hexdigest() != expected.get(member):
+                raise CorruptDataError(f"{mismatch}: its {member} differs from the official one")
     parts = []
     for member, data in records:
         if len(data) == 0 or len(data) % _CIFAR_RECORD:

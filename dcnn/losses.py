@@ -7,13 +7,18 @@ class SoftmaxCrossEntropy:
 
     ``forward`` returns the loss as a 0-d device array (no host sync) and keeps
     ``correct``, the number of rows whose arg-max is right, also on the device;
-    ``backward`` returns dL/dlogits = (softmax(logits) - y) / N.  The work is the
+    ``backward`` returns dL/dlogits = (softmax(logits) - y) / N.  ``label_smoothing``
+    has torch.nn.CrossEntropyLoss's meaning: y becomes (1 - e) * y + e / classes.  The work is the
     backend's ``softmax_cross_entropy`` (backends/ops/loss.py).
     """
 
     name = "cross_entropy"
 
-    def __init__(self):
+    def __init__(self, label_smoothing: float = 0.0):
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
+                or not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"label_smoothing must be a number in [0, 1]; got {label_smoothing!r}")
+        self.label_smoothing = float(label_smoothing)
         self._grad = None
         self.correct = None
 
@@ -25,7 +30,10 @@ class SoftmaxCrossEntropy:
         backend = backend_of(logits)
         if targets.ndim == 2 and targets.dtype != logits.dtype:
             targets = backend.xp.astype(targets, logits.dtype)
-        loss, self._grad, self.correct = backend.softmax_cross_entropy(logits, targets)
+        if self.label_smoothing:
+            loss, self._grad, self.correct = backend.softmax_cross_entropy(logits, targets, self.label_smoothing)
+        else:
+            loss, self._grad, self.correct = backend.softmax_cross_entropy(logits, targets)
         return loss
 
     def backward(self):
@@ -38,12 +46,13 @@ LOSSES = {"cross_entropy": SoftmaxCrossEntropy, "categorical_crossentropy": Soft
           "sparse_categorical_crossentropy": SoftmaxCrossEntropy, "softmax_cross_entropy": SoftmaxCrossEntropy}
 
 
-def get_loss(loss):
+def get_loss(loss, **options):
     if isinstance(loss, str):
         try:
-            return LOSSES[loss.lower()]()
+            cls = LOSSES[loss.lower()]
         except KeyError:
             raise ValueError(f"unknown loss {loss!r}; valid ones are: {', '.join(LOSSES)}") from None
+        return cls(**options)
     if hasattr(loss, "forward") and hasattr(loss, "backward"):
         return loss
     raise TypeError(f"loss must be a name or an object with forward and backward; got {type(loss).__name__}")

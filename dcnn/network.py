@@ -6,7 +6,7 @@ import numpy as np
 import backends
 from .callbacks import CallbackList, History
 from .fileio import load_arrays, save_arrays
-from .layers import Dropout, Layer, Sequential, Softmax
+from .layers import Layer, Sequential, Softmax
 from .layers.container import run_order
 from .losses import get_loss
 from .optimizers import get_optimizer
@@ -61,11 +61,13 @@ class DCNNetwork:
         self.model.set_needs_input_grad(False)
         return self
 
-    def compile(self, optimizer="sgd", loss="cross_entropy", **optimizer_options) -> "DCNNetwork":
-        """``optimizer`` is 'sgd', 'adam' or an Optimizer; options such as lr=, momentum= go to it."""
+    def compile(self, optimizer="sgd", loss="cross_entropy", *, label_smoothing: float = 0.0,
+                **optimizer_options) -> "DCNNetwork":
+        """``optimizer`` is 'sgd', 'adam', 'adamw' or an Optimizer; options such as lr=, momentum= go to it.
+        ``label_smoothing`` goes to a loss given by name (torch.nn.CrossEntropyLoss's meaning)."""
         self.optimizer = get_optimizer(optimizer, **optimizer_options) if isinstance(optimizer, str) else \
             get_optimizer(optimizer)
-        self.loss = get_loss(loss)
+        self.loss = get_loss(loss, **({"label_smoothing": label_smoothing} if label_smoothing else {}))
         return self
 
     @property
@@ -124,13 +126,18 @@ class DCNNetwork:
         return [holder_grads[name] for holder_grads, name in self._grad_refs]
 
     def _trainable_refs(self):
-        """(key, params dict, name) of each trainable parameter, and where its gradient lands."""
+        """(key, params dict, name) of each trainable parameter, and where its gradient lands,
+        from one walk over the layer tree (a layer is frozen when it or a layer above it is)."""
         refs, grads = [], []
-        for prefix, layer in self.model.named_layers():
-            if layer.trainable:
-                for name in layer.params:
-                    refs.append((prefix + name, layer.params, name))
-                    grads.append((layer.grads, name))
+        frozen = []
+        for key, layer in self.model.named_modules():
+            if not layer.trainable:
+                frozen.append(key + ".")
+            if not layer.trainable or any((key + ".").startswith(f) for f in frozen):
+                continue
+            for name in layer.params:
+                refs.append((f"{key}.{name}" if key else name, layer.params, name))
+                grads.append((layer.grads, name))
         return refs, grads
 
     def flat_parameters(self):
@@ -271,15 +278,20 @@ class DCNNetwork:
 
     # --- describing -----------------------------------------------------------
     def summary(self, print_fn=print) -> str:
-        """Each layer's output shape and parameter count, and the total (the seed's print_dimension)."""
+        """Each layer's output shape and parameter count, and the total (the seed's print_dimension).
+        Layers inside containers (a Residual's body and shortcut) get indented rows of their own,
+        keyed as in the state dict."""
         self._require_built()
         rows = [("#", "layer", "output shape", "params")]
         shape = self.input_shape
         rows.append(("", "input", str(("N",) + shape).replace("'", ""), ""))
         for i, layer in enumerate(self.layers):
             shape = layer.output_shape(shape)
-            rows.append((str(i), layer.describe(), str(("N",) + tuple(shape)).replace("'", ""),
-                         f"{layer.param_count():,}"))
+            for key, sub in layer.named_modules(str(i)):
+                depth = key.count(".")
+                name = type(sub).__name__ if any(True for _ in sub.children()) else sub.describe()
+                rows.append((key, "  " * depth + name, str(("N",) + tuple(shape)).replace("'", "") if sub is layer
+                             else "", f"{sub.param_count():,}"))
         widths = [max(len(r[c]) for r in rows) for c in range(4)]
         fmt = lambda r: "  ".join(v.ljust(w) if c < 3 else v.rjust(w) for c, (v, w) in enumerate(zip(r, widths)))
         rule = "-" * len(fmt(rows[0]))
@@ -318,10 +330,10 @@ class DCNNetwork:
                 raise ValueError(f"{source}: {key!r} contains NaN or Inf"
                                  + (f" once cast to {target} (values beyond its range)"
                                     if np.isfinite(value).all() else ""))
-        layers = dict(self.model.named_layers())
+        layers = dict(self.model.named_modules())
         for key, value in cast.items():
-            prefix, name = key.rsplit(".", 1)
-            layers[prefix + "."].set_state(name, self.backend.from_numpy(value))
+            prefix, name = key.rsplit(".", 1) if "." in key else ("", key)
+            layers[prefix].set_state(name, self.backend.from_numpy(value))
 
     def save_weights(self, path, metadata: dict | None = None) -> None:
         """A safetensors file with torch.nn.Sequential keys, written atomically."""
@@ -342,12 +354,8 @@ class DCNNetwork:
             return self
         move = lambda a: target.from_numpy(self.backend.to_numpy(a))
         if self.model.built:
-            for _, layer in self.model.named_layers():
-                layer.params = {k: move(v) for k, v in layer.params.items()}
-                layer.buffers = {k: move(v) for k, v in layer.buffers.items()}
-                layer.grads = {}
-                if isinstance(layer, Dropout):
-                    layer.generator = target.random_generator(int(self._init_rng.integers(2**63)))
+            for _, layer in self.model.named_modules():
+                layer.move_to(target, move, int(self._init_rng.integers(2**63)))
         if self.optimizer is not None:
             self.optimizer.to(target)
         self._flat = None

@@ -2,6 +2,10 @@
 
 - ``convnet`` (the default): the strongest; two conv blocks with pooling and BatchNorm, dense 256,
   dropout, Adam with a one-cycle learning-rate schedule over 4 epochs.  >= 0.92 on Fashion-MNIST in under 5 minutes on 2 CPU cores.
+- ``resnet``: a small residual network (stem conv 32 + max-pool, a basic block of 32 maps at
+  14x14, a strided projection block and an identity block of 64 maps at 7x7, global average
+  pooling), AdamW with a one-cycle schedule over 8 epochs and label smoothing 0.1.  About 2.5x the
+  convnet's time per step (measured side by side), so about 11 minutes on 2 quiet CPU cores.
 - ``lenet``: LeNet-5's shape (5x5 convolutions, 6 and 16 maps, dense 120 and 84).
 - ``seed``: the seed notebook's network: the two hand-made edge filters (vertical and
   horizontal, frozen) in a ConvBlock, a second ConvBlock, dense 128, dense 10.
@@ -13,7 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from .layers import BatchNorm2D, Conv2D, ConvBlock, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from .layers import (BatchNorm2D, Conv2D, ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
+                     basic_block)
 from .network import DCNNetwork
 
 VERTICAL_EDGE = np.array([[1, 0, -1]] * 3, dtype=np.float32)
@@ -32,6 +37,7 @@ class Preset:
     batch_size: int = 128
     schedule: str = "onecycle"               # or "constant"
     augment: bool = False
+    label_smoothing: float = 0.0             # torch.nn.CrossEntropyLoss's meaning
 
     def build(self, input_shape, classes: int, *, seed: int = 0, backend=None) -> DCNNetwork:
         net = DCNNetwork(self.layers(tuple(input_shape), classes), input_shape=input_shape, seed=seed,
@@ -46,6 +52,16 @@ def _convnet(input_shape, classes):
     for width in (32, 64):
         layers += [Conv2D(width, 3, padding=1), MaxPool2D(2), BatchNorm2D(), ReLU()]
     return layers + [Flatten(), Dense(256), ReLU(), Dropout(0.25), Dense(classes)]
+
+
+def _resnet(input_shape, classes):
+    # The stem pools before its BatchNorm, as convnet does; the residual stages run at 14x14
+    # and 7x7 only, where 2 CPU cores can afford them.
+    return [Conv2D(32, 3, padding=1, use_bias=False), MaxPool2D(2), BatchNorm2D(), ReLU(),
+            *basic_block(32, 1, in_filters=32),
+            *basic_block(64, 2, in_filters=32),
+            *basic_block(64, 1, in_filters=64),
+            GlobalAvgPool2D(), Dense(classes)]
 
 
 def _lenet(input_shape, classes):
@@ -65,6 +81,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("convnet", "2 conv blocks (32, 64 maps; max-pool, BatchNorm, ReLU), dense 256, dropout; "
                       "Adam with a one-cycle schedule (the default, strongest)",
            _convnet, optimizer="adam", lr=3e-3, epochs=4, batch_size=128),
+    Preset("resnet", "a small ResNet: stem conv 32 + max-pool, basic blocks 32 (14x14), 64 and 64 (7x7), "
+                     "global average pool; AdamW, one-cycle, label smoothing 0.1",
+           _resnet, optimizer="adamw", lr=3e-3, optimizer_options={"weight_decay": 0.05}, epochs=8,
+           batch_size=128, label_smoothing=0.1),
     Preset("lenet", "LeNet-5 shape: 5x5 conv 6 and 16 maps with max-pool, dense 120, 84",
            _lenet, optimizer="adam", lr=2e-3, epochs=3, batch_size=128),
     Preset("seed", "the seed notebook's net: frozen edge-filter ConvBlock, ConvBlock(16), dense 128",

@@ -71,8 +71,8 @@ class TrainConfig:
         if c.limit is not None:
             _positive_int("limit", c.limit, minimum=1)
         _positive_int("seed", c.seed, minimum=0)
-        if c.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"unknown optimizer {c.optimizer!r}; valid ones are: sgd, adam")
+        if c.optimizer not in ("sgd", "adam", "adamw"):
+            raise ValueError(f"unknown optimizer {c.optimizer!r}; valid ones are: sgd, adam, adamw")
         if not (isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr > 0):
             raise ValueError(f"learning rate must be a positive number; got {c.lr!r}")
         c.lr = float(c.lr)
@@ -460,7 +460,7 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
     data = dataset.limit(config.limit)
 
     net = preset.build(data.input_shape, data.num_classes, seed=config.seed, backend=backend)
-    net.compile(config.optimizer, lr=config.lr, **config.optimizer_options())
+    net.compile(config.optimizer, lr=config.lr, label_smoothing=preset.label_smoothing, **config.optimizer_options())
     augment = RandomShiftFlip(backend, config.seed) if config.augment else None
     parallel = None if comm is None else distributed.DataParallel(net, comm, augment=augment)
     history: dict = {}

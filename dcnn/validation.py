@@ -74,15 +74,20 @@ def as_batch(backend: Backend, x, expected_shape: tuple | None, name: str = "x")
                              f"got {tuple(x.shape)}"
                              + (f" (wrong channel count: {x.shape[1]} instead of {expected_shape[0]})"
                                 if len(expected_shape) == 3 and x.shape[1] != expected_shape[0] else ""))
+    # The check runs after the cast to float32: a float64 1e39 is finite but becomes inf.
     if on_device:
         xp = backend.xp
-        finite = bool(xp.all(xp.isfinite(x)))
         x = xp.astype(x, xp.float32, copy=False)
+        finite = bool(xp.all(xp.isfinite(x)))
     else:
-        finite = bool(np.isfinite(x).all())
-        x = backend.from_numpy(x, np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            host = x.astype(np.float32, copy=False)
+        finite = bool(np.isfinite(host).all())
+        if finite:
+            x = backend.from_numpy(host, np.float32)
     if not finite:
-        raise ValueError(f"{name} contains NaN or Inf values")
+        raise ValueError(f"{name} contains NaN or Inf values, or values too large for float32 "
+                         "(|x| > 3.4e38)")
     return x
 
 

@@ -1,11 +1,9 @@
 """Shared test helpers: float64 directional gradient checks, casting, comparing."""
 import numpy as np
 
-from dcnn.layers import Sequential
-
-
 def leaves(layer):
-    return [l for _, l in layer.named_layers()] if isinstance(layer, Sequential) else [layer]
+    """The layer and every layer below it (containers hold no arrays of their own)."""
+    return [l for _, l in layer.named_modules()]
 
 
 def cast_params(layer, backend, dtype):

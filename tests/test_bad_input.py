@@ -39,6 +39,22 @@ def test_nan_or_inf(net, bad):
         net.fit(x, y, verbose=0)
 
 
+def test_float64_too_large_for_float32(net, backend):
+    """1e39 is a finite float64 but inf as float32: refused, not trained on as inf
+    (host input, and input already on the backend's device)."""
+    net = DCNNetwork(net.layers, input_shape=(1, 8, 8), backend=backend).compile("sgd", lr=0.1)
+    x, y = good()
+    x = x.astype(np.float64)
+    x[1, 0, 2, 2] = 1e39
+    with pytest.raises(ValueError, match="too large for float32"):
+        net.fit(x, y, verbose=0)
+    x = backend.from_numpy(x, np.float64)
+    with pytest.raises(ValueError, match="too large for float32"):
+        net.fit(x, y, verbose=0)
+    with pytest.raises(ValueError, match="too large for float32"):
+        net.predict(x)
+
+
 def test_labels_out_of_range(net):
     x, _ = good()
     with pytest.raises(ValueError, match=r"labels outside \[0, 2\]: found 0..7"):

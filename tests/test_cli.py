@@ -102,7 +102,7 @@ def test_resume_from_the_command_line(tiny, capsys):
 
 @pytest.mark.parametrize("argv, expected", [
     (["train", "--batch-size", "0"], "--batch-size: must be a positive integer"),
-    (["train", "--model", "resnet"], "unknown model preset 'resnet'"),
+    (["train", "--model", "resnet50"], "unknown model preset 'resnet50'"),
     (["train", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     (["train", "--lr", "-1"], "--lr: must be a positive number"),
     (["train", "--backend", "tpu"], "unknown backend 'tpu'"),

@@ -168,6 +168,18 @@ def test_softmax_cross_entropy(fused, rng, targets, dtype):
     close(fused, ours[2], ref[2], dtype, "correct", exact=True)
 
 
+def test_softmax_cross_entropy_with_label_smoothing(fused, rng):
+    """The fused kernel has no smoothing: the override must hand it to the generic version."""
+    logits = fused.from_numpy((rng.standard_normal((9, 5)) * 3).astype(np.float32))
+    labels = fused.from_numpy(rng.integers(0, 5, 9))
+    ours = fused.softmax_cross_entropy(logits, labels, 0.1)
+    ref = generic(fused).softmax_cross_entropy(logits, labels, 0.1)
+    plain = fused.softmax_cross_entropy(logits, labels)
+    close(fused, ours[0], ref[0], np.float32, "loss")
+    close(fused, ours[1], ref[1], np.float32, "dlogits")
+    assert abs(float(host(fused, ours[0])) - float(host(fused, plain[0]))) > 1e-3   # smoothing changed it
+
+
 # --- optimisers ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("momentum,nesterov,weight_decay", [(0.0, False, 0.0), (0.0, False, 0.01), (0.9, False, 0.0),
                                                             (0.9, True, 1e-3)])

@@ -219,6 +219,67 @@ def test_real_fashion_mnist_checks_out(monkeypatch, tmp_path):
     assert np.bincount(ds.y_test).tolist() == [1000] * 10
 
 
+def repack(records: dict, path: Path, extra=True) -> None:
+    """The same member bytes in another archive: reversed order, another gzip level, an extra file."""
+    tar_bytes = io.BytesIO()
+    with tarfile.open(fileobj=tar_bytes, mode="w") as tar:
+        members = list(records.items())[::-1] + ([("cifar-10-batches-bin/readme.html", b"<p>hi</p>")] if extra else [])
+        for member, data in members:
+            info = tarfile.TarInfo(member)
+            info.size, info.mtime = len(data), 1234567890
+            tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(gzip.compress(tar_bytes.getvalue(), compresslevel=1))
+
+
+def make_official(monkeypatch, records: dict) -> dict:
+    """Let a generated archive's members stand for the official ones (their hashes and counts)."""
+    data = {member: table.tobytes() for member, table in records.items()}
+    spec = datasets.SPECS["cifar10"]
+    official = dataclasses.replace(spec.files[0], member_sha1=tuple(
+        (m, hashlib.sha1(d).hexdigest()) for m, d in data.items()))
+    per_batch = len(records[datasets._CIFAR_MEMBERS[0]])
+    monkeypatch.setitem(datasets.SPECS, "cifar10", dataclasses.replace(spec, files=(official,),
+                                                                        counts=(5 * per_batch, per_batch)))
+    return data
+
+
+def test_cifar10_repacked_copy_is_accepted_by_content(isolated, monkeypatch):
+    records = cifar_archive(isolated / "c" / "cifar-10-binary.tar.gz", per_batch=2)
+    data = make_official(monkeypatch, records)
+    path = isolated / "c" / "cifar-10-binary.tar.gz"
+    repack(data, path)
+    ds = datasets.load("cifar10", isolated / "c", download=False)          # verified by content
+    np.testing.assert_array_equal(ds.y_test, records[datasets._CIFAR_MEMBERS[-1]][:, 0])
+    changed = dict(data)
+    member = datasets._CIFAR_MEMBERS[3]
+    changed[member] = bytes([data[member][0] ^ 1]) + data[member][1:]   # one label flipped
+    repack(changed, path)
+    with pytest.raises(CorruptDataError, match=r"checksum mismatch .*data_batch_4.bin differs from the official"):
+        datasets.load("cifar10", isolated / "c", download=False)
+
+
+def test_cifar10_official_member_hashes_are_known():
+    members = dict(datasets.SPECS["cifar10"].files[0].member_sha1)
+    assert set(members) == set(datasets._CIFAR_MEMBERS)
+    assert all(len(h) == 40 and int(h, 16) >= 0 for h in members.values())
+
+
+def test_cifar10_trains_end_to_end_with_three_channels(isolated, tmp_path, monkeypatch):
+    """dcnn train on a generated, repacked archive in the real binary format: 3-channel 32x32 images."""
+    from dcnn import training
+    path = isolated / "c" / "cifar-10-binary.tar.gz"
+    repack(make_official(monkeypatch, cifar_archive(path, per_batch=8)), path)
+    config = training.TrainConfig(dataset="cifar10", model="resnet", epochs=1, batch_size=16,
+                                  data_dir=str(isolated / "c"))
+    summary = training.train(config, tmp_path / "run", progress=False, echo=lambda *a: None)
+    assert summary["train_images"] == 40 and np.isfinite(summary["test_loss"])
+    from dcnn import DCNNetwork, presets
+    net = presets.get_preset("resnet").build((3, 32, 32), 10)
+    net.load_weights(tmp_path / "run" / "weights.safetensors")
+    assert net.predict(np.zeros((2, 3, 32, 32), np.float32)).shape == (2, 10)
+    assert isinstance(net, DCNNetwork)
+
+
 # --- issue 13: hostile files and paths ---------------------------------------------------------------
 
 def test_gzip_bomb_stops_at_the_size_the_header_allows(isolated):

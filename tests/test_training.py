@@ -78,6 +78,7 @@ def assert_same_run(a, b):
 @pytest.mark.parametrize("model, options", [
     ("convnet", {"augment": True}),          # BatchNorm, two Dropouts, Adam, augmentation RNG
     ("seed", {}),                             # frozen edge filters, FeatureMapNorm, SGD with momentum
+    ("resnet", {}),                           # nested residual blocks, AdamW, label smoothing
 ])
 def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, model, options):
     ds = tiny_dataset()
@@ -216,8 +217,8 @@ def test_every_preset_builds_for_every_dataset_shape(shape):
     for name, preset in presets.PRESETS.items():
         net = preset.build(shape, 10)
         assert net.predict(x).shape == (2, 10), name
-    with pytest.raises(ValueError, match="valid ones are: convnet, lenet, seed"):
-        presets.get_preset("resnet")
+    with pytest.raises(ValueError, match="valid ones are: convnet, resnet, lenet, seed"):
+        presets.get_preset("resnet50")
 
 
 def test_progress_bar_shows_running_metrics(tmp_path, capsys):

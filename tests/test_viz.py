@@ -292,3 +292,19 @@ def test_cli_results_of_a_trained_model(tmp_path, capsys, monkeypatch):
 def test_cli_seed_model_on_a_fashion_mnist_image(tmp_path, capsys):
     status, written, _ = visualize(capsys, "--index", 3, "--out", tmp_path)
     assert status == 0 and names(written) == SEED_FILES
+
+
+@needs_matplotlib
+def test_cli_residual_model_shows_the_body_and_the_sum(tmp_path, capsys):
+    run = trained_run(tmp_path, preset="resnet")
+    image = save_png(tmp_path / "shapes.png", shapes_image(28))
+    status, written, _ = visualize(capsys, "--weights", run, "--image", image, "--out", tmp_path / "out",
+                                   "--max-maps", 2)
+    assert status == 0
+    files = names(written)
+    # stem (conv, pool, norm, relu), then the first block's body (5 stages) and its sum, then the ReLU
+    assert files[:11] == ["stage01_conv2d.png", "stage02_maxpool2d.png", "stage03_batchnorm2d.png",
+                          "stage04_relu.png", "stage05_conv2d.png", "stage06_batchnorm2d.png",
+                          "stage07_relu.png", "stage08_conv2d.png", "stage09_batchnorm2d.png",
+                          "stage10_residual.png", "stage11_relu.png"]
+    assert sum(f.endswith("_residual.png") for f in files) == 3 and "filters.png" in files

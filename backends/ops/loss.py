@@ -3,11 +3,13 @@ from __future__ import annotations
 
 
 class LossOps:
-    def softmax_cross_entropy(self, logits, targets):
+    def softmax_cross_entropy(self, logits, targets, label_smoothing: float = 0.0):
         """Mean cross-entropy of softmax(logits) against integer labels (N,) or
         distributions (N, K).  Returns (loss, dlogits, correct) as device arrays:
         the 0-d mean loss, dL/dlogits = (softmax - target) / N, and the 0-d int64
-        count of rows whose arg-max is the label (the target's arg-max)."""
+        count of rows whose arg-max is the label (the target's arg-max).
+        ``label_smoothing`` e mixes the target with the uniform distribution,
+        (1 - e) * target + e / K, as torch.nn.CrossEntropyLoss(label_smoothing=e)."""
         xp = self.xp
         n, k = logits.shape
         shifted = logits - xp.max(logits, axis=1, keepdims=True)
@@ -19,6 +21,8 @@ class LossOps:
         else:
             labels = xp.argmax(targets, axis=1)
             y = targets
+        if label_smoothing:
+            y = y * (1.0 - label_smoothing) + label_smoothing / k
         # 0 * -inf is NaN: where a target is 0 its term is 0 whatever the log-probability.
         terms = xp.where(y > 0, y * log_probs, 0.0)
         loss = -xp.sum(terms) / n

@@ -2,7 +2,12 @@
 
 Parameters and buffers are named as in the equivalent ``torch.nn`` module
 (``weight``, ``bias``, ``running_mean``...), so a model's state dict has the
-keys and layouts of the equivalent ``torch.nn.Sequential``.
+keys and layouts of the equivalent ``torch.nn`` module tree.
+
+A layer that holds other layers says so once, in ``children()``; everything that
+walks the tree (parameters, gradients, buffers, train/eval, device moves, state-dict
+keys, summaries, checkpoints, stage pictures) goes through ``named_modules()``,
+as torch.nn.Module does.  No code looks for particular container types.
 """
 from __future__ import annotations
 
@@ -44,6 +49,9 @@ class Layer:
         raise NotImplementedError
 
     def backward(self, dy):
+        """dL/dx from dL/dy (None when ``needs_input_grad`` is False); gradients of the
+        parameters go to ``self.grads``.  It must not write into ``dy``: a Residual hands
+        the same ``dy`` to both of its branches."""
         raise NotImplementedError
 
     def saved(self):
@@ -54,30 +62,68 @@ class Layer:
         return self._saved
 
     def release(self) -> None:
-        """Drop what forward kept for backward (after inference)."""
-        self._saved = None
-        for layer in self.sublayers():
-            layer.release()
+        """Drop what forward kept for backward, here and in every sublayer (after inference)."""
+        for _, layer in self.named_modules():
+            layer._saved = None
 
-    # --- state -------------------------------------------------------------
+    def set_needs_input_grad(self, value: bool) -> None:
+        """Whether backward must return dL/dx (False for a model's first layer).
+        Containers pass it on to the layers that see their input."""
+        self.needs_input_grad = value
+
+    def forward_stages(self, x, key: str = ""):
+        """Forward ``x``, yielding (key, layer, output) for each step worth showing;
+        the last output is this layer's.  Containers yield their sublayers' steps."""
+        yield key, self, self.forward(x)
+
+    # --- the layer tree ----------------------------------------------------
+    def children(self):
+        """(name, layer) of each directly held layer, in order; none for a plain layer."""
+        return ()
+
     def sublayers(self) -> list["Layer"]:
-        return []
+        return [layer for _, layer in self.children()]
+
+    def named_modules(self, prefix: str = ""):
+        """(dotted key, layer) of this layer and every layer below it, parents first,
+        as torch.nn.Module.named_modules: this one's key is ``prefix`` ("" at the root)."""
+        yield prefix, self
+        for name, child in self.children():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else str(name))
+
+    def named_layers(self, prefix: str = ""):
+        """(key prefix ending in ".", layer) of each layer below this one that holds
+        state directly or holds no layers (the leaves); the prefixes of state-dict keys."""
+        for key, layer in self.named_modules(prefix.rstrip(".")):
+            if layer is not self and (layer.params or layer.buffers or not any(True for _ in layer.children())):
+                yield key + ".", layer
+
+    def local_state(self) -> dict:
+        """This layer's own parameters then buffers, by torch name (device arrays)."""
+        return {**self.params, **self.buffers}
 
     def state(self) -> dict:
-        """Parameters then buffers, by torch name, as stored (device arrays)."""
-        return {**self.params, **self.buffers}
+        """Every parameter and buffer of the tree, by dotted torch key, as stored (device arrays)."""
+        return {f"{key}.{name}" if key else name: value
+                for key, layer in self.named_modules() for name, value in layer.local_state().items()}
 
     def set_state(self, name: str, value) -> None:
         target = self.params if name in self.params else self.buffers
         target[name] = value
 
     def param_count(self) -> int:
-        return int(sum(np.prod(p.shape) for p in self.params.values()))
+        return int(sum(np.prod(p.shape) for _, layer in self.named_modules() for p in layer.params.values()))
 
     def train(self, mode: bool = True) -> None:
-        self.training = mode
-        for layer in self.sublayers():
-            layer.train(mode)
+        for _, layer in self.named_modules():
+            layer.training = mode
+
+    def move_to(self, backend, move, seed: int) -> None:
+        """Put this layer's own arrays on ``backend`` (``move`` copies one array there);
+        layers with device-side state of their own (a random stream) extend it."""
+        self.params = {k: move(v) for k, v in self.params.items()}
+        self.buffers = {k: move(v) for k, v in self.buffers.items()}
+        self.grads = {}
 
     def describe(self) -> str:
         return type(self).__name__

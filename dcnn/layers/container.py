@@ -1,4 +1,4 @@
-"""Sequential: layers applied in order; the seed's composite ConvBlock builds on it."""
+"""Containers: Sequential (layers in order), Residual (body(x) + shortcut(x)); the seed's ConvBlock."""
 from .activations import ReLU
 from .base import Layer
 from .conv import Conv2D
@@ -23,8 +23,8 @@ class Sequential(Layer):
             raise RuntimeError("cannot add layers to a model that is already built")
         self.layers.append(layer)
 
-    def sublayers(self):
-        return self.layers
+    def children(self):
+        return [(str(i), layer) for i, layer in enumerate(self.layers)]
 
     def describe(self) -> str:
         return f"{type(self).__name__}({', '.join(l.describe() for l in self.layers)})"
@@ -57,26 +57,103 @@ class Sequential(Layer):
         # Only the first layer can skip its input gradient: later ones feed their predecessors.
         self.needs_input_grad = value
         if self.layers:
-            first = self.layers[0]
-            if isinstance(first, Sequential):
-                first.set_needs_input_grad(value)
-            else:
-                first.needs_input_grad = value
+            self.layers[0].set_needs_input_grad(value)
 
-    def named_layers(self, prefix: str = ""):
-        """(key prefix, leaf layer) pairs in order."""
+    def forward_stages(self, x, key: str = ""):
         for i, layer in enumerate(self.layers):
-            if isinstance(layer, Sequential):
-                yield from layer.named_layers(f"{prefix}{i}.")
-            else:
-                yield f"{prefix}{i}.", layer
+            for stage in layer.forward_stages(x, f"{key}.{i}" if key else str(i)):
+                yield stage
+            x = stage[2]
 
-    def state(self):
-        return {prefix + name: value
-                for prefix, layer in self.named_layers() for name, value in layer.state().items()}
 
-    def param_count(self) -> int:
-        return sum(layer.param_count() for layer in self.layers)
+class Residual(Layer):
+    """``body(x) + shortcut(x)``: a residual block (He et al., 2015).
+
+    ``body`` and ``shortcut`` are a Layer or a list of layers (made a Sequential).
+    ``shortcut=None`` is the identity; a projection, when the body changes the shape,
+    is typically ``projection(filters, stride)``: a 1x1 convolution with that stride
+    and a BatchNorm2D.  The ReLU of a classic block goes after the Residual.
+    State keys are those of a torch.nn.Module with attributes ``body`` and ``shortcut``:
+    ``"3.body.0.weight"``, ``"3.shortcut.0.weight"``.
+    """
+
+    def __init__(self, body, shortcut=None):
+        super().__init__()
+        self.body = _as_layer(body, "body")
+        self.shortcut = None if shortcut is None else _as_layer(shortcut, "shortcut")
+
+    def children(self):
+        return [("body", self.body)] + ([] if self.shortcut is None else [("shortcut", self.shortcut)])
+
+    def describe(self) -> str:
+        shortcut = "identity" if self.shortcut is None else self.shortcut.describe()
+        return f"Residual(body={self.body.describe()}, shortcut={shortcut})"
+
+    def output_shape(self, input_shape):
+        body = tuple(self.body.output_shape(input_shape))
+        short = tuple(input_shape) if self.shortcut is None else tuple(self.shortcut.output_shape(input_shape))
+        if body != short:
+            hint = (" (give a projection shortcut, e.g. projection(filters, stride))" if self.shortcut is None
+                    else "")
+            raise ValueError(f"Residual: the body outputs {body} but the shortcut {short} for input "
+                             f"{tuple(input_shape)}; they must match to be added{hint}")
+        return body
+
+    def build(self, input_shape, rng, backend):
+        self.output_shape(input_shape)
+        self.body.build(tuple(input_shape), rng, backend)
+        if self.shortcut is not None:
+            self.shortcut.build(tuple(input_shape), rng, backend)
+        super().build(input_shape, rng, backend)
+
+    def set_needs_input_grad(self, value: bool) -> None:
+        self.needs_input_grad = value
+        self.body.set_needs_input_grad(value)
+        if self.shortcut is not None:
+            self.shortcut.set_needs_input_grad(value)
+
+    def forward(self, x):
+        y = self.body.forward(x)
+        return y + (x if self.shortcut is None else self.shortcut.forward(x))
+
+    def backward(self, dy):
+        # Both branches read dy; backward methods never write into their dy.
+        dx = self.body.backward(dy)
+        dshort = dy if self.shortcut is None else self.shortcut.backward(dy)
+        if not self.needs_input_grad:
+            return None
+        return dx + dshort
+
+    def forward_stages(self, x, key: str = ""):
+        """The body's steps, then the sum (the shortcut's steps are not shown)."""
+        join = lambda name: f"{key}.{name}" if key else name
+        for stage in self.body.forward_stages(x, join("body")):
+            yield stage
+        short = x if self.shortcut is None else self.shortcut.forward(x)
+        yield key, self, stage[2] + short
+
+
+def _as_layer(value, what: str) -> Layer:
+    if isinstance(value, Layer):
+        return value
+    if isinstance(value, (list, tuple)):
+        return Sequential(value)
+    raise TypeError(f"Residual {what} must be a Layer or a list of layers; got {type(value).__name__}")
+
+
+def projection(filters: int, stride: int = 1, batch_norm: bool = True) -> Sequential:
+    """The usual projection shortcut: a 1x1 convolution with ``stride`` (no bias when a
+    BatchNorm2D follows it)."""
+    return Sequential([Conv2D(filters, 1, stride, use_bias=not batch_norm)] + ([BatchNorm2D()] if batch_norm else []))
+
+
+def basic_block(filters: int, stride: int = 1, in_filters: int | None = None) -> list:
+    """ResNet's basic block as [Residual, ReLU]: 3x3 conv (stride) -> BN -> ReLU -> 3x3 conv -> BN,
+    plus the identity, or a projection when the stride or the width changes."""
+    body = [Conv2D(filters, 3, stride, 1, use_bias=False), BatchNorm2D(), ReLU(),
+            Conv2D(filters, 3, 1, 1, use_bias=False), BatchNorm2D()]
+    shortcut = None if stride == 1 and in_filters == filters else projection(filters, stride)
+    return [Residual(body, shortcut), ReLU()]
 
 
 def run_order(layers) -> list:

@@ -5,7 +5,7 @@ The work is the backend's ``conv2d`` (im2col + one GEMM; see backends/ops/conv.p
 import numpy as np
 
 from backends import backend_of
-from ..initializers import initial_weight
+from ..initializers import initial_bias, initial_weight
 from .base import Layer, check_channels, check_rank
 
 
@@ -88,7 +88,7 @@ class Conv2D(Layer):
             w = initial_weight(self.init, rng, (self.filters, c, k, k), c * k * k, self.filters * k * k)
         self.params["weight"] = backend.from_numpy(w)
         if self.use_bias:
-            self.params["bias"] = backend.from_numpy(np.zeros(self.filters, np.float32))
+            self.params["bias"] = backend.from_numpy(initial_bias(self.init, rng, self.filters, c * k * k))
         super().build(input_shape, rng, backend)
 
     def forward(self, x):

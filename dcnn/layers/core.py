@@ -2,7 +2,7 @@
 import numpy as np
 
 from backends import backend_of
-from ..initializers import initial_weight
+from ..initializers import initial_bias, initial_weight
 from .base import Layer, check_rank
 
 
@@ -48,7 +48,7 @@ class Dense(Layer):
         w = initial_weight(self.init, rng, (self.units, fan_in), fan_in, self.units)
         self.params["weight"] = backend.from_numpy(w)
         if self.use_bias:
-            self.params["bias"] = backend.from_numpy(np.zeros(self.units, np.float32))
+            self.params["bias"] = backend.from_numpy(initial_bias(self.init, rng, self.units, fan_in))
         super().build(input_shape, rng, backend)
 
     def forward(self, x):
@@ -91,6 +91,11 @@ class Dropout(Layer):
         # Masks are drawn on the device; its stream is seeded from the model's seed.
         self.generator = backend.random_generator(int(rng.integers(2**63)))
         super().build(input_shape, rng, backend)
+
+    def move_to(self, backend, move, seed: int) -> None:
+        super().move_to(backend, move, seed)
+        if self.generator is not None:   # a stream of the new device, seeded afresh
+            self.generator = backend.random_generator(seed)
 
     def forward(self, x):
         if not self.training or self.rate == 0:

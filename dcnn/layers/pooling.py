@@ -1,20 +1,26 @@
-"""Max pooling (torch.nn.MaxPool2d semantics: floor, first maximum wins).
+"""Max and average pooling (torch.nn.MaxPool2d / AvgPool2d semantics: floor sizes,
+for max the first maximum wins) and global average pooling.
 
-The work is the backend's ``max_pool2d`` (see backends/ops/pool.py).
+The work is the backend's ``max_pool2d``, ``avg_pool2d`` and ``global_avg_pool2d``
+(see backends/ops/pool.py).
 """
 from backends import backend_of
 from .base import Layer, check_rank
 
 
+def _check_pool_args(pool_size, stride):
+    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+        raise ValueError(f"pool_size must be a positive int; got {pool_size!r}")
+    stride = pool_size if stride is None else stride
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride must be a positive int; got {stride!r}")
+    return pool_size, stride
+
+
 class MaxPool2D(Layer):
     def __init__(self, pool_size: int = 2, stride: int | None = None):
         super().__init__()
-        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
-            raise ValueError(f"pool_size must be a positive int; got {pool_size!r}")
-        self.pool_size = pool_size
-        self.stride = pool_size if stride is None else stride
-        if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1:
-            raise ValueError(f"stride must be a positive int; got {stride!r}")
+        self.pool_size, self.stride = _check_pool_args(pool_size, stride)
 
     def describe(self) -> str:
         return f"MaxPool2D({self.pool_size}, stride={self.stride})"
@@ -34,3 +40,37 @@ class MaxPool2D(Layer):
 
     def backward(self, dy):
         return backend_of(dy).max_pool2d_backward(dy, self.saved())
+
+
+class AvgPool2D(MaxPool2D):
+    """torch.nn.AvgPool2d(pool_size, stride): the mean of each window (no padding)."""
+
+    def describe(self) -> str:
+        return f"AvgPool2D({self.pool_size}, stride={self.stride})"
+
+    def forward(self, x):
+        check_rank(self, x, 4, "(N, C, H, W) feature maps")
+        self.output_shape(tuple(x.shape[1:]))
+        y, self._saved = backend_of(x).avg_pool2d(x, self.pool_size, self.stride)
+        return y
+
+    def backward(self, dy):
+        return backend_of(dy).avg_pool2d_backward(dy, self.saved())
+
+
+class GlobalAvgPool2D(Layer):
+    """Each feature map's mean: (N, C, H, W) -> (N, C), as torch.nn.AdaptiveAvgPool2d(1)
+    followed by torch.nn.Flatten (no Flatten needed before a Dense)."""
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"GlobalAvgPool2D expects (channels, height, width) inputs; got {input_shape}")
+        return (input_shape[0],)
+
+    def forward(self, x):
+        check_rank(self, x, 4, "(N, C, H, W) feature maps")
+        y, self._saved = backend_of(x).global_avg_pool2d(x)
+        return y
+
+    def backward(self, dy):
+        return backend_of(dy).global_avg_pool2d_backward(dy, self.saved())

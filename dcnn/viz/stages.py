@@ -29,6 +29,7 @@ class Stage:
 
 def feature_maps(net, image) -> tuple[np.ndarray, list[Stage]]:
     """Run one image through ``net`` layer by layer in eval mode, up to the first Flatten.
+    Inside a Residual the stages are its body's layers, then the sum body + shortcut.
 
     Returns the input as a (C, H, W) host array and one Stage per layer whose
     output is still a stack of maps (Dropout, the identity in eval mode, is skipped).
@@ -44,12 +45,12 @@ def feature_maps(net, image) -> tuple[np.ndarray, list[Stage]]:
     was_training = net.model.training
     net.model.train(False)
     try:
-        for key, layer in net.model.named_layers():
-            x = layer.forward(x)
+        # The layer tree's own walk: a Residual shows its body's steps, then the sum.
+        for key, layer, x in net.model.forward_stages(x):
             if x.ndim != 4:
                 break
             if not isinstance(layer, Dropout):
-                stages.append(Stage(len(stages) + 1, key, layer, net.backend.to_numpy(x[0, ...])))
+                stages.append(Stage(len(stages) + 1, key + ".", layer, net.backend.to_numpy(x[0, ...])))
     finally:
         net.model.train(was_training)
     return image, stages
@@ -79,7 +80,8 @@ def stage_figure(image: np.ndarray, stage: Stage, *, max_maps: int = 16, caption
         ax.tick_params(labelsize=7)
     c, h, w = maps.shape
     more = f" (first {shown} of {c} maps)" if shown < c else ""
-    fig.suptitle(f"stage {stage.number}: {stage.layer.describe()} → {c}×{h}×{w}{more}"
+    what = "residual sum: body + shortcut" if stage.layer.children() else stage.layer.describe()
+    fig.suptitle(f"stage {stage.number} ({stage.key.rstrip('.')}): {what} → {c}×{h}×{w}{more}"
                  + (f"\n{caption}" if caption else ""), fontsize=10)
     return fig
 

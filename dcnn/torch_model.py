@@ -1,0 +1,74 @@
+"""The torch.nn module tree equivalent to a dcnn model, with the same state-dict keys.
+
+``to_torch(layer)`` builds it (uninitialised weights: load ``net.state_dict()`` into it);
+used by the PyTorch oracle tests and scripts/resnet_torch.py, and to move a model to
+PyTorch.  PyTorch is optional: without it this module raises an ImportError saying so.
+"""
+from __future__ import annotations
+
+try:
+    import torch
+    from torch import nn
+except ImportError as exc:   # pragma: no cover - depends on the environment
+    raise ImportError("dcnn.torch_model needs PyTorch: pip install 'dcnn[test]' or pip install torch") from exc
+
+from .layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, FeatureMapNorm, Flatten, GlobalAvgPool2D,
+                     MaxPool2D, ReLU, Residual, Sequential, Softmax)
+
+
+class TorchResidual(nn.Module):
+    """body(x) + shortcut(x); no shortcut attribute for the identity (it has no state)."""
+
+    def __init__(self, body: nn.Module, shortcut: nn.Module | None):
+        super().__init__()
+        self.body = body
+        if shortcut is not None:
+            self.shortcut = shortcut
+
+    def forward(self, x):
+        return self.body(x) + (self.shortcut(x) if hasattr(self, "shortcut") else x)
+
+
+class TorchGlobalAvgPool(nn.Module):
+    def forward(self, x):
+        return x.mean(dim=(2, 3))
+
+
+def to_torch(layer) -> nn.Module:
+    """The equivalent module of a built dcnn layer (a whole model: ``net.model``)."""
+    if isinstance(layer, Sequential):
+        return nn.Sequential(*[to_torch(child) for child in layer.layers])
+    if isinstance(layer, Residual):
+        return TorchResidual(to_torch(layer.body), None if layer.shortcut is None else to_torch(layer.shortcut))
+    if not layer.built and isinstance(layer, (Conv2D, Dense, BatchNorm2D)):
+        raise ValueError(f"{layer.describe()} is not built yet: build the model first")
+    if isinstance(layer, Conv2D):
+        f, c, k, _ = layer.params["weight"].shape
+        return nn.Conv2d(c, f, k, layer.stride, layer.padding, bias=layer.use_bias)
+    if isinstance(layer, Dense):
+        units, features = layer.params["weight"].shape
+        return nn.Linear(features, units, bias=layer.use_bias)
+    if isinstance(layer, BatchNorm2D):
+        return nn.BatchNorm2d(layer.params["weight"].shape[0], eps=layer.eps, momentum=layer.momentum)
+    if isinstance(layer, ReLU):
+        return nn.ReLU() if layer.max_activation is None else nn.Hardtanh(0.0, layer.max_activation)
+    if isinstance(layer, AvgPool2D):
+        return nn.AvgPool2d(layer.pool_size, layer.stride)
+    if isinstance(layer, MaxPool2D):
+        return nn.MaxPool2d(layer.pool_size, layer.stride)
+    if isinstance(layer, GlobalAvgPool2D):
+        return TorchGlobalAvgPool()
+    if isinstance(layer, Flatten):
+        return nn.Flatten()
+    if isinstance(layer, Dropout):
+        return nn.Dropout(layer.rate)
+    if isinstance(layer, FeatureMapNorm):
+        return nn.InstanceNorm2d(1, eps=layer.eps)   # no affine, no running stats: any channel count
+    if isinstance(layer, Softmax):
+        return nn.Softmax(dim=-1)
+    raise TypeError(f"no torch equivalent known for {layer.describe()}")
+
+
+def load_into_torch(module: nn.Module, state: dict) -> None:
+    """Copy a dcnn state dict (host arrays) into ``module``; every key must match."""
+    module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()}, strict=True)
