@@ -127,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify image files (PNG, JPEG) with trained weights")
     p.add_argument("weights", type=Path, help="a weights file (.safetensors) or a run folder")
-    p.add_argument("images", type=Path, nargs="+", help="image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, folders of images or glob patterns ('photos/*.jpg'); a file that cannot be "
+                        "read is reported and the others still classified (exit status 1)")
     p.add_argument("--model", type=_preset_name, help="default: the preset the weights were trained with")
     p.add_argument("--top", type=_positive_int, default=3, help="how many classes to show (default 3)")
     p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
@@ -286,97 +288,12 @@ def cmd_train(args) -> int:
     return 0
 
 
-# --- loading trained weights ----------------------------------------------------------------------
-
-def _weights_path(path: Path) -> Path:
-    from .checkpoint import WEIGHTS
-    if path.is_dir():
-        path = path / WEIGHTS
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    return path
-
-
-def load_trained(path: Path, model: str | None = None, backend=None):
-    """(net, metadata, weights path) for a weights file or run folder."""
-    from . import presets
-    from .fileio import load_arrays
-    folder = Path(path)
-    path = _weights_path(folder)
-    arrays, meta = load_arrays(path)
-    if folder.is_dir():
-        arrays, meta = _newer_checkpoint(folder, arrays, meta)
-    name = model or meta.get("preset")
-    if name is None:
-        raise ValueError(f"{path} does not say which preset it belongs to; pass --model")
-    preset = presets.get_preset(name)
-    if not meta.get("input_shape") or not meta.get("classes"):
-        raise ValueError(f"{path} lacks its input shape or class names (was it written by dcnn train?)")
-    input_shape = _checked_metadata(path, meta)
-    classes = meta["classes"]
-    try:
-        net = preset.build(input_shape, len(classes), backend=backend)
-        net.load_state_dict(arrays, source=str(path))
-    except ValueError as exc:
-        raise ValueError(f"the weights in {path} do not fit the {preset.name!r} preset: {_first_clause(exc)}") \
-            from None
-    return net, meta, path
-
-
-MAX_CLASSES = 100_000
-
-
-def _checked_metadata(path, meta: dict) -> tuple:
-    """The input shape from a weights file's metadata, after checking it and the class names."""
-    from .validation import check_input_shape
-    try:
-        shape = check_input_shape(meta["input_shape"], name="metadata 'input_shape'")
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{path}: {exc}; the file is damaged or was not written by dcnn train") from None
-    if len(shape) != 3:
-        raise ValueError(f"{path}: metadata 'input_shape' must be (channels, height, width); got {shape}")
-    classes = meta["classes"]
-    if not (isinstance(classes, list) and 0 < len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes)):
-        raise ValueError(f"{path}: metadata 'classes' must be a list of names (at most {MAX_CLASSES:,}); "
-                         "the file is damaged or was not written by dcnn train")
-    return shape
-
-
-def _newer_checkpoint(folder: Path, arrays: dict, meta: dict):
-    """A run folder's weights file can lag its checkpoint (a kill between the two writes, before any
-    --resume repaired it): the checkpoint is the source, so its model is used then."""
-    from . import checkpoint
-    saved_epoch = checkpoint.read_epoch(folder)
-    if saved_epoch is None or saved_epoch == meta.get("epoch"):
-        return arrays, meta
-    model, model_meta = checkpoint.load_model(folder)
-    if not model_meta.get("classes"):      # a checkpoint from before weights_metadata was stored
-        return arrays, meta
-    return model, model_meta
-
-
-def _first_clause(exc) -> str:
-    text = str(exc)
-    return text if len(text) < 300 else text[:297] + "..."
-
-
-def _run_config(weights_path: Path) -> dict:
-    from .checkpoint import CONFIG
-    try:
-        return json.loads((weights_path.parent / CONFIG).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 # --- evaluate -------------------------------------------------------------------------------------
-
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
-    """rows: true class, columns: predicted class."""
-    return np.bincount(labels * classes + predicted, minlength=classes * classes).reshape(classes, classes)
-
 
 def cmd_evaluate(args) -> int:
     from . import datasets
+    from .loading import load_trained, run_config
+    from .metrics import confusion_matrix, per_class_accuracy
     backend = _use_backend(args.backend)
     net, meta, path = load_trained(args.weights, args.model, backend)
     name = args.dataset or meta.get("dataset")
@@ -384,7 +301,7 @@ def cmd_evaluate(args) -> int:
         raise ValueError(f"{path} does not say which dataset it was trained on; pass --dataset")
     data_dir = args.data_dir
     if data_dir is None and args.dataset is None:   # a run folder remembers where its data came from
-        data_dir = _run_config(path).get("data_dir")
+        data_dir = run_config(path).get("data_dir")
     data = datasets.load(name, data_dir)
     classes = list(meta["classes"])
     if data.input_shape != net.input_shape or data.num_classes != len(classes):
@@ -393,7 +310,7 @@ def cmd_evaluate(args) -> int:
     probs = net.predict(data.x_test, batch_size=args.batch_size)
     predicted = np.argmax(probs, axis=1)
     cm = confusion_matrix(data.y_test, predicted, len(classes))
-    per_class = np.diag(cm) / np.maximum(cm.sum(axis=1), 1)
+    per_class = per_class_accuracy(cm)
     accuracy = float(np.trace(cm) / cm.sum())
     if args.json:
         print(json.dumps({"weights": str(path), "dataset": data.name, "model": meta.get("preset"),
@@ -420,42 +337,40 @@ def cmd_evaluate(args) -> int:
 
 # --- predict --------------------------------------------------------------------------------------
 
-def load_images(paths, input_shape, invert: str = "auto") -> np.ndarray:
-    """Image files -> float32 (N, C, H, W) in [0, 1], resized to the model's input (see dcnn.imagefiles)."""
-    from .imagefiles import read_image
-    c, h, w = input_shape
-    out = []
-    for path in paths:
-        try:
-            a = read_image(path, c, (h, w))
-        except ImportError as exc:
-            raise ValueError(str(exc)) from None
-        if c == 1 and invert != "no":
-            border = np.concatenate([a[0, 0], a[0, -1], a[0, :, 0], a[0, :, -1]])
-            if invert == "yes" or border.mean() > 0.5:  # (Fashion-)MNIST: light object on a black background
-                a = 1.0 - a
-        out.append(a)
-    return np.stack(out).astype(np.float32)
-
-
 def cmd_predict(args) -> int:
+    """Each image on its own: a file that cannot be read is reported and the rest go on (exit 1 at the end)."""
+    from .imagefiles import expand_image_paths, model_image
+    from .loading import load_trained
     backend = _use_backend(args.backend)
     net, meta, path = load_trained(args.weights, args.model, backend)
     classes = list(meta["classes"])
-    x = load_images(args.images, net.input_shape, args.invert)
-    probs = net.predict(x)
+    paths = expand_image_paths(args.images)
+    images, good, failures = [], [], []
+    for image in paths:
+        try:
+            images.append(model_image(image, net.input_shape, args.invert))
+            good.append(image)
+        except ImportError as exc:          # Pillow missing: the same for every file
+            raise ValueError(str(exc)) from None
+        except (ValueError, OSError) as exc:
+            failures.append({"image": str(image), "error": " ".join(str(exc).split())})
+            if not args.json:
+                _error(failures[-1]["error"])
+    probs = net.predict(np.stack(images)) if images else np.zeros((0, len(classes)), np.float32)
     top = min(args.top, len(classes))
     results = []
-    for image, p in zip(args.images, probs):
+    for image, p in zip(good, probs):
         order = np.argsort(-p)[:top]
         results.append({"image": str(image), "top": [{"class": classes[i], "index": int(i),
                                                       "probability": float(p[i])} for i in order]})
     if args.json:
-        print(json.dumps({"weights": str(path), "predictions": results}))
-        return 0
-    for r in results:
-        print(f"{r['image']}: " + ", ".join(f"{t['class']} {t['probability']:.1%}" for t in r["top"]))
-    return 0
+        print(json.dumps({"weights": str(path), "predictions": results, "errors": failures}))
+    else:
+        for r in results:
+            print(f"{r['image']}: " + ", ".join(f"{t['class']} {t['probability']:.1%}" for t in r["top"]))
+        if failures:
+            _error(f"{len(failures)} of {len(paths)} image(s) could not be read")
+    return EXIT_FAILED if failures else 0
 
 
 # --- info -----------------------------------------------------------------------------------------

@@ -153,7 +153,8 @@ def test_info_says_which_backend_and_why(capsys):
 
 
 def test_confusion_matrix():
-    cm = cli.confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 0]), 3)
+    from dcnn.metrics import confusion_matrix
+    cm = confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 0]), 3)
     assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
 
 

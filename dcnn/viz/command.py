@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 EXAMPLES = """\
@@ -44,6 +43,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     source.add_argument("--index", type=int, default=0, help="which image of the split (default: %(default)s)")
     source.add_argument("--image", type=Path, help="a PNG/JPEG file instead of a dataset image (a trained "
                                                    "model gets it resized to its input)")
+    image.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
+                       help="as in dcnn predict: invert a light-background picture for a one-channel model")
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, default=Path("figures"), help="folder for the PNGs (default: %(default)s)")
     out.add_argument("--max-maps", type=int, default=16, help="feature maps drawn per stage (default: %(default)s)")
@@ -106,8 +107,13 @@ def pick_image(args, net, dataset):
     from .images import load_image_file
     if args.image is not None:
         shape = net.input_shape
-        image = load_image_file(args.image, shape[0] if shape else None, shape[1:] if shape else None)
-        return image, str(args.image)
+        if shape is None:
+            return load_image_file(args.image), str(args.image)
+        from ..imagefiles import model_image
+        try:       # exactly what ``dcnn predict`` classifies: aspect kept, inverted the same way
+            return model_image(args.image, shape, getattr(args, "invert", "auto")), str(args.image)
+        except ImportError as exc:
+            raise ImportError(f"{exc} (or pip install -e '.[images]' in a clone)") from None
     images = dataset.x_test if args.split == "test" else dataset.x_train
     labels = dataset.y_test if args.split == "test" else dataset.y_train
     if not 0 <= args.index < len(images):
@@ -118,10 +124,7 @@ def pick_image(args, net, dataset):
 
 
 def load_trained(weights: Path, model: str | None, backend):
-    """(net, weights metadata, history dict or None) for a run folder or weights file of ``dcnn train``."""
-    from ..checkpoint import HISTORY
-    from ..cli import load_trained as load_net
+    """(net, weights metadata, history dict or None) for a run folder or weights file."""
+    from ..loading import load_trained as load_net, run_history
     net, meta, path = load_net(Path(weights), model, backend)
-    history_file = path.parent / HISTORY
-    history = json.loads(history_file.read_text()) if history_file.is_file() else None
-    return net, meta, history
+    return net, meta, run_history(path)
