@@ -25,7 +25,8 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
-        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+        # main() adds the one "dcnn: error:" prefix; the subcommand is named in the hint.
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 # --- argument types -------------------------------------------------------------------------
@@ -60,9 +61,40 @@ def _learning_rate(text):
 def _dataset_name(text):
     from . import datasets
     try:
-        return datasets.get_spec(text).name
+        return datasets.canonical(text)     # a built-in name, or the path of your own data
     except datasets.DatasetError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _data_path(text):
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text} does not exist (give a folder of images, one subfolder per "
+                                         "class, or a .npz file)")
+    return str(path)
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.1, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _image_size(text):
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        size = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW or one number, such as 28x28 or 64; got {text!r}") from None
+    if len(size) == 1:
+        size *= 2
+    if len(size) != 2 or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected HxW of positive numbers; got {text!r}")
+    return size
 
 
 def _preset_name(text):
@@ -91,7 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model preset on a dataset (the main job)",
                        description="Train a model preset on a dataset, with a checkpoint after every epoch. "
                                    "With no options: the default preset on Fashion-MNIST.")
-    p.add_argument("--dataset", type=_dataset_name, metavar="NAME", help="fashion-mnist (default), mnist or cifar10")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--dataset", type=_dataset_name, metavar="NAME", help="fashion-mnist (default), mnist or cifar10")
+    data.add_argument("--data", type=_data_path, metavar="PATH",
+                      help="your own data: a folder of images with one subfolder per class (or train/ and test/ "
+                           "folders of those), or a .npz file with x_train, y_train[, x_test, y_test, classes]")
     p.add_argument("--model", type=_preset_name, metavar="PRESET",
                    help=f"preset: {', '.join(presets.PRESETS)} (default {presets.DEFAULT})")
     p.add_argument("--epochs", type=_positive_int, metavar="N", help="number of epochs (default: the preset's)")
@@ -104,7 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: runs/<dataset>-<model>, numbered if taken)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (default: the latest run "
                                                          "of this dataset and model) from its last checkpoint")
-    p.add_argument("--limit", type=_positive_int, metavar="N", help="train on the first N training images only")
+    p.add_argument("--limit", type=_positive_int, metavar="N",
+                   help="a quick run: the first N training images, and the first N test images for the test pass")
+    p.add_argument("--val-split", type=_fraction, metavar="F",
+                   help="hold out this share (e.g. 0.1) of the training images as a validation set, reported "
+                        "each epoch as 'val'; the test set is then used once, at the end")
+    p.add_argument("--image-size", type=_image_size, metavar="HxW",
+                   help="with --data FOLDER: the size pictures are scaled to, aspect kept (default: the first's)")
+    p.add_argument("--channels", type=int, choices=(1, 3), help="with --data FOLDER: 1 grayscale or 3 RGB "
+                                                                 "(default: the first picture's)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random shifts (up to 2 px) and left-right flips of training images")
     p.add_argument("--data-dir", type=Path, metavar="DIR", help="folder with the dataset files (else $DCNN_DATA, the cache, "
@@ -117,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix on a test set")
     p.add_argument("weights", type=Path, help="a weights file (.safetensors) or a run folder")
-    p.add_argument("--dataset", type=_dataset_name, help="default: the one the weights were trained on")
+    p.add_argument("--dataset", type=_dataset_name, help="a built-in dataset or your data's folder or .npz file "
+                                                         "(default: the one the weights were trained on)")
     p.add_argument("--model", type=_preset_name, help="default: the preset the weights were trained with")
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--backend", type=_backend_name)
@@ -264,21 +309,25 @@ def cmd_train(args) -> int:
     out_stream = sys.stderr if args.json else sys.stdout
     echo = _echo_to(out_stream)
 
-    dataset = args.dataset or "fashion-mnist"
+    dataset = args.data or args.dataset or "fashion-mnist"
     model = args.model or presets.DEFAULT
-    out = args.out if args.out is not None else _default_out(dataset, model, args.resume)
+    out = args.out if args.out is not None else _default_out(Path(dataset).stem if args.data else dataset, model,
+                                                             args.resume)
     if not args.resume and (out / CHECKPOINT).exists():
         raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     backend = _use_backend(args.backend)
-    requested = {"dataset": args.dataset, "model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
+    requested = {"dataset": args.data or args.dataset, "model": args.model, "val_split": args.val_split,
+                 "image_size": args.image_size, "channels": args.channels, "epochs": args.epochs, "batch_size": args.batch_size,
                  "optimizer": args.optimizer, "lr": args.lr, "seed": args.seed, "limit": args.limit,
                  "augment": args.augment, "data_dir": None if args.data_dir is None else str(args.data_dir)}
     config = TrainConfig(**{k: v for k, v in requested.items() if v is not None})
     result = train(config, out, resume=args.resume, requested=requested, backend=backend,
                    progress=not args.no_progress, log_every=args.log_every, echo=echo)
     acc = result["test_accuracy"]
-    echo(f"done: {result['model']} on {result['dataset']}: test accuracy {acc:.4f} (loss {result['test_loss']:.4f}) "
-         f"after {result['epochs']} epochs" if acc is not None else f"done: {result['epochs']} epochs")
+    epochs = f"{result['epochs']} epoch" + ("" if result["epochs"] == 1 else "s")
+    val = (f", validation accuracy {result['val_accuracy']:.4f}" if result.get("val_accuracy") is not None else "")
+    echo(f"done: {result['model']} on {result['dataset']}: test accuracy {acc:.4f} (loss {result['test_loss']:.4f}, "
+         f"{result['test_images']:,} images){val} after {epochs}" if acc is not None else f"done: {epochs}")
     ips = result["images_per_second"]
     echo(f"      {_fmt_seconds(result['seconds'])} in all"
          + (f", {ips:,.0f} training images/s" if ips else "") + f" on {result['backend']}")
@@ -302,7 +351,8 @@ def cmd_evaluate(args) -> int:
     data_dir = args.data_dir
     if data_dir is None and args.dataset is None:   # a run folder remembers where its data came from
         data_dir = run_config(path).get("data_dir")
-    data = datasets.load(name, data_dir)
+    c, h, w = net.input_shape
+    data = datasets.load(name, data_dir, image_size=(h, w), channels=c if c in (1, 3) else None)
     classes = list(meta["classes"])
     if data.input_shape != net.input_shape or data.num_classes != len(classes):
         raise ValueError(f"{path} was trained for inputs {net.input_shape} and {len(classes)} classes; "

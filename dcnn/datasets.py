@@ -180,8 +180,8 @@ def canonical(name) -> str:
         return get_spec(name).name
     path = Path(name).expanduser()
     if not path.exists():
-        raise DataNotFoundError(f"no dataset {str(name)!r}: it is neither a built-in one ({', '.join(SPECS)}) "
-                                "nor an existing folder of images (one subfolder per class) or .npz file")
+        raise DataNotFoundError(f"unknown dataset {str(name)!r}; valid ones are: {', '.join(SPECS)}, or the path of "
+                                "an existing folder of images (one subfolder per class) or .npz file")
     return str(path)
 
 

@@ -263,7 +263,7 @@ def test_cli_trained_model_on_an_image_file(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--image", "missing.png"], "image file not found: missing.png"),
-    (["--model", "convnet"], "--model convnet needs --weights"),
+    (["--model", "convnet"], "--model convnet needs a trained model"),
     (["--results"], "--results needs a trained model"),
     (["--max-maps", "0"], "--max-maps must be at least 1"),
     (["--weights", "no-such-run"], "weights file not found: no-such-run"),

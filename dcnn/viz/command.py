@@ -11,7 +11,8 @@ EXAMPLES = """\
 examples:
   dcnn visualize --model seed --index 0 --out figures/seed     # the seed's edge-filter demo
   dcnn visualize --model seed --image photo.jpg --out figures/photo
-  dcnn visualize --weights runs/fashion-mnist-convnet --index 7 --results   # a trained model (dcnn train)
+  dcnn visualize runs/fashion-mnist-convnet --index 7 --results   # a trained model (dcnn train)
+  dcnn visualize my_model.safetensors --image photo.jpg          # exactly what dcnn predict classifies
 """
 
 
@@ -24,9 +25,11 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "a confusion matrix and misclassified test images. Needs matplotlib: "
                     "pip install 'dcnn[plot]'.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("weights_arg", nargs="?", type=Path, metavar="MODEL",
+                   help="a trained model: a run folder of `dcnn train` or a .safetensors file (net.save); "
+                        "as in evaluate and predict")
     model = p.add_argument_group("model")
-    model.add_argument("--weights", type=Path,
-                       help="a trained model: the run folder of `dcnn train` or its weights .safetensors file")
+    model.add_argument("--weights", type=Path, help="the same as MODEL (kept for older scripts)")
     model.add_argument("--model", help="without --weights: 'seed', the notebook's fixed edge filters -> ReLU -> "
                                        "max-pool -> normalisation (the default, needs no training); with "
                                        "--weights: the preset, if the weights file does not say")
@@ -71,12 +74,17 @@ def run(args) -> int:
 def draw(args) -> list[Path]:
     import backends
     from . import plot_filters, plot_results, plot_stages, plot_training_curves
+    positional = getattr(args, "weights_arg", None)
+    if positional is not None:
+        if args.weights is not None and args.weights != positional:
+            raise ValueError(f"two models given: {positional} and --weights {args.weights}; give one")
+        args.weights = positional
     if args.max_maps < 1:
         raise ValueError(f"--max-maps must be at least 1; got {args.max_maps}")
     if args.weights is None and args.results:
-        raise ValueError("--results needs a trained model: give --weights RUN_FOLDER")
+        raise ValueError("--results needs a trained model: give its run folder or .safetensors file")
     if args.weights is None and (args.model or "seed") != "seed":
-        raise ValueError(f"--model {args.model} needs --weights (an untrained model shows only random "
+        raise ValueError(f"--model {args.model} needs a trained model (an untrained model shows only random "
                          "filters); without weights only the seed's edge-filter demo (--model seed) is drawn")
     backend = backends.use(args.backend) if args.backend else backends.get_backend()
     if args.weights is not None:
