@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 
 import backends
-from .callbacks import CallbackList, History
+from .callbacks import CallbackList, History, ProgbarLogger
 from .fileio import load_arrays, save_arrays
 from .layers import Dropout, Layer, Sequential, Softmax
 from .layers.container import run_order
@@ -160,6 +160,8 @@ class DCNNetwork:
         ``validation_split`` holds out that fraction of the data (its tail, as Keras does)
         when no ``validation_data`` is given.  ``augment`` is an optional callable ``(device_batch) -> device_batch`` applied
         to each training batch (e.g. random crops); ``initial_epoch`` resumes a run.
+        ``verbose``: 0 silent, 1 a live progress bar per epoch (tqdm.auto: a widget in notebooks), 2 one line
+        per epoch, as in Keras.
         Metrics are summed on the device and read once per epoch.
         """
         self._check_batch_size(batch_size)
@@ -187,7 +189,9 @@ class DCNNetwork:
         n = xd.shape[0]
         steps = -(-n // batch_size)
         self.stop_training = False
-        cbs = CallbackList(list(callbacks) + ([_EpochPrinter()] if verbose else []))
+        if verbose not in (0, 1, 2, True, False):
+            raise ValueError(f"verbose must be 0 (silent), 1 (a progress bar) or 2 (one line per epoch); got {verbose!r}")
+        cbs = CallbackList(list(callbacks) + ([ProgbarLogger(int(verbose))] if verbose else []))
         cbs.on_train_begin(self, epochs=epochs, steps=steps)
         for epoch in range(initial_epoch, epochs):
             order = self.shuffle_rng.permutation(n) if shuffle else np.arange(n)
@@ -385,14 +389,3 @@ class DCNNetwork:
 def _spans(n: int, batch_size: int):
     """(start, stop) of each batch; stops never pass n (the array API forbids it)."""
     return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
-
-
-class _EpochPrinter:
-    """verbose=1: one line per epoch."""
-
-    def on_train_begin(self, net, epochs, steps):
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch, logs):
-        parts = "  ".join(f"{k}={v:.4f}" for k, v in logs.items())
-        print(f"epoch {epoch + 1}/{self.epochs}  {parts}", flush=True)

@@ -26,7 +26,7 @@ import numpy as np
 
 import backends
 from . import checkpoint, datasets, presets, runfolder
-from .callbacks import Callback
+from .callbacks import Callback, StepwiseLR, one_cycle
 
 
 class TrainingError(Exception):
@@ -114,9 +114,9 @@ def _positive_int(what, value, minimum):
 
 # --- schedule, augmentation ---------------------------------------------------------------------
 
-class LRSchedule(Callback):
-    """``constant``, or ``onecycle``: linear warm-up over the first 15% of steps from lr/10 to lr,
-    then cosine decay to lr/100.  The rate depends only on (epoch, step)."""
+class LRSchedule(StepwiseLR):
+    """``constant``, or ``onecycle`` (callbacks.one_cycle: linear warm-up over the first 15% of steps
+    from lr/10 to lr, then cosine decay to lr/100).  The rate depends only on (epoch, step)."""
 
     def __init__(self, base_lr: float, kind: str, epochs: int):
         if kind not in ("constant", "onecycle"):
@@ -126,21 +126,7 @@ class LRSchedule(Callback):
     def lr_at(self, global_step: int) -> float:
         if self.kind == "constant":
             return self.base_lr
-        t = min(global_step / max(self.total, 1), 1.0)
-        warm = 0.15
-        if t < warm:
-            return self.base_lr * (0.1 + 0.9 * t / warm)
-        return self.base_lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (t - warm) / (1 - warm))))
-
-    def on_train_begin(self, net, epochs, steps):
-        self.net, self.steps, self.total = net, steps, steps * self.epochs
-
-    def on_epoch_begin(self, epoch):
-        self.epoch = epoch
-        self.net.optimizer.lr = self.lr_at(epoch * self.steps)
-
-    def on_batch_end(self, step, device_logs):
-        self.net.optimizer.lr = self.lr_at(self.epoch * self.steps + step + 1)
+        return one_cycle(self.base_lr, global_step / max(self.total, 1))
 
 
 class RandomShiftFlip:
