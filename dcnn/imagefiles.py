@@ -25,7 +25,7 @@ def _pillow():
     try:
         from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError as exc:
-        raise ImportError("reading image files needs Pillow: pip install pillow") from exc
+        raise ImportError("reading image files needs Pillow: pip install pillow (in a clone of dcnn: pip install -e '.[images]')") from exc
     return Image, ImageOps, UnidentifiedImageError
 
 

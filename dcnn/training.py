@@ -568,13 +568,15 @@ def _weights_metadata(config: TrainConfig, data) -> dict:
 
 
 def _plot_curves(history, out_dir, echo):
-    """curves.png via dcnn.viz when matplotlib (and that module) are installed; silently skipped otherwise."""
+    """curves.png via dcnn.viz when matplotlib is installed; without it, a note says how to get it."""
     if not history.get("loss"):
         return
     try:
         import matplotlib  # noqa: F401
         from .viz import plot_training_curves
-    except (ImportError, AttributeError):
+    except ImportError:
+        echo("note: curves.png was not drawn: matplotlib is not installed (pip install matplotlib; "
+             "dcnn visualize draws it later)")
         return
     try:
         plot_training_curves(history, Path(out_dir) / "curves.png")

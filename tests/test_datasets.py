@@ -97,6 +97,7 @@ def test_search_order_explicit_then_env_then_cache_then_system(isolated, monkeyp
 
 
 def test_not_found_lists_places_and_ways_to_get_it(isolated):
+    (isolated / "nowhere").mkdir()          # empty (a folder that does not exist is an error of its own)
     with pytest.raises(DataNotFoundError) as err:
         datasets.load("fashion-mnist", isolated / "nowhere", download=False)
     message = str(err.value)

@@ -139,3 +139,23 @@ def test_predict_keeps_the_aspect_ratio(tmp_path):
     rows, cols = np.nonzero(x < 0.5)
     assert np.ptp(rows) == np.ptp(cols)               # still square, not squeezed to 10x5
     assert x[0].min() > 0.9 and x[-1].min() > 0.9   # padding in the picture's own background colour
+
+
+def test_visualize_image_shows_exactly_what_predict_classifies(tmp_path):
+    import argparse
+    from dcnn.viz.command import pick_image
+    photo = np.full((30, 50, 3), 240, np.uint8)
+    photo[5:25, 20:30] = (20, 40, 60)                  # a dark object on a light, wide photo
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    net = dcnn.DCNNetwork([dcnn.Flatten(), dcnn.Dense(2)], input_shape=(1, 28, 28)).build()
+    for invert in ("auto", "no"):
+        shown, _ = pick_image(argparse.Namespace(image=tmp_path / "photo.png", invert=invert), net, None)
+        np.testing.assert_array_equal(shown, model_image(tmp_path / "photo.png", (1, 28, 28), invert))
+    assert shown.shape == (1, 28, 28)
+
+
+def test_viz_figures_display_as_pictures_in_notebooks():
+    pytest.importorskip("matplotlib")
+    from dcnn import viz
+    fig = viz.confusion_matrix_figure([0, 1, 1], [0, 1, 0], ["a", "b"])
+    assert fig._repr_png_().startswith(b"\x89PNG\r\n\x1a\n")

@@ -23,7 +23,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "activation, pool, normalisation... up to Flatten) beside the image, plus the first "
                     "layer's filters; for a trained model also its training curves and, with --results, "
                     "a confusion matrix and misclassified test images. Needs matplotlib: "
-                    "pip install 'dcnn[plot]'.",
+                    "pip install matplotlib (in a clone: pip install -e '.[plot]').",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("weights_arg", nargs="?", type=Path, metavar="MODEL",
                    help="a trained model: a run folder of `dcnn train` or a .safetensors file (net.save); "
