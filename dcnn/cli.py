@@ -183,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("export", help="write a trained model as an ONNX file (for ONNX Runtime and other tools)",
+                       description="Export a run folder or .safetensors model to ONNX: float32 (N, C, H, W) images "
+                                   "in, class probabilities out. Needs: pip install onnx onnxruntime.")
+    p.add_argument("weights", type=Path, help="a weights file (.safetensors) or a run folder")
+    p.add_argument("out", type=Path, help="the .onnx file to write")
+    p.add_argument("--model", type=_preset_name, help="the preset, for older weights files without a model spec")
+    p.add_argument("--logits", action="store_true", help="output the scores before the softmax")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("info", help="the backend chosen and why, the device, versions, datasets found")
     p.add_argument("--backend", type=_backend_name)
     p.add_argument("--json", action="store_true")
@@ -421,6 +430,21 @@ def cmd_predict(args) -> int:
         if failures:
             _error(f"{len(failures)} of {len(paths)} image(s) could not be read")
     return EXIT_FAILED if failures else 0
+
+
+# --- export ---------------------------------------------------------------------------------------
+
+def cmd_export(args) -> int:
+    from .export import export_onnx
+    from .loading import load_trained
+    net, meta, path = load_trained(args.weights, args.model, _use_backend("numpy"))
+    try:
+        out = export_onnx(net, args.out, classes=meta["classes"], logits=args.logits)
+    except ImportError as exc:
+        raise ValueError(str(exc)) from None
+    print(f"{out}: {meta.get('preset') or 'model'} from {path}, input (N, {', '.join(map(str, net.input_shape))}), "
+          f"{'logits' if args.logits else 'probabilities'} for {len(meta['classes'])} classes")
+    return 0
 
 
 # --- info -----------------------------------------------------------------------------------------
