@@ -249,7 +249,7 @@ def load(name: str = "fashion-mnist", data_dir=None, *, download: bool = True, v
     """
     if is_path(name):
         from .userdata import load_path
-        return load_path(name, image_size=image_size, channels=channels)
+        return load_path(canonical(name), image_size=image_size, channels=channels)   # (says what exists)
     spec = get_spec(name)
     folder, searched = locate(spec, data_dir)
     if folder is None:
