@@ -468,13 +468,20 @@ def cmd_info(args) -> int:
         if v:
             versions[dist] = v
     found = {}
+    problems = []
     for name in datasets.names():
-        folder, _ = datasets.locate(datasets.get_spec(name))
+        try:
+            folder, _ = datasets.locate(datasets.get_spec(name))
+        except datasets.DatasetError as exc:     # e.g. $DCNN_DATA names a folder that does not exist
+            folder = None
+            if str(exc) not in problems:
+                problems.append(str(exc))
         found[name] = str(folder) if folder else None
     info = {"backend": backend.name, "device": backend.describe(), "reason": backend.reason,
             "DCNN_BACKEND": os.environ.get("DCNN_BACKEND"), "available_backends": backends.available(),
             "versions": versions, "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "datasets": found, "cache": str(datasets.cache_dir()), "presets": list(presets.PRESETS)}
+            "datasets": found, "cache": str(datasets.cache_dir()), "presets": list(presets.PRESETS),
+            "data_problems": problems}
     if args.json:
         print(json.dumps(info))
         return 0
@@ -486,6 +493,8 @@ def cmd_info(args) -> int:
     print("versions:  " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     print("datasets:  " + ", ".join(f"{k}: {v or 'not found (downloaded on first use)'}" for k, v in found.items()))
     print(f"presets:   {', '.join(f'{p} (default)' if p == presets.DEFAULT else p for p in presets.PRESETS)}")
+    for problem in problems:
+        print(f"note:      {problem}")
     return 0
 
 

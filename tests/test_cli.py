@@ -58,6 +58,7 @@ def train_tiny(capsys, tiny, *extra):
 def test_train_json_evaluate_predict(tiny, capsys):
     rc, out, err = train_tiny(capsys, tiny, "--json")
     assert rc == 0, err
+    assert "after 1 epoch\n" in err and "1 epochs" not in err and "  1 epoch, batch 16" in err
     result = json.loads(out)                       # stdout is exactly one JSON object
     for key in ("dataset", "model", "backend", "epochs", "seconds", "train_loss", "test_accuracy",
                 "images_per_second"):

@@ -159,3 +159,24 @@ def test_viz_figures_display_as_pictures_in_notebooks():
     from dcnn import viz
     fig = viz.confusion_matrix_figure([0, 1, 1], [0, 1, 0], ["a", "b"])
     assert fig._repr_png_().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_cli_polish(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    net = dcnn.DCNNetwork([dcnn.Conv2D(2, 3), dcnn.ReLU(), dcnn.Flatten(), dcnn.Dense(3)], input_shape=(1, 20, 20))
+    path = net.save(tmp_path / "m.safetensors", classes=list(SHAPES))
+    Image.fromarray(shapes(1)[0][0]).save(tmp_path / "one.png")
+    # the model is positional in visualize too, as in evaluate and predict (--weights stays as an alias)
+    for how in ([path], ["--weights", path]):
+        rc, out, err = dcnn_cli(capsys, "visualize", *how, "--image", tmp_path / "one.png", "--out", tmp_path / "fig")
+        assert rc == 0, err
+        assert "stage01_conv2d.png" in out
+    rc, out, err = dcnn_cli(capsys, "visualize", path, "--weights", tmp_path / "other.safetensors")
+    assert rc == 1 and "two models given" in err
+    # one "dcnn: error:" prefix, the subcommand named in the hint only
+    rc, out, err = dcnn_cli(capsys, "train", "--epochs", "0")
+    assert err.startswith("dcnn: error: argument --epochs") and "(see dcnn train --help)" in err
+    # info does not fail on a $DCNN_DATA that does not exist: it says so
+    monkeypatch.setenv("DCNN_DATA", str(tmp_path / "missing"))
+    rc, out, err = dcnn_cli(capsys, "info", "--json")
+    assert rc == 0 and "does not exist" in json.loads(out)["data_problems"][0]
