@@ -161,7 +161,8 @@ def expand_image_paths(items) -> list[Path]:
         text = str(item)
         path = Path(text)
         if path.is_dir():
-            out += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            out += found or [path]       # an empty folder stays, to be reported as holding no image
         elif not path.exists() and glob.has_magic(text):
             matches = sorted(glob.glob(text, recursive=True))
             out += [Path(m) for m in matches] if matches else [path]

@@ -15,6 +15,7 @@ Ctrl-C finishes the current batch, writes a checkpoint and raises ``Interrupted`
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import threading
@@ -230,7 +231,7 @@ class Monitor(Callback):
             from tqdm.auto import tqdm
             file = self.file or sys.stderr
             self.bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch",
-                            file=file, dynamic_ncols=_is_terminal(file), leave=True,
+                            file=file, dynamic_ncols=_is_terminal(file), ncols=_columns(file), leave=True,
                             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
 
     def on_batch_end(self, step, logs):
@@ -314,6 +315,12 @@ class Monitor(Callback):
     @property
     def images_per_second(self) -> float:
         return self.images / max(sum(self.epoch_seconds), 1e-9)
+
+
+def _columns(stream) -> int | None:
+    """A terminal's width is read as it changes (dynamic_ncols); elsewhere $COLUMNS, when set, caps the bar."""
+    text = os.environ.get("COLUMNS", "")
+    return int(text) if not _is_terminal(stream) and text.isdigit() and int(text) > 0 else None
 
 
 def _is_terminal(stream) -> bool:

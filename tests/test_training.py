@@ -229,7 +229,7 @@ def test_progress_bar_shows_running_metrics(tmp_path, capsys):
 
 
 def test_progress_bar_keeps_test_accuracy_in_80_columns(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("TQDM_NCOLS", "80")      # tqdm reads its defaults from TQDM_* variables
+    monkeypatch.setenv("COLUMNS", "80")         # an 80-column terminal, as the bar sees it
     train(TrainConfig(epochs=1, batch_size=16, seed=3), tmp_path / "r", dataset=tiny_dataset(), progress=True,
           log_every=2, echo=lambda *a: None)
     last = capsys.readouterr().err.rstrip("\n").split("\r")[-1]

@@ -46,7 +46,7 @@ def test_importing_dcnn_and_viz_needs_no_matplotlib():
 
 def test_drawing_without_matplotlib_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    with pytest.raises(ImportError, match=r"pip install 'dcnn\[plot\]'"):
+    with pytest.raises(ImportError, match=r"pip install matplotlib \(in a clone of dcnn: pip install -e '.\[plot\]'\)"):
         viz.plot_training_curves({"loss": [1.0, 0.5]}, tmp_path / "curves.png")
 
 

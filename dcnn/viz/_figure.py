@@ -40,6 +40,7 @@ def new_figure(width: float, height: float):
 
     Being a Figure, it is saved with ``fig.savefig``; in a notebook it displays as a picture."""
     try:
+        from matplotlib.figure import Figure  # noqa: F401  (checked on every call: it may have gone)
         figure = _inline_figure_class()
     except ImportError as exc:
         raise ImportError(f"dcnn.viz draws with matplotlib, which is not installed: {INSTALL_HINT}") from exc
