@@ -131,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=_preset_name, metavar="PRESET",
                    help=f"preset: {', '.join(presets.PRESETS)} (default {presets.DEFAULT})")
     p.add_argument("--epochs", type=_positive_int, metavar="N", help="number of epochs (default: the preset's)")
-    p.add_argument("--batch-size", type=_positive_int, metavar="N", help="images per step (default: the preset's)")
+    p.add_argument("--batch-size", type=_positive_int, metavar="N",
+                   help="images per step (default: the preset's); under mpirun it stays the global batch, "
+                        "each of the N ranks taking 1/N of it")
     p.add_argument("--optimizer", choices=("sgd", "adam"), type=str.lower, help="default: the preset's")
     p.add_argument("--lr", type=_learning_rate, help="peak learning rate (default: the preset's)")
     p.add_argument("--seed", type=_non_negative_int, metavar="N", help="seed for weights, shuffling, dropout (default 0)")
@@ -157,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                        "(each update waits for the device)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print one JSON object with the results at the end")
+    p.add_argument("--workers", type=_positive_int, metavar="N",
+                   help="train data-parallel in N processes on this machine (runs mpiexec -n N; needs "
+                        "pip install 'dcnn[dist]'); across machines use mpirun -n N dcnn train")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix on a test set")
@@ -210,6 +215,7 @@ def main(argv=None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        args.argv = list(map(str, sys.argv[1:] if argv is None else argv))
         if getattr(args, "func", None) is None:
             parser.print_help()
             return EXIT_USAGE
@@ -274,6 +280,9 @@ def _echo_to(stream):
 
 
 def _error(message: str) -> None:
+    from . import distributed
+    if not distributed.is_lead():     # the other ranks of a job: rank 0 says it once
+        return
     text = " ".join(str(message).split())
     print(f"dcnn: error: {text}", file=sys.stderr)
 
@@ -312,11 +321,43 @@ def _default_out(dataset: str, model: str, resume: bool) -> Path:
 
 
 def cmd_train(args) -> int:
-    from . import presets
+    from . import distributed
+    if args.workers and args.workers > 1 and distributed.launched_size() <= 1:
+        return distributed.relaunch(args.workers, _without_option(args.argv, "--workers"))
+    try:
+        comm = distributed.init()           # under mpirun: join the job (a no-op in one process)
+    except ImportError as exc:
+        raise ValueError(str(exc)) from None
+    if comm is None:
+        return _train(args)
+    from .training import Diverged, Interrupted
+    try:
+        return _train(args, quiet=not distributed.is_lead())
+    except BaseException as exc:
+        if not isinstance(exc, (Diverged, Interrupted)):   # those two all ranks raise together
+            distributed.fail_together(comm, exc, expected=_expected(exc))   # one rank alone: end them all
+        raise
+
+
+def _without_option(argv, name):
+    """``argv`` less ``name VALUE`` and ``name=VALUE``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == name:
+            skip = True
+        elif not a.startswith(name + "="):
+            out.append(a)
+    return out
+
+
+def _train(args, quiet: bool = False) -> int:
+    from . import distributed, presets
     from .checkpoint import CHECKPOINT
     from .training import TrainConfig, train
     out_stream = sys.stderr if args.json else sys.stdout
-    echo = _echo_to(out_stream)
+    echo = (lambda text="": None) if quiet else _echo_to(out_stream)
 
     dataset = args.data or args.dataset or "fashion-mnist"
     model = args.model or presets.DEFAULT
@@ -325,6 +366,8 @@ def cmd_train(args) -> int:
     if not args.resume and (out / CHECKPOINT).exists():
         raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     backend = _use_backend(args.backend)
+    if distributed.active() is not None:
+        distributed.set_threads(backend, distributed.active().threads)
     requested = {"dataset": args.data or args.dataset, "model": args.model, "val_split": args.val_split,
                  "image_size": args.image_size, "channels": args.channels, "epochs": args.epochs, "batch_size": args.batch_size,
                  "optimizer": args.optimizer, "lr": args.lr, "seed": args.seed, "limit": args.limit,
@@ -341,7 +384,7 @@ def cmd_train(args) -> int:
     echo(f"      {_fmt_seconds(result['seconds'])} in all"
          + (f", {ips:,.0f} training images/s" if ips else "") + f" on {result['backend']}")
     echo(f"      weights: {result['weights']}  (dcnn evaluate {result['out']})")
-    if args.json:
+    if args.json and not quiet:
         _echo_to(sys.stdout)(json.dumps(result))
     return 0
 

@@ -36,6 +36,7 @@ class DCNNetwork:
         self.loss = None
         self.optimizer = None
         self.history = History()
+        self.data_parallel = None     # set by dcnn.distributed.DataParallel
 
     # --- building ------------------------------------------------------------
     @property
@@ -99,6 +100,15 @@ class DCNNetwork:
 
     def train_on_batch(self, x, y):
         """One optimisation step on device arrays; returns (loss, correct) as 0-d device arrays."""
+        if self.data_parallel is not None:      # this rank's shard; gradients averaged over ranks
+            return self.data_parallel.train_on_batch(x, y)
+        loss, correct = self._forward_backward(x, y)
+        params = self.flat_parameters()
+        self.optimizer.step(params, params.gather(self._gradients()))
+        return loss, correct
+
+    def _forward_backward(self, x, y):
+        """Loss and hit count (0-d device arrays); leaves the gradients in the layers."""
         logits = self.logits(x, training=True)
         loss = self.loss.forward(logits, y)
         correct = getattr(self.loss, "correct", None)
@@ -109,9 +119,11 @@ class DCNNetwork:
             dy = layer.backward(dy)
             if dy is None:
                 break
-        params = self.flat_parameters()
-        self.optimizer.step(params, params.gather([holder_grads[name] for holder_grads, name in self._grad_refs]))
         return loss, correct
+
+    def _gradients(self) -> list:
+        """The trainable parameters' gradients, in flat_parameters() order (call that first)."""
+        return [holder_grads[name] for holder_grads, name in self._grad_refs]
 
     def _trainable_refs(self):
         """(key, params dict, name) of each trainable parameter, and where its gradient lands."""
@@ -201,11 +213,13 @@ class DCNNetwork:
             cbs.on_epoch_begin(epoch)
             for step, (start, stop) in enumerate(_spans(n, batch_size)):
                 idx = order[start:stop]
+                if self.data_parallel is not None:      # this rank's part of the global batch
+                    idx = self.data_parallel.shard(idx)
                 xb, yb = xp.take(xd, idx, axis=0), xp.take(yd, idx, axis=0)
                 if augment is not None:
                     xb = augment(xb)
                 loss, hits = self.train_on_batch(xb, yb)
-                loss_sum += loss * xb.shape[0]
+                loss_sum += loss * (stop - start)
                 correct += hits
                 seen = stop
                 cbs.on_batch_end(step, {"loss": loss, "loss_sum": loss_sum, "correct": correct, "seen": seen})
@@ -226,6 +240,11 @@ class DCNNetwork:
     stop_training = False
 
     def _evaluate_device(self, xd, yd, batch_size):
+        if self.data_parallel is not None:      # each rank its part; sums all-reduced
+            return self.data_parallel.evaluate(xd, yd, batch_size)
+        return self._evaluate_local(xd, yd, batch_size)
+
+    def _evaluate_local(self, xd, yd, batch_size):
         xp = self.backend.xp
         loss_sum = xp.zeros((), dtype=xp.float32, device=self.backend.device)
         correct = xp.zeros((), dtype=xp.int64, device=self.backend.device)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import backends
-from . import checkpoint, datasets, presets, runfolder
+from . import checkpoint, datasets, distributed, presets, runfolder
 from .callbacks import Callback, StepwiseLR, one_cycle
 
 
@@ -334,8 +334,8 @@ class Checkpointer(Callback):
     """After each complete epoch: append to the history and write the checkpoint."""
 
     def __init__(self, out_dir, config: dict, history: dict, monitor: Monitor, augment=None,
-                 weights_metadata=None, interrupt=None):
-        self.out_dir, self.config, self.history = Path(out_dir), config, history
+                 weights_metadata=None, interrupt=None, write=checkpoint.save):
+        self.out_dir, self.config, self.history, self.write = Path(out_dir), config, history, write
         self.monitor, self.augment, self.weights_metadata = monitor, augment, weights_metadata
         self.interrupt = interrupt
         self.saved_epoch = None
@@ -361,8 +361,8 @@ class Checkpointer(Callback):
 
     def _save(self, epochs_done, extra=None):
         try:
-            checkpoint.save(self.out_dir, self.net, epoch=epochs_done, config=self.config, history=self.history,
-                            augment=self.augment, extra=extra, weights_metadata=self.weights_metadata)
+            self.write(self.out_dir, self.net, epoch=epochs_done, config=self.config, history=self.history,
+                       augment=self.augment, extra=extra, weights_metadata=self.weights_metadata)
         except OSError as exc:
             # Atomic writes: the previous checkpoint is still whole.
             kept = (f"the checkpoint of epoch {self.saved_epoch} is intact" if self.saved_epoch is not None
@@ -374,10 +374,14 @@ class Checkpointer(Callback):
 
 
 class _SigintHandler:
-    """The first Ctrl-C asks fit to stop after the current batch; a second one stops at once."""
+    """The first Ctrl-C asks fit to stop after the current batch; a second one stops at once.
 
-    def __init__(self, net, echo):
+    With several ranks (``immediate=False``) it only raises the flag: the ranks agree on it at
+    the next log interval (``distributed.StopSync``) and stop together."""
+
+    def __init__(self, net, echo, immediate: bool = True):
         self.net, self.echo, self.requested, self.previous = net, echo, False, None
+        self.immediate = immediate
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -386,7 +390,8 @@ class _SigintHandler:
 
     def _handle(self, signum, frame):
         self.requested = True
-        self.net.stop_training = True
+        if self.immediate:
+            self.net.stop_training = True
         signal.signal(signal.SIGINT, self.previous or signal.default_int_handler)
         self.echo("\ninterrupted: finishing the current batch and writing a checkpoint (Ctrl-C again to quit now)")
 
@@ -438,6 +443,9 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict
     out_dir = Path(out_dir)
     if resume and not (out_dir / checkpoint.CHECKPOINT).is_file():
         checkpoint.load(out_dir)                        # raises the error that says what is missing
+    if not distributed.is_lead():   # under mpirun, rank 0 alone checks, locks and writes the run folder
+        return _train(config, out_dir, resume=resume, requested=requested, backend=backend, progress=progress,
+                      log_every=log_every, dataset=dataset, callbacks=callbacks, echo=echo)
     # Checked, locked and tidied before any data is loaded or any epoch is spent.
     with runfolder.open_run_folder(out_dir) as folder:
         if not resume and (out_dir / checkpoint.CHECKPOINT).exists():   # checked again under the lock
@@ -452,6 +460,9 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict
 def _train(config, out_dir, *, resume, requested, backend, progress, log_every, dataset, callbacks, echo) -> dict:
     started = time.perf_counter()
     saved = None
+    comm = distributed.active()     # several ranks under mpirun (dcnn.distributed), else None
+    if not distributed.is_lead():   # rank 0 alone prints and writes
+        echo, progress = (lambda *args, **kwargs: None), False
     if resume:
         model_arrays, optim_arrays, saved = checkpoint.load(out_dir)
         if requested is None:  # the fields of ``config`` that differ from the defaults
@@ -482,19 +493,24 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
     net = preset.build(data.input_shape, data.num_classes, seed=config.seed, backend=backend)
     net.compile(config.optimizer, lr=config.lr, **plan.optimizer_options)
     augment = RandomShiftFlip(backend, config.seed) if config.augment else None
+    parallel = None if comm is None else distributed.DataParallel(net, comm, augment=augment)
     history: dict = {}
     initial_epoch = 0
     if saved is not None:
+        distributed.check_ranks(saved, 1 if comm is None else comm.size, source=str(out_dir / checkpoint.CHECKPOINT))
         try:
             checkpoint.restore(net, model_arrays, optim_arrays, saved, augment, source=str(out_dir / checkpoint.CHECKPOINT))
         except ValueError as exc:
             raise checkpoint.CheckpointError(str(exc)) from None
+        if parallel is not None:
+            parallel.restore_streams(saved, augment)
         history = {k: list(v) for k, v in saved["history"].items()}
         initial_epoch = int(saved["epoch"])
         # The checkpoint is the single source: a kill between its write and the others' may have
         # left weights.safetensors, best.safetensors or history.json behind it.
-        checkpoint.write_derived(out_dir, net, epoch=initial_epoch, config=saved["config"], history=history,
-                                 weights_metadata=_weights_metadata(config, data))
+        if distributed.is_lead():
+            checkpoint.write_derived(out_dir, net, epoch=initial_epoch, config=saved["config"], history=history,
+                                     weights_metadata=_weights_metadata(config, data))
         note = ""
         if saved.get("interrupted"):
             note = (f" (epoch {saved['interrupted']['epoch']} was interrupted at step {saved['interrupted']['step']};"
@@ -510,16 +526,18 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
         echo(f"  data from {data.source or 'memory'}; checkpoints to {out_dir}")
         echo(f"  {_count(config.epochs, 'epoch')}, batch {config.batch_size}, {config.optimizer} lr {config.lr:g} "
              f"({preset.schedule}){', augmented' if config.augment else ''}, seed {config.seed}, "
-             f"on {backend.describe()}")
+             f"on {backend.describe()}" + (f" x {comm.size} ranks" if comm is not None else ""))
     config_dict = asdict(config)
     weights_meta = _weights_metadata(config, data)
     previous_losses = history.get("loss") or []
     monitor = Monitor(log_every=log_every, progress=progress, echo=echo,
                       reference_loss=previous_losses[-1] if previous_losses else None, held_out=held_out)
     net.stop_training = False
-    with _SigintHandler(net, echo) as sigint:
-        saver = Checkpointer(out_dir, config_dict, history, monitor, augment, weights_meta, interrupt=sigint)
-        cbs = [LRSchedule(config.lr, preset.schedule, config.epochs), monitor, saver, *callbacks]
+    with _SigintHandler(net, echo, immediate=parallel is None) as sigint:
+        saver = Checkpointer(out_dir, config_dict, history, monitor, augment, weights_meta, interrupt=sigint,
+                             write=checkpoint.save if parallel is None else parallel.save_checkpoint)
+        cbs = [LRSchedule(config.lr, preset.schedule, config.epochs),
+               *(parallel.callbacks(sigint, log_every) if parallel is not None else ()), monitor, saver, *callbacks]
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a NaN is reported below
             net.fit(data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
                     validation_data=validation, verbose=0, callbacks=cbs,
@@ -544,7 +562,8 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
         raise Interrupted(f"interrupted at {where}; checkpoint written to {out_dir}. "
                           f"Continue with: dcnn train --resume --out {out_dir}")
 
-    _plot_curves(history, out_dir, echo)
+    if distributed.is_lead():
+        _plot_curves(history, out_dir, echo)
     last = {k: v[-1] for k, v in history.items() if v}
     test = {"loss": last.get("val_loss"), "accuracy": last.get("val_accuracy")}
     if held_out == "val":
@@ -554,6 +573,7 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
         "dataset": config.dataset, "model": config.model, "backend": backend.describe(),
         "epochs": len(history.get("loss", [])), "batch_size": config.batch_size, "optimizer": config.optimizer,
         "lr": config.lr, "seed": config.seed, "train_images": int(len(data.y_train)),
+        "ranks": 1 if comm is None else comm.size,
         "seconds": round(seconds, 2), "train_seconds": round(sum(monitor.epoch_seconds), 2),
         "train_loss": last.get("loss"), "train_accuracy": last.get("accuracy"),
         "test_loss": test["loss"], "test_accuracy": test["accuracy"], "test_images": int(len(data.y_test)),

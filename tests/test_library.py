@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 LIBRARY = ["dcnn", "dcnn.layers", "dcnn.network", "dcnn.loading", "dcnn.spec", "dcnn.datasets", "dcnn.userdata",
            "dcnn.imagefiles", "dcnn.metrics", "dcnn.callbacks", "dcnn.training", "dcnn.presets", "dcnn.checkpoint",
-           "dcnn.viz", "dcnn.viz.results", "dcnn.viz.stages", "dcnn.viz.command", "dcnn.export"]
+           "dcnn.viz", "dcnn.viz.results", "dcnn.viz.stages", "dcnn.viz.command", "dcnn.export",
+           "dcnn.distributed"]
 
 
 def test_the_library_never_imports_the_command_line():
