@@ -1,4 +1,19 @@
-"""Training callbacks (Keras-style hooks) and the History they fill."""
+"""Training callbacks with Keras's names and behaviour, for ``DCNNetwork.fit(callbacks=[...])``.
+
+- ``History`` (fit returns it), ``ProgbarLogger`` (what ``verbose`` 1 and 2 show);
+- ``EarlyStopping``, ``ModelCheckpoint``, ``CSVLogger``, ``LearningRateScheduler``;
+- per-step learning-rate schedules: ``OneCycleLR``, ``CosineDecay``, ``StepDecay``
+  (the one-cycle maths is the one ``dcnn train`` uses: training.LRSchedule builds on it).
+
+Hooks get the epoch's metrics as plain floats (``loss``, ``accuracy``, ``val_loss``,
+``val_accuracy``); ``on_batch_end`` gets device arrays, read sparingly (each read syncs).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from pathlib import Path
 
 
 class Callback:
@@ -40,3 +55,237 @@ class History(Callback):
 
     def __repr__(self):
         return f"History({self.history})"
+
+
+# --- what fit shows ---------------------------------------------------------------------------------
+
+def _tqdm():
+    """tqdm's auto mode: a widget in a notebook (with ipywidgets), a text bar elsewhere."""
+    try:
+        from tqdm.auto import tqdm
+        from tqdm.notebook import IProgress
+        if tqdm.__module__.endswith("notebook") and IProgress is None:   # a notebook without ipywidgets
+            raise ImportError
+        return tqdm
+    except ImportError:
+        from tqdm.std import tqdm
+        return tqdm
+
+
+class ProgbarLogger(Callback):
+    """``verbose=1``: a live bar per epoch, counting batches (no device read until the epoch ends,
+    then its metrics); ``verbose=2``: one line per epoch."""
+
+    def __init__(self, verbose: int = 1, file=None):
+        self.verbose, self.file = verbose, file
+
+    def on_train_begin(self, net, epochs, steps):
+        self.epochs, self.steps, self.bar = epochs, steps, None
+
+    def on_epoch_begin(self, epoch):
+        if self.verbose == 1:
+            self.bar = _tqdm()(total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch",
+                               file=self.file or sys.stderr, leave=True)
+
+    def on_batch_end(self, step, device_logs):
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_epoch_end(self, epoch, logs):
+        parts = "  ".join(f"{k}={v:.4f}" for k, v in logs.items())
+        if self.bar is not None:
+            self.bar.set_postfix_str(" ".join(f"{k}={v:.4f}" for k, v in logs.items()), refresh=True)
+            self.bar.close()
+            self.bar = None
+        elif self.verbose:
+            print(f"epoch {epoch + 1}/{self.epochs}  {parts}", file=self.file or sys.stdout, flush=True)
+
+
+# --- stopping, saving, logging ------------------------------------------------------------------------
+
+def _better(mode: str, monitor: str):
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode must be 'auto', 'min' or 'max'; got {mode!r}")
+    if mode == "auto":
+        mode = "max" if "acc" in monitor else "min"
+    return (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b), mode
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs
+    (Keras's EarlyStopping); ``restore_best_weights`` puts the best epoch's weights back at the end."""
+
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0, verbose: int = 0,
+                 mode: str = "auto", baseline: float | None = None, restore_best_weights: bool = False,
+                 start_from_epoch: int = 0):
+        self.monitor, self.patience, self.verbose = monitor, int(patience), verbose
+        self.better, self.mode = _better(mode, monitor)
+        self.min_delta = abs(float(min_delta)) * (1 if self.mode == "max" else -1)
+        self.baseline, self.restore_best_weights, self.start_from_epoch = baseline, restore_best_weights, start_from_epoch
+
+    def on_train_begin(self, net, epochs, steps):
+        self.net, self.wait, self.stopped_epoch, self.best_epoch = net, 0, 0, None
+        self.best = self.baseline if self.baseline is not None else (-math.inf if self.mode == "max" else math.inf)
+        self.best_weights = None
+
+    def on_epoch_end(self, epoch, logs):
+        current = logs.get(self.monitor)
+        if current is None:
+            warnings.warn(f"EarlyStopping: {self.monitor!r} is not among the metrics ({', '.join(logs)}); "
+                          "give fit validation data for val_* metrics", stacklevel=2)
+            return
+        if epoch < self.start_from_epoch:
+            return
+        self.wait += 1
+        if self.better(current - self.min_delta, self.best):
+            self.best, self.best_epoch, self.wait = current, epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = self.net.state_dict()      # host copies, once per improving epoch
+            return
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            self.net.stop_training = True
+            if self.verbose:
+                print(f"epoch {epoch + 1}: early stopping ({self.monitor} best {self.best:.4f} at epoch "
+                      f"{self.best_epoch + 1 if self.best_epoch is not None else '-'})")
+
+    def on_train_end(self):
+        if self.restore_best_weights and self.best_weights is not None:
+            self.net.load_state_dict(self.best_weights, source="EarlyStopping's best weights")
+
+
+class ModelCheckpoint(Callback):
+    """Save the model after each epoch to ``filepath`` (``"ckpt-{epoch:02d}-{val_loss:.3f}.safetensors"``
+    is formatted with the epoch, 1-based, and the metrics); ``save_best_only`` keeps only improvements
+    of ``monitor``.  The file is a full model (``dcnn.load`` reads it) unless ``save_weights_only``."""
+
+    def __init__(self, filepath, monitor: str = "val_loss", verbose: int = 0, save_best_only: bool = False,
+                 save_weights_only: bool = False, mode: str = "auto"):
+        self.filepath, self.monitor, self.verbose = str(filepath), monitor, verbose
+        self.save_best_only, self.save_weights_only = save_best_only, save_weights_only
+        self.better, self.mode = _better(mode, monitor)
+        self.best = -math.inf if self.mode == "max" else math.inf
+
+    def on_train_begin(self, net, epochs, steps):
+        self.net = net
+
+    def on_epoch_end(self, epoch, logs):
+        path = Path(self.filepath.format(epoch=epoch + 1, **logs))
+        if self.save_best_only:
+            current = logs.get(self.monitor)
+            if current is None:
+                warnings.warn(f"ModelCheckpoint: {self.monitor!r} is not among the metrics ({', '.join(logs)})",
+                              stacklevel=2)
+                return
+            if not self.better(current, self.best):
+                return
+            self.best = current
+        if self.save_weights_only:
+            self.net.save_weights(path, metadata={"epoch": epoch + 1})
+        else:
+            self.net.save(path, metadata={"epoch": epoch + 1})
+        if self.verbose:
+            print(f"epoch {epoch + 1}: saved {path}")
+
+
+class CSVLogger(Callback):
+    """One row per epoch (``epoch`` then the metrics) in ``filename``, rewritten atomically each epoch."""
+
+    def __init__(self, filename, separator: str = ",", append: bool = False):
+        self.filename, self.sep, self.append = Path(filename), separator, append
+
+    def on_train_begin(self, net, epochs, steps):
+        self.lines = []
+        if self.append and self.filename.is_file():
+            self.lines = self.filename.read_text().splitlines()
+        self.keys = self.lines[0].split(self.sep)[1:] if self.lines else None
+
+    def on_epoch_end(self, epoch, logs):
+        from .fileio import atomic_write_text
+        if self.keys is None:
+            self.keys = list(logs)
+            self.lines.append(self.sep.join(["epoch", *self.keys]))
+        self.lines.append(self.sep.join([str(epoch)] + [repr(float(logs[k])) if k in logs else "" for k in self.keys]))
+        atomic_write_text(self.filename, "\n".join(self.lines) + "\n")
+
+
+# --- learning rates ---------------------------------------------------------------------------------------
+
+def one_cycle(base_lr: float, t: float, warmup: float = 0.15) -> float:
+    """The one-cycle rate at progress ``t`` in [0, 1]: linear warm-up from base_lr/10 to base_lr over
+    the first ``warmup`` share, then cosine decay to base_lr/100."""
+    t = min(max(t, 0.0), 1.0)
+    if t < warmup:
+        return base_lr * (0.1 + 0.9 * t / warmup)
+    return base_lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (t - warmup) / (1 - warmup))))
+
+
+class StepwiseLR(Callback):
+    """Sets ``net.optimizer.lr`` before every step from the global step alone (so resuming repeats it)."""
+
+    def lr_at(self, global_step: int) -> float:
+        raise NotImplementedError
+
+    epochs = None     # the schedule's length in epochs; None: fit's
+
+    def on_train_begin(self, net, epochs, steps):
+        self.net, self.steps, self.total = net, steps, steps * (self.epochs or epochs)
+
+    def on_epoch_begin(self, epoch):
+        self.epoch = epoch
+        self.net.optimizer.lr = self.lr_at(epoch * self.steps)
+
+    def on_batch_end(self, step, device_logs):
+        self.net.optimizer.lr = self.lr_at(self.epoch * self.steps + step + 1)
+
+
+class OneCycleLR(StepwiseLR):
+    """Warm up over the first 15% of all steps from max_lr/10 to ``max_lr``, then cosine decay to max_lr/100."""
+
+    def __init__(self, max_lr: float, warmup: float = 0.15):
+        self.max_lr, self.warmup = float(max_lr), float(warmup)
+
+    def lr_at(self, global_step):
+        return one_cycle(self.max_lr, global_step / max(self.total, 1), self.warmup)
+
+
+class CosineDecay(StepwiseLR):
+    """Cosine decay from ``initial_lr`` to ``alpha * initial_lr`` over all steps (Keras's CosineDecay)."""
+
+    def __init__(self, initial_lr: float, alpha: float = 0.0):
+        self.initial_lr, self.alpha = float(initial_lr), float(alpha)
+
+    def lr_at(self, global_step):
+        t = min(global_step / max(self.total, 1), 1.0)
+        return self.initial_lr * (self.alpha + (1 - self.alpha) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+class StepDecay(StepwiseLR):
+    """``initial_lr * gamma ** (epoch // step_size)``: a drop every ``step_size`` epochs (torch's StepLR)."""
+
+    def __init__(self, initial_lr: float, step_size: int = 10, gamma: float = 0.1):
+        if int(step_size) < 1:
+            raise ValueError(f"step_size must be a positive number of epochs; got {step_size!r}")
+        self.initial_lr, self.step_size, self.gamma = float(initial_lr), int(step_size), float(gamma)
+
+    def lr_at(self, global_step):
+        return self.initial_lr * self.gamma ** ((global_step // max(self.steps, 1)) // self.step_size)
+
+
+class LearningRateScheduler(Callback):
+    """Keras's: ``schedule(epoch, lr) -> new lr`` at the start of each epoch."""
+
+    def __init__(self, schedule, verbose: int = 0):
+        self.schedule, self.verbose = schedule, verbose
+
+    def on_train_begin(self, net, epochs, steps):
+        self.net = net
+
+    def on_epoch_begin(self, epoch):
+        lr = float(self.schedule(epoch, float(self.net.optimizer.lr)))
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"LearningRateScheduler: the schedule gave {lr!r} for epoch {epoch}; "
+                             "a learning rate must be a positive number")
+        self.net.optimizer.lr = lr
+        if self.verbose:
+            print(f"epoch {epoch + 1}: learning rate {lr:.3g}")

@@ -80,6 +80,11 @@ def save(out_dir, net, *, epoch: int, config: dict, history: dict, augment=None,
             "optimizer": {**net.optimizer.config(), "steps": int(net.optimizer.steps)},
             "rng": rng_states(net, augment), "config": config, "history": history,
             "input_shape": list(net.input_shape), "weights_metadata": weights_metadata or {}, **(extra or {})}
+    try:
+        from .spec import model_spec
+        meta["spec"] = model_spec(net)
+    except ValueError:       # a layer whose arguments JSON cannot hold: the preset name still rebuilds it
+        pass
     path = out_dir / CHECKPOINT
     save_arrays(path, arrays, meta)
     write_derived(out_dir, net, epoch=epoch, config=config, history=history, weights_metadata=weights_metadata,
@@ -200,7 +205,7 @@ def load_model(out_dir) -> tuple[dict, dict]:
     """(model arrays, weights-file-style metadata) straight from ``out_dir``'s checkpoint."""
     model, _, meta = load(out_dir)
     return model, {**(meta.get("weights_metadata") or {}), "input_shape": meta.get("input_shape"),
-                   "epoch": meta["epoch"]}
+                   "epoch": meta["epoch"], **({"spec": meta["spec"]} if "spec" in meta else {})}
 
 
 # Slots each optimiser keeps per parameter once it has stepped (SGD only with momentum).

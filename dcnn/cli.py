@@ -25,7 +25,8 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
-        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+        # main() adds the one "dcnn: error:" prefix; the subcommand is named in the hint.
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 # --- argument types -------------------------------------------------------------------------
@@ -60,9 +61,40 @@ def _learning_rate(text):
 def _dataset_name(text):
     from . import datasets
     try:
-        return datasets.get_spec(text).name
+        return datasets.canonical(text)     # a built-in name, or the path of your own data
     except datasets.DatasetError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _data_path(text):
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text} does not exist (give a folder of images, one subfolder per "
+                                         "class, or a .npz file)")
+    return str(path)
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.1, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _image_size(text):
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        size = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW or one number, such as 28x28 or 64; got {text!r}") from None
+    if len(size) == 1:
+        size *= 2
+    if len(size) != 2 or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected HxW of positive numbers; got {text!r}")
+    return size
 
 
 def _preset_name(text):
@@ -91,7 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model preset on a dataset (the main job)",
                        description="Train a model preset on a dataset, with a checkpoint after every epoch. "
                                    "With no options: the default preset on Fashion-MNIST.")
-    p.add_argument("--dataset", type=_dataset_name, metavar="NAME", help="fashion-mnist (default), mnist or cifar10")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--dataset", type=_dataset_name, metavar="NAME", help="fashion-mnist (default), mnist or cifar10")
+    data.add_argument("--data", type=_data_path, metavar="PATH",
+                      help="your own data: a folder of images with one subfolder per class (or train/ and test/ "
+                           "folders of those), or a .npz file with x_train, y_train[, x_test, y_test, classes]")
     p.add_argument("--model", type=_preset_name, metavar="PRESET",
                    help=f"preset: {', '.join(presets.PRESETS)} (default {presets.DEFAULT})")
     p.add_argument("--epochs", type=_positive_int, metavar="N", help="number of epochs (default: the preset's)")
@@ -106,7 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: runs/<dataset>-<model>, numbered if taken)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (default: the latest run "
                                                          "of this dataset and model) from its last checkpoint")
-    p.add_argument("--limit", type=_positive_int, metavar="N", help="train on the first N training images only")
+    p.add_argument("--limit", type=_positive_int, metavar="N",
+                   help="a quick run: the first N training images, and the first N test images for the test pass")
+    p.add_argument("--val-split", type=_fraction, metavar="F",
+                   help="hold out this share (e.g. 0.1) of the training images as a validation set, reported "
+                        "each epoch as 'val'; the test set is then used once, at the end")
+    p.add_argument("--image-size", type=_image_size, metavar="HxW",
+                   help="with --data FOLDER: the size pictures are scaled to, aspect kept (default: the first's)")
+    p.add_argument("--channels", type=int, choices=(1, 3), help="with --data FOLDER: 1 grayscale or 3 RGB "
+                                                                 "(default: the first picture's)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random shifts (up to 2 px) and left-right flips of training images")
     p.add_argument("--data-dir", type=Path, metavar="DIR", help="folder with the dataset files (else $DCNN_DATA, the cache, "
@@ -122,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix on a test set")
     p.add_argument("weights", type=Path, help="a weights file (.safetensors) or a run folder")
-    p.add_argument("--dataset", type=_dataset_name, help="default: the one the weights were trained on")
+    p.add_argument("--dataset", type=_dataset_name, help="a built-in dataset or your data's folder or .npz file "
+                                                         "(default: the one the weights were trained on)")
     p.add_argument("--model", type=_preset_name, help="default: the preset the weights were trained with")
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--backend", type=_backend_name)
@@ -132,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify image files (PNG, JPEG) with trained weights")
     p.add_argument("weights", type=Path, help="a weights file (.safetensors) or a run folder")
-    p.add_argument("images", type=Path, nargs="+", help="image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, folders of images or glob patterns ('photos/*.jpg'); a file that cannot be "
+                        "read is reported and the others still classified (exit status 1)")
     p.add_argument("--model", type=_preset_name, help="default: the preset the weights were trained with")
     p.add_argument("--top", type=_positive_int, default=3, help="how many classes to show (default 3)")
     p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
@@ -140,6 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", type=_backend_name)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write a trained model as an ONNX file (for ONNX Runtime and other tools)",
+                       description="Export a run folder or .safetensors model to ONNX: float32 (N, C, H, W) images "
+                                   "in, class probabilities out. Needs: pip install onnx onnxruntime.")
+    p.add_argument("weights", type=Path, help="a weights file (.safetensors) or a run folder")
+    p.add_argument("out", type=Path, help="the .onnx file to write")
+    p.add_argument("--model", type=_preset_name, help="the preset, for older weights files without a model spec")
+    p.add_argument("--logits", action="store_true", help="output the scores before the softmax")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="the backend chosen and why, the device, versions, datasets found")
     p.add_argument("--backend", type=_backend_name)
@@ -303,23 +359,27 @@ def _train(args, quiet: bool = False) -> int:
     out_stream = sys.stderr if args.json else sys.stdout
     echo = (lambda text="": None) if quiet else _echo_to(out_stream)
 
-    dataset = args.dataset or "fashion-mnist"
+    dataset = args.data or args.dataset or "fashion-mnist"
     model = args.model or presets.DEFAULT
-    out = args.out if args.out is not None else _default_out(dataset, model, args.resume)
+    out = args.out if args.out is not None else _default_out(Path(dataset).stem if args.data else dataset, model,
+                                                             args.resume)
     if not args.resume and (out / CHECKPOINT).exists():
         raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     backend = _use_backend(args.backend)
     if distributed.active() is not None:
         distributed.set_threads(backend, distributed.active().threads)
-    requested = {"dataset": args.dataset, "model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
+    requested = {"dataset": args.data or args.dataset, "model": args.model, "val_split": args.val_split,
+                 "image_size": args.image_size, "channels": args.channels, "epochs": args.epochs, "batch_size": args.batch_size,
                  "optimizer": args.optimizer, "lr": args.lr, "seed": args.seed, "limit": args.limit,
                  "augment": args.augment, "data_dir": None if args.data_dir is None else str(args.data_dir)}
     config = TrainConfig(**{k: v for k, v in requested.items() if v is not None})
     result = train(config, out, resume=args.resume, requested=requested, backend=backend,
                    progress=not args.no_progress, log_every=args.log_every, echo=echo)
     acc = result["test_accuracy"]
-    echo(f"done: {result['model']} on {result['dataset']}: test accuracy {acc:.4f} (loss {result['test_loss']:.4f}) "
-         f"after {result['epochs']} epochs" if acc is not None else f"done: {result['epochs']} epochs")
+    epochs = f"{result['epochs']} epoch" + ("" if result["epochs"] == 1 else "s")
+    val = (f", validation accuracy {result['val_accuracy']:.4f}" if result.get("val_accuracy") is not None else "")
+    echo(f"done: {result['model']} on {result['dataset']}: test accuracy {acc:.4f} (loss {result['test_loss']:.4f}, "
+         f"{result['test_images']:,} images){val} after {epochs}" if acc is not None else f"done: {epochs}")
     ips = result["images_per_second"]
     echo(f"      {_fmt_seconds(result['seconds'])} in all"
          + (f", {ips:,.0f} training images/s" if ips else "") + f" on {result['backend']}")
@@ -329,97 +389,12 @@ def _train(args, quiet: bool = False) -> int:
     return 0
 
 
-# --- loading trained weights ----------------------------------------------------------------------
-
-def _weights_path(path: Path) -> Path:
-    from .checkpoint import WEIGHTS
-    if path.is_dir():
-        path = path / WEIGHTS
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    return path
-
-
-def load_trained(path: Path, model: str | None = None, backend=None):
-    """(net, metadata, weights path) for a weights file or run folder."""
-    from . import presets
-    from .fileio import load_arrays
-    folder = Path(path)
-    path = _weights_path(folder)
-    arrays, meta = load_arrays(path)
-    if folder.is_dir():
-        arrays, meta = _newer_checkpoint(folder, arrays, meta)
-    name = model or meta.get("preset")
-    if name is None:
-        raise ValueError(f"{path} does not say which preset it belongs to; pass --model")
-    preset = presets.get_preset(name)
-    if not meta.get("input_shape") or not meta.get("classes"):
-        raise ValueError(f"{path} lacks its input shape or class names (was it written by dcnn train?)")
-    input_shape = _checked_metadata(path, meta)
-    classes = meta["classes"]
-    try:
-        net = preset.build(input_shape, len(classes), backend=backend)
-        net.load_state_dict(arrays, source=str(path))
-    except ValueError as exc:
-        raise ValueError(f"the weights in {path} do not fit the {preset.name!r} preset: {_first_clause(exc)}") \
-            from None
-    return net, meta, path
-
-
-MAX_CLASSES = 100_000
-
-
-def _checked_metadata(path, meta: dict) -> tuple:
-    """The input shape from a weights file's metadata, after checking it and the class names."""
-    from .validation import check_input_shape
-    try:
-        shape = check_input_shape(meta["input_shape"], name="metadata 'input_shape'")
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{path}: {exc}; the file is damaged or was not written by dcnn train") from None
-    if len(shape) != 3:
-        raise ValueError(f"{path}: metadata 'input_shape' must be (channels, height, width); got {shape}")
-    classes = meta["classes"]
-    if not (isinstance(classes, list) and 0 < len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes)):
-        raise ValueError(f"{path}: metadata 'classes' must be a list of names (at most {MAX_CLASSES:,}); "
-                         "the file is damaged or was not written by dcnn train")
-    return shape
-
-
-def _newer_checkpoint(folder: Path, arrays: dict, meta: dict):
-    """A run folder's weights file can lag its checkpoint (a kill between the two writes, before any
-    --resume repaired it): the checkpoint is the source, so its model is used then."""
-    from . import checkpoint
-    saved_epoch = checkpoint.read_epoch(folder)
-    if saved_epoch is None or saved_epoch == meta.get("epoch"):
-        return arrays, meta
-    model, model_meta = checkpoint.load_model(folder)
-    if not model_meta.get("classes"):      # a checkpoint from before weights_metadata was stored
-        return arrays, meta
-    return model, model_meta
-
-
-def _first_clause(exc) -> str:
-    text = str(exc)
-    return text if len(text) < 300 else text[:297] + "..."
-
-
-def _run_config(weights_path: Path) -> dict:
-    from .checkpoint import CONFIG
-    try:
-        return json.loads((weights_path.parent / CONFIG).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 # --- evaluate -------------------------------------------------------------------------------------
-
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
-    """rows: true class, columns: predicted class."""
-    return np.bincount(labels * classes + predicted, minlength=classes * classes).reshape(classes, classes)
-
 
 def cmd_evaluate(args) -> int:
     from . import datasets
+    from .loading import load_trained, run_config
+    from .metrics import confusion_matrix, per_class_accuracy
     backend = _use_backend(args.backend)
     net, meta, path = load_trained(args.weights, args.model, backend)
     name = args.dataset or meta.get("dataset")
@@ -427,8 +402,9 @@ def cmd_evaluate(args) -> int:
         raise ValueError(f"{path} does not say which dataset it was trained on; pass --dataset")
     data_dir = args.data_dir
     if data_dir is None and args.dataset is None:   # a run folder remembers where its data came from
-        data_dir = _run_config(path).get("data_dir")
-    data = datasets.load(name, data_dir)
+        data_dir = run_config(path).get("data_dir")
+    c, h, w = net.input_shape
+    data = datasets.load(name, data_dir, image_size=(h, w), channels=c if c in (1, 3) else None)
     classes = list(meta["classes"])
     if data.input_shape != net.input_shape or data.num_classes != len(classes):
         raise ValueError(f"{path} was trained for inputs {net.input_shape} and {len(classes)} classes; "
@@ -436,7 +412,7 @@ def cmd_evaluate(args) -> int:
     probs = net.predict(data.x_test, batch_size=args.batch_size)
     predicted = np.argmax(probs, axis=1)
     cm = confusion_matrix(data.y_test, predicted, len(classes))
-    per_class = np.diag(cm) / np.maximum(cm.sum(axis=1), 1)
+    per_class = per_class_accuracy(cm)
     accuracy = float(np.trace(cm) / cm.sum())
     if args.json:
         print(json.dumps({"weights": str(path), "dataset": data.name, "model": meta.get("preset"),
@@ -463,41 +439,54 @@ def cmd_evaluate(args) -> int:
 
 # --- predict --------------------------------------------------------------------------------------
 
-def load_images(paths, input_shape, invert: str = "auto") -> np.ndarray:
-    """Image files -> float32 (N, C, H, W) in [0, 1], resized to the model's input (see dcnn.imagefiles)."""
-    from .imagefiles import read_image
-    c, h, w = input_shape
-    out = []
-    for path in paths:
-        try:
-            a = read_image(path, c, (h, w))
-        except ImportError as exc:
-            raise ValueError(str(exc)) from None
-        if c == 1 and invert != "no":
-            border = np.concatenate([a[0, 0], a[0, -1], a[0, :, 0], a[0, :, -1]])
-            if invert == "yes" or border.mean() > 0.5:  # (Fashion-)MNIST: light object on a black background
-                a = 1.0 - a
-        out.append(a)
-    return np.stack(out).astype(np.float32)
-
-
 def cmd_predict(args) -> int:
+    """Each image on its own: a file that cannot be read is reported and the rest go on (exit 1 at the end)."""
+    from .imagefiles import expand_image_paths, model_image
+    from .loading import load_trained
     backend = _use_backend(args.backend)
     net, meta, path = load_trained(args.weights, args.model, backend)
     classes = list(meta["classes"])
-    x = load_images(args.images, net.input_shape, args.invert)
-    probs = net.predict(x)
+    paths = expand_image_paths(args.images)
+    images, good, failures = [], [], []
+    for image in paths:
+        try:
+            images.append(model_image(image, net.input_shape, args.invert))
+            good.append(image)
+        except ImportError as exc:          # Pillow missing: the same for every file
+            raise ValueError(str(exc)) from None
+        except (ValueError, OSError) as exc:
+            failures.append({"image": str(image), "error": " ".join(str(exc).split())})
+            if not args.json:
+                _error(failures[-1]["error"])
+    probs = net.predict(np.stack(images)) if images else np.zeros((0, len(classes)), np.float32)
     top = min(args.top, len(classes))
     results = []
-    for image, p in zip(args.images, probs):
+    for image, p in zip(good, probs):
         order = np.argsort(-p)[:top]
         results.append({"image": str(image), "top": [{"class": classes[i], "index": int(i),
                                                       "probability": float(p[i])} for i in order]})
     if args.json:
-        print(json.dumps({"weights": str(path), "predictions": results}))
-        return 0
-    for r in results:
-        print(f"{r['image']}: " + ", ".join(f"{t['class']} {t['probability']:.1%}" for t in r["top"]))
+        print(json.dumps({"weights": str(path), "predictions": results, "errors": failures}))
+    else:
+        for r in results:
+            print(f"{r['image']}: " + ", ".join(f"{t['class']} {t['probability']:.1%}" for t in r["top"]))
+        if failures:
+            _error(f"{len(failures)} of {len(paths)} image(s) could not be read")
+    return EXIT_FAILED if failures else 0
+
+
+# --- export ---------------------------------------------------------------------------------------
+
+def cmd_export(args) -> int:
+    from .export import export_onnx
+    from .loading import load_trained
+    net, meta, path = load_trained(args.weights, args.model, _use_backend("numpy"))
+    try:
+        out = export_onnx(net, args.out, classes=meta["classes"], logits=args.logits)
+    except ImportError as exc:
+        raise ValueError(str(exc)) from None
+    print(f"{out}: {meta.get('preset') or 'model'} from {path}, input (N, {', '.join(map(str, net.input_shape))}), "
+          f"{'logits' if args.logits else 'probabilities'} for {len(meta['classes'])} classes")
     return 0
 
 
@@ -522,13 +511,20 @@ def cmd_info(args) -> int:
         if v:
             versions[dist] = v
     found = {}
+    problems = []
     for name in datasets.names():
-        folder, _ = datasets.locate(datasets.get_spec(name))
+        try:
+            folder, _ = datasets.locate(datasets.get_spec(name))
+        except datasets.DatasetError as exc:     # e.g. $DCNN_DATA names a folder that does not exist
+            folder = None
+            if str(exc) not in problems:
+                problems.append(str(exc))
         found[name] = str(folder) if folder else None
     info = {"backend": backend.name, "device": backend.describe(), "reason": backend.reason,
             "DCNN_BACKEND": os.environ.get("DCNN_BACKEND"), "available_backends": backends.available(),
             "versions": versions, "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "datasets": found, "cache": str(datasets.cache_dir()), "presets": list(presets.PRESETS)}
+            "datasets": found, "cache": str(datasets.cache_dir()), "presets": list(presets.PRESETS),
+            "data_problems": problems}
     if args.json:
         print(json.dumps(info))
         return 0
@@ -540,6 +536,8 @@ def cmd_info(args) -> int:
     print("versions:  " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     print("datasets:  " + ", ".join(f"{k}: {v or 'not found (downloaded on first use)'}" for k, v in found.items()))
     print(f"presets:   {', '.join(f'{p} (default)' if p == presets.DEFAULT else p for p in presets.PRESETS)}")
+    for problem in problems:
+        print(f"note:      {problem}")
     return 0
 
 

@@ -138,13 +138,32 @@ class Dataset:
         return len(self.classes)
 
     def limit(self, count: int | None) -> "Dataset":
-        """The first ``count`` training images (the test set is kept whole)."""
-        if count is None or count >= len(self.y_train):
+        """The first ``count`` training images and the first ``count`` test images: a quick run
+        is quick to test too (a test pass over all 10,000 images after 100 training ones would not be)."""
+        if count is None or count >= max(len(self.y_train), len(self.y_test)):
             return self
         if count < 1:
             raise ValueError(f"limit must be a positive number of training images; got {count}")
-        return Dataset(self.name, self.x_train[:count], self.y_train[:count], self.x_test, self.y_test,
+        return Dataset(self.name, self.x_train[:count], self.y_train[:count], self.x_test[:count], self.y_test[:count],
                        self.classes, self.source, dict(self.meta))
+
+    def split_validation(self, fraction: float, seed: int = 0) -> tuple["Dataset", tuple]:
+        """(this dataset less a held-out ``fraction`` of its training images, (x_val, y_val)).
+
+        The held-out images are a seeded random sample, never trained on; the test set is untouched.
+        """
+        if not (isinstance(fraction, (int, float)) and 0 < fraction < 1):
+            raise ValueError(f"the validation split must be a fraction between 0 and 1; got {fraction!r}")
+        n = len(self.y_train)
+        n_val = int(round(n * fraction))
+        if not 0 < n_val < n:
+            raise ValueError(f"a validation split of {fraction} leaves no training or no validation images "
+                             f"out of {n}")
+        order = np.random.default_rng(np.random.SeedSequence([int(seed), 0x7A1])).permutation(n)
+        val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+        rest = Dataset(self.name, self.x_train[train], self.y_train[train], self.x_test, self.y_test, self.classes,
+                       self.source, dict(self.meta))
+        return rest, (self.x_train[val], self.y_train[val])
 
     def __repr__(self):
         return (f"Dataset({self.name!r}, train {self.x_train.shape}, test {self.x_test.shape}, "
@@ -153,6 +172,25 @@ class Dataset:
 
 def names() -> list[str]:
     return list(SPECS)
+
+
+def is_path(name) -> bool:
+    """Whether ``name`` means your own data (a folder or .npz file) rather than a built-in dataset."""
+    if isinstance(name, os.PathLike):
+        return True
+    key = str(name).strip().lower()
+    return ALIASES.get(key, key) not in SPECS
+
+
+def canonical(name) -> str:
+    """A built-in dataset's name, or your data's path (which must exist)."""
+    if not is_path(name):
+        return get_spec(name).name
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise DataNotFoundError(f"unknown dataset {str(name)!r}; valid ones are: {', '.join(SPECS)}, or the path of "
+                                "an existing folder of images (one subfolder per class) or .npz file")
+    return str(path)
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -176,6 +214,9 @@ def search_dirs(spec: DatasetSpec, data_dir=None) -> list[tuple[str, Path]]:
     if explicit is not None:
         what = "--data-dir" if data_dir is not None else "$DCNN_DATA"
         root = Path(explicit).expanduser()
+        if not root.exists():    # a typo must not silently train on another copy
+            raise DataNotFoundError(f"{root} ({what}) does not exist; point {what} at the folder that holds "
+                                    f"the {spec.title} files, or leave it out to use the cache or the system copy")
         places += [(what, root / spec.name), (what, root)]
     places.append(("user cache", cache_dir() / spec.name))
     places += [("system copy", Path(d)) for d in spec.system_dirs]
@@ -205,12 +246,18 @@ def locate(spec: DatasetSpec, data_dir=None) -> tuple[Path | None, list[str]]:
 
 
 def load(name: str = "fashion-mnist", data_dir=None, *, download: bool = True, verify: bool = True,
-         progress: bool = False) -> Dataset:
+         progress: bool = False, image_size=None, channels: int | None = None) -> Dataset:
     """Load a dataset: local copies first, then a checked download into the cache.
 
+    ``name`` is a built-in dataset (fashion-mnist, mnist, cifar10) or the path of your own
+    data: a folder of images with one subfolder per class, or a .npz file (see dcnn.userdata;
+    ``image_size`` and ``channels`` apply to image folders).
     ``verify=False`` skips the checksums (for files you made yourself); the format
     and size checks always run.
     """
+    if is_path(name):
+        from .userdata import load_path
+        return load_path(canonical(name), image_size=image_size, channels=channels)   # (says what exists)
     spec = get_spec(name)
     folder, searched = locate(spec, data_dir)
     if folder is None:

@@ -25,7 +25,7 @@ def _pillow():
     try:
         from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError as exc:
-        raise ImportError("reading image files needs Pillow: pip install pillow") from exc
+        raise ImportError("reading image files needs Pillow: pip install pillow (in a clone of dcnn: pip install -e '.[images]')") from exc
     return Image, ImageOps, UnidentifiedImageError
 
 
@@ -60,12 +60,35 @@ def _resize(a: np.ndarray, size, Image) -> np.ndarray:
                                 .resize((w, h), Image.Resampling.BILINEAR)) for i in range(a.shape[-1])], axis=-1)
 
 
-def read_image(path, channels: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
+def _pad_to_aspect(a: np.ndarray, size) -> np.ndarray:
+    """Pad (H, W, C) with its own border colour to the aspect ratio of ``size``, image centred,
+    so that the resize after it scales the picture without stretching it."""
+    h, w = a.shape[:2]
+    th, tw = size
+    if h * tw == w * th:
+        return a
+    if h * tw > w * th:          # too tall: widen
+        new_h, new_w = h, max(w, int(round(h * tw / th)))
+    else:                        # too wide: heighten
+        new_h, new_w = max(h, int(round(w * th / tw))), w
+    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]).mean(axis=0)
+    out = np.empty((new_h, new_w, a.shape[2]), np.float32)
+    out[...] = border
+    top, left = (new_h - h) // 2, (new_w - w) // 2
+    out[top:top + h, left:left + w] = a
+    return out
+
+
+def read_image(path, channels: int | None = None, size: tuple[int, int] | None = None,
+               fit: str = "stretch") -> np.ndarray:
     """One image file as (C, H, W) float32 in [0, 1].
 
     ``channels`` 1 gives grayscale, 3 RGB (default: gray images stay gray, others RGB);
-    ``size`` (H, W) resizes to the model's input.
+    ``size`` (H, W) resizes to the model's input: ``fit="pad"`` keeps the aspect ratio
+    (the picture is padded with its border colour first), ``"stretch"`` does not.
     """
+    if fit not in ("pad", "stretch"):
+        raise ValueError(f"fit must be 'pad' or 'stretch'; got {fit!r}")
     Image, ImageOps, UnidentifiedImageError = _pillow()
     path = Path(path)
     if path.is_dir():
@@ -97,5 +120,52 @@ def read_image(path, channels: int | None = None, size: tuple[int, int] | None =
     elif channels == 3 and pixels.shape[-1] == 1:
         pixels = np.repeat(pixels, 3, axis=-1)
     if size is not None:
+        if fit == "pad":
+            pixels = _pad_to_aspect(pixels, size)
         pixels = _resize(pixels, size, Image)
     return np.ascontiguousarray(np.clip(np.moveaxis(pixels, -1, 0), 0, 1), dtype=np.float32)
+
+
+def model_image(path, input_shape, invert: str = "auto") -> np.ndarray:
+    """An image file exactly as ``dcnn predict`` classifies it (and ``dcnn visualize --image`` shows it):
+    (C, H, W) float32, the aspect ratio kept (padded, not stretched), and for a one-channel model
+    inverted to the light-on-dark look of (Fashion-)MNIST when ``invert`` is "yes", or "auto" and
+    the picture's border is light."""
+    if invert not in ("auto", "yes", "no"):
+        raise ValueError(f"invert must be 'auto', 'yes' or 'no'; got {invert!r}")
+    c, h, w = input_shape
+    a = read_image(path, c, (h, w), fit="pad")
+    if c == 1 and invert != "no":
+        border = np.concatenate([a[0, 0], a[0, -1], a[0, :, 0], a[0, :, -1]])
+        if invert == "yes" or border.mean() > 0.5:
+            a = 1.0 - a
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def load_images(paths, input_shape, invert: str = "auto") -> np.ndarray:
+    """Image files -> float32 (N, C, H, W) in [0, 1], each as ``model_image`` reads it."""
+    return np.stack([model_image(p, input_shape, invert) for p in paths]).astype(np.float32)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def expand_image_paths(items) -> list[Path]:
+    """Files as given, folders as the image files in them (sorted), globs expanded (for predict).
+
+    A pattern that matches nothing stays as it is, so that it is reported as not found.
+    """
+    import glob
+    out = []
+    for item in items:
+        text = str(item)
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            out += found or [path]       # an empty folder stays, to be reported as holding no image
+        elif not path.exists() and glob.has_magic(text):
+            matches = sorted(glob.glob(text, recursive=True))
+            out += [Path(m) for m in matches] if matches else [path]
+        else:
+            out.append(path)
+    return out

@@ -1,10 +1,12 @@
 """DCNNetwork: the seed's add_layer / compile / fit API, made whole."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 import backends
-from .callbacks import CallbackList, History
+from .callbacks import CallbackList, History, ProgbarLogger
 from .fileio import load_arrays, save_arrays
 from .layers import Layer, Sequential, Softmax
 from .layers.container import run_order
@@ -177,6 +179,8 @@ class DCNNetwork:
         ``validation_split`` holds out that fraction of the data (its tail, as Keras does)
         when no ``validation_data`` is given.  ``augment`` is an optional callable ``(device_batch) -> device_batch`` applied
         to each training batch (e.g. random crops); ``initial_epoch`` resumes a run.
+        ``verbose``: 0 silent, 1 a live progress bar per epoch (tqdm.auto: a widget in notebooks), 2 one line
+        per epoch, as in Keras.
         Metrics are summed on the device and read once per epoch.
         """
         self._check_batch_size(batch_size)
@@ -204,7 +208,9 @@ class DCNNetwork:
         n = xd.shape[0]
         steps = -(-n // batch_size)
         self.stop_training = False
-        cbs = CallbackList(list(callbacks) + ([_EpochPrinter()] if verbose else []))
+        if verbose not in (0, 1, 2, True, False):
+            raise ValueError(f"verbose must be 0 (silent), 1 (a progress bar) or 2 (one line per epoch); got {verbose!r}")
+        cbs = CallbackList(list(callbacks) + ([ProgbarLogger(int(verbose))] if verbose else []))
         cbs.on_train_begin(self, epochs=epochs, steps=steps)
         for epoch in range(initial_epoch, epochs):
             order = self.shuffle_rng.permutation(n) if shuffle else np.arange(n)
@@ -277,10 +283,27 @@ class DCNNetwork:
         return self.backend.to_numpy(xp.concat(outs, axis=0))
 
     # --- describing -----------------------------------------------------------
-    def summary(self, print_fn=print) -> str:
-        """Each layer's output shape and parameter count, and the total (the seed's print_dimension).
-        Layers inside containers (a Residual's body and shortcut) get indented rows of their own,
-        keyed as in the state dict."""
+    def parameter_counts(self) -> tuple[int, int]:
+        """(trainable, non-trainable): frozen weights and float buffers (BatchNorm's running statistics)
+        count as non-trainable, as in Keras."""
+        self._require_built()
+        trainable = frozen = 0
+        for _, layer in self.model.named_layers():
+            count = layer.param_count()
+            if layer.trainable:
+                trainable += count
+            else:
+                frozen += count
+            frozen += sum(int(np.prod(b.shape)) for b in layer.buffers.values()
+                          if "float" in str(getattr(b, "dtype", "")))
+        return trainable, frozen
+
+    def summary(self, print_fn=print):
+        """Each layer's output shape and parameter count, and the trainable and non-trainable totals.
+
+        Prints the table with ``print_fn`` and returns None, as Keras does (so a notebook shows it
+        once); ``print_fn=None`` returns the text instead of printing it.
+        """
         self._require_built()
         rows = [("#", "layer", "output shape", "params")]
         shape = self.input_shape
@@ -295,11 +318,24 @@ class DCNNetwork:
         widths = [max(len(r[c]) for r in rows) for c in range(4)]
         fmt = lambda r: "  ".join(v.ljust(w) if c < 3 else v.rjust(w) for c, (v, w) in enumerate(zip(r, widths)))
         rule = "-" * len(fmt(rows[0]))
-        text = "\n".join([fmt(rows[0]), rule] + [fmt(r) for r in rows[1:]] + [rule,
-                         f"total parameters: {self.model.param_count():,}  (backend: {self.backend.describe()})"])
-        if print_fn:
-            print_fn(text)
-        return text
+        trainable, frozen = self.parameter_counts()
+        text = "\n".join([fmt(r) for r in rows[:1]] + [rule] + [fmt(r) for r in rows[1:]] + [rule,
+                         f"total parameters: {trainable + frozen:,}  (trainable: {trainable:,}, "
+                         f"non-trainable: {frozen:,})",
+                         f"backend: {self.backend.describe()}"])
+        if print_fn is None:
+            return text
+        print_fn(text)
+        return None
+
+    def __repr__(self) -> str:
+        lines = [f"  ({i}): {layer.describe()}" for i, layer in enumerate(self.layers)]
+        shape = "not built" if self.input_shape is None else f"input_shape={self.input_shape}"
+        tail = ""
+        if self.model.built:
+            trainable, frozen = self.parameter_counts()
+            tail = f", {trainable:,} trainable and {frozen:,} non-trainable parameters"
+        return f"DCNNetwork({shape}{tail}, backend={self.backend.name}\n" + "\n".join(lines) + "\n)"
 
     # --- state ----------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -336,10 +372,22 @@ class DCNNetwork:
             layers[prefix].set_state(name, self.backend.from_numpy(value))
 
     def save_weights(self, path, metadata: dict | None = None) -> None:
-        """A safetensors file with torch.nn.Sequential keys, written atomically."""
+        """A safetensors file with torch.nn.Sequential keys, written atomically; its metadata holds
+        the architecture as a JSON layer spec (dcnn.spec) when every layer's arguments can be stored."""
+        from .spec import SpecError, model_spec
         meta = {"format": "dcnn", "input_shape": list(self.input_shape or ()),
-                "layers": [layer.describe() for layer in self.layers], **(metadata or {})}
-        save_arrays(path, self.state_dict(), meta)
+                "layers": [layer.describe() for layer in self.layers]}
+        try:
+            meta["spec"] = model_spec(self)
+        except SpecError as exc:
+            warnings.warn(f"{path}: the architecture is not stored ({exc}); load it with a preset name")
+        save_arrays(path, self.state_dict(), {**meta, **(metadata or {})})
+
+    def save(self, path, *, classes=None, metadata: dict | None = None):
+        """Weights, architecture and class names in one .safetensors file: ``dcnn.load(path)``,
+        ``dcnn evaluate``, ``dcnn predict`` and ``dcnn visualize`` all read it."""
+        from .loading import save
+        return save(self, path, classes=classes, metadata=metadata)
 
     def load_weights(self, path) -> dict:
         """Load weights saved by dcnn or converted from PyTorch; returns the file's metadata."""
@@ -366,14 +414,3 @@ class DCNNetwork:
 def _spans(n: int, batch_size: int):
     """(start, stop) of each batch; stops never pass n (the array API forbids it)."""
     return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
-
-
-class _EpochPrinter:
-    """verbose=1: one line per epoch."""
-
-    def on_train_begin(self, net, epochs, steps):
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch, logs):
-        parts = "  ".join(f"{k}={v:.4f}" for k, v in logs.items())
-        print(f"epoch {epoch + 1}/{self.epochs}  {parts}", flush=True)

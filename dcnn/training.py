@@ -15,6 +15,7 @@ Ctrl-C finishes the current batch, writes a checkpoint and raises ``Interrupted`
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import threading
@@ -26,7 +27,7 @@ import numpy as np
 
 import backends
 from . import checkpoint, datasets, distributed, presets, runfolder
-from .callbacks import Callback
+from .callbacks import Callback, StepwiseLR, one_cycle
 
 
 class TrainingError(Exception):
@@ -43,7 +44,12 @@ class Interrupted(TrainingError):
 
 @dataclass
 class TrainConfig:
-    """What defines a run (saved in its checkpoint).  ``None`` means "the preset's choice"."""
+    """What defines a run (saved in its checkpoint).  ``None`` means "the preset's choice".
+
+    ``dataset`` is a built-in dataset's name or the path of your own data (an image folder with
+    one subfolder per class, or a .npz file); ``image_size`` and ``channels`` apply to image
+    folders; ``val_split`` holds that share of the training images out as a validation set.
+    """
     dataset: str = "fashion-mnist"
     model: str = presets.DEFAULT
     epochs: int | None = None
@@ -54,13 +60,16 @@ class TrainConfig:
     limit: int | None = None
     augment: bool | None = None
     data_dir: str | None = None
+    val_split: float | None = None
+    image_size: list | None = None
+    channels: int | None = None
 
-    def resolved(self) -> "TrainConfig":
-        """A copy with the preset's defaults filled in and every value checked."""
+    def resolve(self) -> "RunPlan":
+        """The run's whole plan, resolved once: the configuration with the preset's defaults filled in
+        and every value checked, the preset itself and the optimiser's options."""
         preset = presets.get_preset(self.model)
-        spec = datasets.get_spec(self.dataset)
         c = TrainConfig(**asdict(self))
-        c.model, c.dataset = preset.name, spec.name
+        c.model, c.dataset = preset.name, datasets.canonical(self.dataset)
         c.epochs = preset.epochs if c.epochs is None else c.epochs
         c.batch_size = preset.batch_size if c.batch_size is None else c.batch_size
         c.optimizer = (preset.optimizer if c.optimizer is None else c.optimizer).lower()
@@ -76,13 +85,27 @@ class TrainConfig:
         if not (isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr > 0):
             raise ValueError(f"learning rate must be a positive number; got {c.lr!r}")
         c.lr = float(c.lr)
-        return c
+        if c.val_split is not None and not (isinstance(c.val_split, (int, float)) and 0 < c.val_split < 1):
+            raise ValueError(f"the validation split must be a fraction between 0 and 1; got {c.val_split!r}")
+        if c.optimizer == preset.optimizer:
+            options = dict(preset.optimizer_options)
+        else:
+            options = {"momentum": 0.9} if c.optimizer == "sgd" else {}
+        return RunPlan(c, preset, options)
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with the preset's defaults filled in and every value checked."""
+        return self.resolve().config
 
     def optimizer_options(self) -> dict:
-        preset = presets.get_preset(self.model)
-        if self.optimizer == preset.optimizer:
-            return dict(preset.optimizer_options)
-        return {"momentum": 0.9} if self.optimizer == "sgd" else {}
+        return self.resolve().optimizer_options
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    config: TrainConfig
+    preset: presets.Preset
+    optimizer_options: dict
 
 
 def _positive_int(what, value, minimum):
@@ -92,9 +115,9 @@ def _positive_int(what, value, minimum):
 
 # --- schedule, augmentation ---------------------------------------------------------------------
 
-class LRSchedule(Callback):
-    """``constant``, or ``onecycle``: linear warm-up over the first 15% of steps from lr/10 to lr,
-    then cosine decay to lr/100.  The rate depends only on (epoch, step)."""
+class LRSchedule(StepwiseLR):
+    """``constant``, or ``onecycle`` (callbacks.one_cycle: linear warm-up over the first 15% of steps
+    from lr/10 to lr, then cosine decay to lr/100).  The rate depends only on (epoch, step)."""
 
     def __init__(self, base_lr: float, kind: str, epochs: int):
         if kind not in ("constant", "onecycle"):
@@ -104,21 +127,7 @@ class LRSchedule(Callback):
     def lr_at(self, global_step: int) -> float:
         if self.kind == "constant":
             return self.base_lr
-        t = min(global_step / max(self.total, 1), 1.0)
-        warm = 0.15
-        if t < warm:
-            return self.base_lr * (0.1 + 0.9 * t / warm)
-        return self.base_lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (t - warm) / (1 - warm))))
-
-    def on_train_begin(self, net, epochs, steps):
-        self.net, self.steps, self.total = net, steps, steps * self.epochs
-
-    def on_epoch_begin(self, epoch):
-        self.epoch = epoch
-        self.net.optimizer.lr = self.lr_at(epoch * self.steps)
-
-    def on_batch_end(self, step, device_logs):
-        self.net.optimizer.lr = self.lr_at(self.epoch * self.steps + step + 1)
+        return one_cycle(self.base_lr, global_step / max(self.total, 1))
 
 
 class RandomShiftFlip:
@@ -184,7 +193,8 @@ class Monitor(Callback):
     FACTOR = 3.0
 
     def __init__(self, log_every: int = 10, progress: bool = True, file=None, echo=None, patience: int = 3,
-                 reference_loss: float | None = None):
+                 reference_loss: float | None = None, held_out: str = "test"):
+        self.held_out = held_out     # what the val_* metrics measure: "test" or "val" (a validation split)
         self.log_every, self.progress, self.file, self.echo = max(1, int(log_every)), progress, file, echo
         self.patience = max(1, int(patience))
         self.lowest = reference_loss if reference_loss is not None and math.isfinite(reference_loss) else None
@@ -219,8 +229,9 @@ class Monitor(Callback):
         self.bar = None
         if self.progress:
             from tqdm.auto import tqdm
+            file = self.file or sys.stderr
             self.bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch",
-                            file=self.file or sys.stderr, dynamic_ncols=True, leave=True,
+                            file=file, dynamic_ncols=_is_terminal(file), ncols=_columns(file), leave=True,
                             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
 
     def on_batch_end(self, step, logs):
@@ -292,17 +303,31 @@ class Monitor(Callback):
         if self.bar is not None:
             if "val_accuracy" in logs:
                 rate = f" {self.seen / self.epoch_seconds[-1]:,.0f} img/s" if self.epoch_seconds else ""
-                self.bar.set_postfix_str(f"loss={logs['loss']:.3f} acc={logs['accuracy']:.4f} "
-                                         f"test: loss={logs['val_loss']:.3f} acc={logs['val_accuracy']:.4f}{rate}")
+                # Short enough for an 80-column terminal: the held-out accuracy comes first.
+                self.bar.set_postfix_str(f"{self.held_out} acc={logs['val_accuracy']:.4f} "
+                                         f"loss={logs['val_loss']:.3f}; train acc={logs['accuracy']:.3f}{rate}")
             self.bar.close()
         elif self.echo is not None and self.failure is None:   # no bar: one line per epoch
             self.echo(f"epoch {epoch + 1}/{self.epochs}  " + "  ".join(
-                f"{k.replace('val_', 'test_')}={v:.4f}" for k, v in logs.items())
+                f"{k.replace('val_', self.held_out + '_')}={v:.4f}" for k, v in logs.items())
                 + f"  ({self.epoch_seconds[-1] if self.epoch_seconds else 0:.1f}s)")
 
     @property
     def images_per_second(self) -> float:
         return self.images / max(sum(self.epoch_seconds), 1e-9)
+
+
+def _columns(stream) -> int | None:
+    """A terminal's width is read as it changes (dynamic_ncols); elsewhere $COLUMNS, when set, caps the bar."""
+    text = os.environ.get("COLUMNS", "")
+    return int(text) if not _is_terminal(stream) and text.isdigit() and int(text) > 0 else None
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 class Checkpointer(Callback):
@@ -394,7 +419,7 @@ def merge_resume_config(saved: dict, requested: dict) -> TrainConfig:
             continue
         current = getattr(config, key)
         if key in ("model", "dataset"):
-            same = (presets.get_preset(value).name if key == "model" else datasets.get_spec(value).name) == current
+            same = (presets.get_preset(value).name if key == "model" else datasets.canonical(value)) == current
         else:
             same = value == current
         if same:
@@ -443,8 +468,8 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
         if requested is None:  # the fields of ``config`` that differ from the defaults
             requested = {k: v for k, v in asdict(config).items() if v != getattr(TrainConfig(), k)}
         config = merge_resume_config(saved["config"], requested)
-    config = config.resolved()
-    preset = presets.get_preset(config.model)
+    plan = config.resolve()
+    config, preset = plan.config, plan.preset
     if backend is not None:
         backend = backends.use(backend) if isinstance(backend, str) else backend
     else:
@@ -456,11 +481,17 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
     if compiling > 2:
         echo(f"  compiled the {backend.name} kernels in {compiling:.0f} s (cached for later runs)")
     if dataset is None:
-        dataset = datasets.load(config.dataset, config.data_dir, progress=progress)
+        dataset = datasets.load(config.dataset, config.data_dir, progress=progress, image_size=config.image_size,
+                                channels=config.channels)
     data = dataset.limit(config.limit)
+    held_out = "test"
+    validation = (data.x_test, data.y_test) if len(data.y_test) else None
+    if config.val_split:                  # validation from the training images; the test set waits to the end
+        data, validation = data.split_validation(config.val_split, config.seed)
+        held_out = "val"
 
     net = preset.build(data.input_shape, data.num_classes, seed=config.seed, backend=backend)
-    net.compile(config.optimizer, lr=config.lr, label_smoothing=preset.label_smoothing, **config.optimizer_options())
+    net.compile(config.optimizer, lr=config.lr, label_smoothing=preset.label_smoothing, **plan.optimizer_options)
     augment = RandomShiftFlip(backend, config.seed) if config.augment else None
     parallel = None if comm is None else distributed.DataParallel(net, comm, augment=augment)
     history: dict = {}
@@ -489,17 +520,18 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
             echo(f"nothing to do: {initial_epoch} epochs are done; pass --epochs N to train longer")
 
     if initial_epoch == 0:
+        val_note = f", {len(validation[1]):,} validation" if held_out == "val" else ""
         echo(f"training {config.model} ({net.model.param_count():,} parameters) on {data.name}: "
-             f"{len(data.y_train):,} training and {len(data.y_test):,} test images")
+             f"{len(data.y_train):,} training{val_note} and {len(data.y_test):,} test images")
         echo(f"  data from {data.source or 'memory'}; checkpoints to {out_dir}")
-        echo(f"  {config.epochs} epochs, batch {config.batch_size}, {config.optimizer} lr {config.lr:g} "
+        echo(f"  {_count(config.epochs, 'epoch')}, batch {config.batch_size}, {config.optimizer} lr {config.lr:g} "
              f"({preset.schedule}){', augmented' if config.augment else ''}, seed {config.seed}, "
              f"on {backend.describe()}" + (f" x {comm.size} ranks" if comm is not None else ""))
     config_dict = asdict(config)
     weights_meta = _weights_metadata(config, data)
     previous_losses = history.get("loss") or []
     monitor = Monitor(log_every=log_every, progress=progress, echo=echo,
-                      reference_loss=previous_losses[-1] if previous_losses else None)
+                      reference_loss=previous_losses[-1] if previous_losses else None, held_out=held_out)
     net.stop_training = False
     with _SigintHandler(net, echo, immediate=parallel is None) as sigint:
         saver = Checkpointer(out_dir, config_dict, history, monitor, augment, weights_meta, interrupt=sigint,
@@ -508,7 +540,7 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
                *(parallel.callbacks(sigint, log_every) if parallel is not None else ()), monitor, saver, *callbacks]
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a NaN is reported below
             net.fit(data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
-                    validation_data=(data.x_test, data.y_test), verbose=0, callbacks=cbs,
+                    validation_data=validation, verbose=0, callbacks=cbs,
                     initial_epoch=initial_epoch, augment=augment)
 
     if monitor.failure is not None:
@@ -532,8 +564,11 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
 
     if distributed.is_lead():
         _plot_curves(history, out_dir, echo)
-    seconds = time.perf_counter() - started
     last = {k: v[-1] for k, v in history.items() if v}
+    test = {"loss": last.get("val_loss"), "accuracy": last.get("val_accuracy")}
+    if held_out == "val":
+        test = net.evaluate(data.x_test, data.y_test) if len(data.y_test) else {"loss": None, "accuracy": None}
+    seconds = time.perf_counter() - started
     return {
         "dataset": config.dataset, "model": config.model, "backend": backend.describe(),
         "epochs": len(history.get("loss", [])), "batch_size": config.batch_size, "optimizer": config.optimizer,
@@ -541,11 +576,18 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
         "ranks": 1 if comm is None else comm.size,
         "seconds": round(seconds, 2), "train_seconds": round(sum(monitor.epoch_seconds), 2),
         "train_loss": last.get("loss"), "train_accuracy": last.get("accuracy"),
-        "test_loss": last.get("val_loss"), "test_accuracy": last.get("val_accuracy"),
+        "test_loss": test["loss"], "test_accuracy": test["accuracy"], "test_images": int(len(data.y_test)),
+        **({"val_loss": last.get("val_loss"), "val_accuracy": last.get("val_accuracy"),
+            "val_images": int(len(validation[1]))} if held_out == "val" else {}),
         "images_per_second": round(monitor.images_per_second, 1) if monitor.images else None,
         "out": str(out_dir), "weights": str(out_dir / checkpoint.WEIGHTS),
         "history": history,
     }
+
+
+def _count(n: int, noun: str) -> str:
+    """"1 epoch", "4 epochs"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _weights_metadata(config: TrainConfig, data) -> dict:
@@ -553,13 +595,15 @@ def _weights_metadata(config: TrainConfig, data) -> dict:
 
 
 def _plot_curves(history, out_dir, echo):
-    """curves.png via dcnn.viz when matplotlib (and that module) are installed; silently skipped otherwise."""
+    """curves.png via dcnn.viz when matplotlib is installed; without it, a note says how to get it."""
     if not history.get("loss"):
         return
     try:
         import matplotlib  # noqa: F401
         from .viz import plot_training_curves
-    except (ImportError, AttributeError):
+    except ImportError:
+        echo("note: curves.png was not drawn: matplotlib is not installed (pip install matplotlib; "
+             "dcnn visualize draws it later)")
         return
     try:
         plot_training_curves(history, Path(out_dir) / "curves.png")

@@ -58,6 +58,7 @@ def train_tiny(capsys, tiny, *extra):
 def test_train_json_evaluate_predict(tiny, capsys):
     rc, out, err = train_tiny(capsys, tiny, "--json")
     assert rc == 0, err
+    assert "after 1 epoch\n" in err and "1 epochs" not in err and "  1 epoch, batch 16" in err
     result = json.loads(out)                       # stdout is exactly one JSON object
     for key in ("dataset", "model", "backend", "epochs", "seconds", "train_loss", "test_accuracy",
                 "images_per_second"):
@@ -153,7 +154,8 @@ def test_info_says_which_backend_and_why(capsys):
 
 
 def test_confusion_matrix():
-    cm = cli.confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 0]), 3)
+    from dcnn.metrics import confusion_matrix
+    cm = confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 0]), 3)
     assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
 
 

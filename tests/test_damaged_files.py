@@ -8,7 +8,8 @@ import safetensors.numpy
 import backends
 from dcnn import Conv2D, DCNNetwork, Dense, Flatten, checkpoint
 from dcnn.checkpoint import CheckpointError
-from dcnn.cli import load_trained, main
+from dcnn.cli import main
+from dcnn.loading import load_trained
 from dcnn.fileio import load_arrays, read_metadata, save_arrays
 from dcnn.training import TrainConfig, train
 

@@ -75,7 +75,8 @@ def test_idx_round_trip_shapes_dtype_range(isolated):
     np.testing.assert_array_equal(ds.y_test, arrays["t10k-labels-idx1-ubyte.gz"])
     assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
     assert ds.classes[0] == "T-shirt/top" and ds.num_classes == 10 and ds.input_shape == (1, 28, 28)
-    assert ds.limit(4).x_train.shape[0] == 4 and ds.limit(4).x_test.shape[0] == 5
+    assert ds.limit(4).x_train.shape[0] == 4 and ds.limit(4).x_test.shape[0] == 4   # --limit: a quick test pass too
+    assert ds.limit(6).x_test.shape[0] == 5 and ds.limit(12) is ds
 
 
 def test_search_order_explicit_then_env_then_cache_then_system(isolated, monkeypatch):
@@ -96,6 +97,7 @@ def test_search_order_explicit_then_env_then_cache_then_system(isolated, monkeyp
 
 
 def test_not_found_lists_places_and_ways_to_get_it(isolated):
+    (isolated / "nowhere").mkdir()          # empty (a folder that does not exist is an error of its own)
     with pytest.raises(DataNotFoundError) as err:
         datasets.load("fashion-mnist", isolated / "nowhere", download=False)
     message = str(err.value)

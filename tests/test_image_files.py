@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from dcnn.cli import load_images
+from dcnn.imagefiles import load_images
 from dcnn.imagefiles import read_image
 
 Image = pytest.importorskip("PIL.Image")

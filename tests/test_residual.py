@@ -50,7 +50,7 @@ def test_nested_parameters_are_seen_everywhere():
         k for k in state if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
     text = net.summary(print_fn=None)
     assert "\n3.body.0 " in text and "\n5.shortcut.0 " in text
-    assert f"total parameters: {expected:,}" in text
+    assert f"(trainable: {expected:,}," in text          # buffers count as non-trainable, as in Keras
     net.model.train(False)
     assert all(not layer.training for _, layer in net.model.named_modules())
 

@@ -138,7 +138,7 @@ def test_resume_repairs_files_left_behind_by_a_kill_during_the_last_save(tmp_pat
 
 
 def test_evaluate_of_a_run_folder_uses_the_checkpoint_when_the_weights_file_lags(tmp_path):
-    from dcnn.cli import load_trained
+    from dcnn.loading import load_trained
     ds, out = tiny_dataset(), tmp_path / "r"
     run(out, ds, epochs=1)
     stale = (out / checkpoint.WEIGHTS).read_bytes()

@@ -5,6 +5,7 @@ Tolerance of resume-equals-uninterrupted on the CPU: none; the weights, the
 optimiser state and the history must be bit-identical.
 """
 import os
+import re
 import signal
 
 import numpy as np
@@ -225,4 +226,12 @@ def test_progress_bar_shows_running_metrics(tmp_path, capsys):
     train(TrainConfig(epochs=1, batch_size=16, seed=3), tmp_path / "r", dataset=tiny_dataset(), progress=True,
           log_every=2, echo=lambda *a: None)
     err = capsys.readouterr().err
-    assert "epoch 1/1" in err and "img/s" in err and "test: loss=" in err and "acc=" in err
+    assert "epoch 1/1" in err and "img/s" in err and "test acc=" in err and "acc=" in err
+
+
+def test_progress_bar_keeps_test_accuracy_in_80_columns(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")         # an 80-column terminal, as the bar sees it
+    train(TrainConfig(epochs=1, batch_size=16, seed=3), tmp_path / "r", dataset=tiny_dataset(), progress=True,
+          log_every=2, echo=lambda *a: None)
+    last = capsys.readouterr().err.rstrip("\n").split("\r")[-1]
+    assert len(last) <= 80 and re.search(r"test acc=\d\.\d{4}", last), last

@@ -46,7 +46,7 @@ def test_importing_dcnn_and_viz_needs_no_matplotlib():
 
 def test_drawing_without_matplotlib_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    with pytest.raises(ImportError, match=r"pip install 'dcnn\[plot\]'"):
+    with pytest.raises(ImportError, match=r"pip install matplotlib \(in a clone of dcnn: pip install -e '.\[plot\]'\)"):
         viz.plot_training_curves({"loss": [1.0, 0.5]}, tmp_path / "curves.png")
 
 
@@ -263,7 +263,7 @@ def test_cli_trained_model_on_an_image_file(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--image", "missing.png"], "image file not found: missing.png"),
-    (["--model", "convnet"], "--model convnet needs --weights"),
+    (["--model", "convnet"], "--model convnet needs a trained model"),
     (["--results"], "--results needs a trained model"),
     (["--max-maps", "0"], "--max-maps must be at least 1"),
     (["--weights", "no-such-run"], "weights file not found: no-such-run"),

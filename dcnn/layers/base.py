@@ -11,14 +11,49 @@ as torch.nn.Module does.  No code looks for particular container types.
 """
 from __future__ import annotations
 
+import functools
+import inspect
+
 import numpy as np
 
 from backends import Backend, backend_of
 
 
+# Every Layer subclass by class name, for rebuilding a saved model from its spec (dcnn.spec).
+LAYER_CLASSES: dict[str, type] = {}
+
+
 class Layer:
     """Base class.  Subclasses implement ``forward``, ``backward`` and, when they
-    own weights, ``build``; shapes exclude the batch axis."""
+    own weights, ``build``; shapes exclude the batch axis.
+
+    Each subclass's constructor arguments are kept (``init_args()``), so that any model,
+    built-in layers or yours, can be written as a JSON spec and built again (dcnn.spec).
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        known = LAYER_CLASSES.get(cls.__name__)
+        if known is None or not known.__module__.startswith("dcnn."):   # dcnn's own names are never shadowed
+            LAYER_CLASSES[cls.__name__] = cls
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)
+        def recording_init(self, *args, **kw):
+            if "_init_args" not in self.__dict__:   # the outermost constructor wins (subclasses call super)
+                bound = signature.bind(self, *args, **kw)
+                bound.apply_defaults()
+                self._init_args = {k: v for k, v in list(bound.arguments.items())[1:]}
+            init(self, *args, **kw)
+
+        cls.__init__ = recording_init
+
+    def init_args(self) -> dict:
+        """The arguments this layer was constructed with (defaults filled in)."""
+        return dict(self.__dict__.get("_init_args", {}))
 
     def __init__(self):
         self.params: dict = {}       # trainable arrays, torch names

@@ -1,6 +1,6 @@
 """Pictures of what a network computes, learns and gets wrong, written as PNG files.
 
-Drawing needs matplotlib (``pip install 'dcnn[plot]'``); importing this package does not.
+Drawing needs matplotlib (``pip install matplotlib``, or ``pip install -e '.[plot]'`` in a clone); importing this package does not.
 
 - ``plot_stages(net, image, out_dir)``: the seed notebook's step-by-step pictures, one per layer.
 - ``edge_filter_demo()``: the seed's model (edge filters -> ReLU -> max-pool -> normalisation).

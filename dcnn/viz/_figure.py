@@ -12,17 +12,39 @@ import numpy as np
 
 from ..fileio import atomic_write_bytes
 
-INSTALL_HINT = "pip install 'dcnn[plot]'"
+INSTALL_HINT = "pip install matplotlib (in a clone of dcnn: pip install -e '.[plot]')"
 DPI = 100
 
 
-def new_figure(width: float, height: float):
-    """A constrained-layout Figure of ``width`` x ``height`` inches; a clear error without matplotlib."""
-    try:
+_INLINE = None
+
+
+def _inline_figure_class():
+    """matplotlib's Figure plus ``_repr_png_``: Jupyter shows it as a picture, without pyplot."""
+    global _INLINE
+    if _INLINE is None:
         from matplotlib.figure import Figure
+
+        class InlineFigure(Figure):
+            def _repr_png_(self):
+                buffer = io.BytesIO()
+                self.savefig(buffer, format="png", dpi=DPI)
+                return buffer.getvalue()
+
+        _INLINE = InlineFigure
+    return _INLINE
+
+
+def new_figure(width: float, height: float):
+    """A constrained-layout Figure of ``width`` x ``height`` inches; a clear error without matplotlib.
+
+    Being a Figure, it is saved with ``fig.savefig``; in a notebook it displays as a picture."""
+    try:
+        from matplotlib.figure import Figure  # noqa: F401  (checked on every call: it may have gone)
+        figure = _inline_figure_class()
     except ImportError as exc:
         raise ImportError(f"dcnn.viz draws with matplotlib, which is not installed: {INSTALL_HINT}") from exc
-    return Figure(figsize=(width, height), layout="constrained")
+    return figure(figsize=(width, height), layout="constrained")
 
 
 def save_png(fig, path) -> Path:

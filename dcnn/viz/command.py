@@ -5,14 +5,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 EXAMPLES = """\
 examples:
   dcnn visualize --model seed --index 0 --out figures/seed     # the seed's edge-filter demo
   dcnn visualize --model seed --image photo.jpg --out figures/photo
-  dcnn visualize --weights runs/fashion-mnist-convnet --index 7 --results   # a trained model (dcnn train)
+  dcnn visualize runs/fashion-mnist-convnet --index 7 --results   # a trained model (dcnn train)
+  dcnn visualize my_model.safetensors --image photo.jpg          # exactly what dcnn predict classifies
 """
 
 
@@ -23,11 +23,13 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "activation, pool, normalisation... up to Flatten) beside the image, plus the first "
                     "layer's filters; for a trained model also its training curves and, with --results, "
                     "a confusion matrix and misclassified test images. Needs matplotlib: "
-                    "pip install 'dcnn[plot]'.",
+                    "pip install matplotlib (in a clone: pip install -e '.[plot]').",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("weights_arg", nargs="?", type=Path, metavar="MODEL",
+                   help="a trained model: a run folder of `dcnn train` or a .safetensors file (net.save); "
+                        "as in evaluate and predict")
     model = p.add_argument_group("model")
-    model.add_argument("--weights", type=Path,
-                       help="a trained model: the run folder of `dcnn train` or its weights .safetensors file")
+    model.add_argument("--weights", type=Path, help="the same as MODEL (kept for older scripts)")
     model.add_argument("--model", help="without --weights: 'seed', the notebook's fixed edge filters -> ReLU -> "
                                        "max-pool -> normalisation (the default, needs no training); with "
                                        "--weights: the preset, if the weights file does not say")
@@ -44,6 +46,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     source.add_argument("--index", type=int, default=0, help="which image of the split (default: %(default)s)")
     source.add_argument("--image", type=Path, help="a PNG/JPEG file instead of a dataset image (a trained "
                                                    "model gets it resized to its input)")
+    image.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
+                       help="as in dcnn predict: invert a light-background picture for a one-channel model")
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, default=Path("figures"), help="folder for the PNGs (default: %(default)s)")
     out.add_argument("--max-maps", type=int, default=16, help="feature maps drawn per stage (default: %(default)s)")
@@ -70,12 +74,17 @@ def run(args) -> int:
 def draw(args) -> list[Path]:
     import backends
     from . import plot_filters, plot_results, plot_stages, plot_training_curves
+    positional = getattr(args, "weights_arg", None)
+    if positional is not None:
+        if args.weights is not None and args.weights != positional:
+            raise ValueError(f"two models given: {positional} and --weights {args.weights}; give one")
+        args.weights = positional
     if args.max_maps < 1:
         raise ValueError(f"--max-maps must be at least 1; got {args.max_maps}")
     if args.weights is None and args.results:
-        raise ValueError("--results needs a trained model: give --weights RUN_FOLDER")
+        raise ValueError("--results needs a trained model: give its run folder or .safetensors file")
     if args.weights is None and (args.model or "seed") != "seed":
-        raise ValueError(f"--model {args.model} needs --weights (an untrained model shows only random "
+        raise ValueError(f"--model {args.model} needs a trained model (an untrained model shows only random "
                          "filters); without weights only the seed's edge-filter demo (--model seed) is drawn")
     backend = backends.use(args.backend) if args.backend else backends.get_backend()
     if args.weights is not None:
@@ -106,8 +115,13 @@ def pick_image(args, net, dataset):
     from .images import load_image_file
     if args.image is not None:
         shape = net.input_shape
-        image = load_image_file(args.image, shape[0] if shape else None, shape[1:] if shape else None)
-        return image, str(args.image)
+        if shape is None:
+            return load_image_file(args.image), str(args.image)
+        from ..imagefiles import model_image
+        try:       # exactly what ``dcnn predict`` classifies: aspect kept, inverted the same way
+            return model_image(args.image, shape, getattr(args, "invert", "auto")), str(args.image)
+        except ImportError as exc:
+            raise ImportError(f"{exc} (or pip install -e '.[images]' in a clone)") from None
     images = dataset.x_test if args.split == "test" else dataset.x_train
     labels = dataset.y_test if args.split == "test" else dataset.y_train
     if not 0 <= args.index < len(images):
@@ -118,10 +132,7 @@ def pick_image(args, net, dataset):
 
 
 def load_trained(weights: Path, model: str | None, backend):
-    """(net, weights metadata, history dict or None) for a run folder or weights file of ``dcnn train``."""
-    from ..checkpoint import HISTORY
-    from ..cli import load_trained as load_net
+    """(net, weights metadata, history dict or None) for a run folder or weights file."""
+    from ..loading import load_trained as load_net, run_history
     net, meta, path = load_net(Path(weights), model, backend)
-    history_file = path.parent / HISTORY
-    history = json.loads(history_file.read_text()) if history_file.is_file() else None
-    return net, meta, history
+    return net, meta, run_history(path)

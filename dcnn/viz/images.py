@@ -49,5 +49,5 @@ def load_image_file(path, channels: int | None = None, size: tuple[int, int] | N
         pixels = read_image(path, channels, size)
     except ImportError as exc:
         raise ImportError("reading image files needs Pillow (it comes with matplotlib): "
-                          "pip install 'dcnn[plot]'") from exc
+                          "pip install pillow (in a clone: pip install -e '.[images]')") from exc
     return as_chw(pixels, channels, name=str(path))
