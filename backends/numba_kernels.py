@@ -167,6 +167,13 @@ def scale_shift(rows, scale, shift, cap, out):
             out[r, ch] = v
 
 
+@njit(inline="always", cache=True)
+def relu_masked(g, y, cap):
+    """g where the fused ReLU passed its input (0 < y < cap, read off its output y), else 0;
+    cap 0 means no ReLU."""
+    return g if cap <= 0 or (y > 0 and y < cap) else g * 0
+
+
 @njit(parallel=True, cache=True)
 def norm_grad_sums(dy, x, y, mean, inv_std, cap):
     """Per-channel sums of g and g * xhat in float64, g = dy masked by the fused
@@ -176,11 +183,7 @@ def norm_grad_sums(dy, x, y, mean, inv_std, cap):
     for chunk in prange(REDUCTION_CHUNKS):
         for r in range(chunk * m // REDUCTION_CHUNKS, (chunk + 1) * m // REDUCTION_CHUNKS):
             for ch in range(c):
-                g = dy[r, ch]
-                if cap > 0:
-                    v = y[r, ch]
-                    if not (v > 0 and v < cap):
-                        g = 0
+                g = relu_masked(dy[r, ch], y[r, ch], cap)
                 part[chunk, 0, ch] += g
                 part[chunk, 1, ch] += g * ((x[r, ch] - mean[ch]) * inv_std[ch])
     return part[:, 0, :].sum(axis=0), part[:, 1, :].sum(axis=0)
@@ -194,11 +197,7 @@ def norm_input_grad(dy, x, y, mean, inv_std, cap, a, b, c_, out):
     m, c = dy.shape
     for r in prange(m):
         for ch in range(c):
-            g = dy[r, ch]
-            if cap > 0:
-                v = y[r, ch]
-                if not (v > 0 and v < cap):
-                    g = 0
+            g = relu_masked(dy[r, ch], y[r, ch], cap)
             xhat = (x[r, ch] - mean[ch]) * inv_std[ch]
             out[r, ch] = a[ch] * g - b[ch] - c_[ch] * xhat
 

@@ -35,6 +35,15 @@ def other_backend(request):
 
 
 @pytest.fixture
+def numpy_active():
+    """The NumPy backend made active for the test (for the CPU-only parts: files, training jobs)."""
+    previous = backends.get_backend()
+    backends.use("numpy")
+    yield backends.get_backend()
+    backends.use(previous)
+
+
+@pytest.fixture
 def numpy_backend():
     return backends.resolve("numpy")
 

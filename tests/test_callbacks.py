@@ -5,19 +5,13 @@ import math
 import numpy as np
 import pytest
 
-import backends
 import dcnn
 from dcnn.callbacks import (CosineDecay, CSVLogger, EarlyStopping, LearningRateScheduler, ModelCheckpoint, OneCycleLR,
                             StepDecay, one_cycle)
 from dcnn.training import LRSchedule
 
 
-@pytest.fixture(autouse=True)
-def cpu():
-    previous = backends.get_backend()
-    backends.use("numpy")
-    yield
-    backends.use(previous)
+pytestmark = pytest.mark.usefixtures("numpy_active")   # conftest.py
 
 
 def data(n=64, seed=0):

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-import backends
 from dcnn import Conv2D, DCNNetwork, Dense, Flatten, checkpoint
 from dcnn.checkpoint import CheckpointError
 from dcnn.cli import main
@@ -16,12 +15,7 @@ from dcnn.training import TrainConfig, train
 from test_training import run, tiny_dataset
 
 
-@pytest.fixture(autouse=True)
-def cpu():
-    previous = backends.get_backend()
-    backends.use("numpy")
-    yield
-    backends.use(previous)
+pytestmark = pytest.mark.usefixtures("numpy_active")   # conftest.py
 
 
 @pytest.fixture(scope="module")

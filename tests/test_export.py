@@ -4,7 +4,6 @@ import json
 import numpy as np
 import pytest
 
-import backends
 import dcnn
 from dcnn import cli, presets
 
@@ -12,12 +11,7 @@ onnx = pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install -
 ort = pytest.importorskip("onnxruntime", reason="checking the export needs onnxruntime (pip install -e '.[onnx]')")
 
 
-@pytest.fixture(autouse=True)
-def cpu():
-    previous = backends.get_backend()
-    backends.use("numpy")
-    yield
-    backends.use(previous)
+pytestmark = pytest.mark.usefixtures("numpy_active")   # conftest.py
 
 
 def trained_like(net, seed=0):

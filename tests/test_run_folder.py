@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-import backends
 from dcnn import checkpoint, cli, fileio
 from dcnn.runfolder import LOCK, RunFolderError, open_run_folder
 from dcnn.training import TrainConfig, train
@@ -17,12 +16,7 @@ from test_cli import _UNVERIFIED_DCNN, _spawn_training, _wait_for_checkpoint, dc
 from test_training import tiny_dataset
 
 
-@pytest.fixture(autouse=True)
-def cpu():
-    previous = backends.get_backend()
-    backends.use("numpy")
-    yield
-    backends.use(previous)
+pytestmark = pytest.mark.usefixtures("numpy_active")   # conftest.py
 
 
 class Untouched:

@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 
-import backends
 from dcnn import checkpoint
 from dcnn.callbacks import Callback
 from dcnn.fileio import load_arrays, read_metadata
@@ -14,12 +13,7 @@ from dcnn.training import Diverged, Monitor, TrainConfig, train
 from test_training import run, tiny_dataset
 
 
-@pytest.fixture(autouse=True)
-def cpu():
-    previous = backends.get_backend()
-    backends.use("numpy")
-    yield
-    backends.use(previous)
+pytestmark = pytest.mark.usefixtures("numpy_active")   # conftest.py
 
 
 def quiet(*a):

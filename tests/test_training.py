@@ -11,7 +11,6 @@ import signal
 import numpy as np
 import pytest
 
-import backends
 from dcnn import checkpoint
 from dcnn.callbacks import Callback
 from dcnn.datasets import Dataset
@@ -19,12 +18,7 @@ from dcnn.fileio import load_arrays
 from dcnn.training import Diverged, Interrupted, LRSchedule, RandomShiftFlip, TrainConfig, train
 
 
-@pytest.fixture(autouse=True)
-def cpu():
-    previous = backends.get_backend()
-    backends.use("numpy")
-    yield
-    backends.use(previous)
+pytestmark = pytest.mark.usefixtures("numpy_active")   # conftest.py
 
 
 def tiny_dataset(n=96, n_test=40, size=12, seed=0) -> Dataset:
