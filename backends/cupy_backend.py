@@ -38,7 +38,7 @@ def _import_cupy():
     except Exception as exc:  # ImportError, or a CUDA library that fails to load
         raise BackendUnavailable(
             f"CuPy is not importable ({type(exc).__name__}: {exc}). Install it with "
-            "`pip install 'dcnn[gpu]'` (CUDA 13 toolkit from pip) or `pip install cupy-cuda13x` "
+            "`pip install -e '.[gpu]'` (CUDA 13 toolkit from pip) or `pip install cupy-cuda13x` "
             "(system CUDA 13 toolkit); see the README's GPU section."
         ) from exc
     return cupy

@@ -17,7 +17,7 @@ class StrictBackend(Backend):
             import array_api_strict
         except ImportError as exc:
             from .cupy_backend import BackendUnavailable
-            raise BackendUnavailable("array-api-strict is not installed: `pip install 'dcnn[test]'`.") from exc
+            raise BackendUnavailable("array-api-strict is not installed: `pip install -e '.[test]'`.") from exc
         self._strict = array_api_strict
         super().__init__(array_api_strict, device=array_api_strict.Device("device1"), reason=reason)
 

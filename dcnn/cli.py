@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object with the results at the end")
     p.add_argument("--workers", type=_positive_int, metavar="N",
                    help="train data-parallel in N processes on this machine (runs mpiexec -n N; needs "
-                        "pip install 'dcnn[dist]'); across machines use mpirun -n N dcnn train")
+                        "pip install -e '.[dist]'); across machines use mpirun -n N dcnn train")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix on a test set")

@@ -6,7 +6,7 @@
     python scripts/bench_dist.py --quick               # tiny: checks that it runs
 
 Each configuration runs in fresh processes (thread pools are fixed when NumPy loads); the 2-rank
-one under ``mpiexec -n 2`` (pip install 'dcnn[dist]').  Every configuration trains on the same
+one under ``mpiexec -n 2`` (pip install -e '.[dist]').  Every configuration trains on the same
 global batches (``--batch``, default 128); the 2 ranks take 64 each.  "all-reduce" is the time
 inside the gradient all-reduce per step, which includes waiting for the slower rank; "transfer"
 is the same all-reduce timed alone, back to back, after a barrier.  Rounds alternate between

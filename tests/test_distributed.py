@@ -26,7 +26,7 @@ try:
     import mpi4py  # noqa: F401
     MPI_MISSING = None
 except ImportError:
-    MPI_MISSING = "mpi4py is not installed: pip install 'dcnn[dist]' (or '.[test]', which includes it)"
+    MPI_MISSING = "mpi4py is not installed: pip install -e '.[dist]' (or '.[test]', which includes it)"
 if MPI_MISSING is None:
     try:
         distributed.mpiexec_command(2)
@@ -114,7 +114,7 @@ def test_without_mpi_the_cli_says_what_to_install(monkeypatch, capsys):
     monkeypatch.setattr(distributed.launch, "launched_size", lambda: 2)
     monkeypatch.setitem(sys.modules, "mpi4py", None)
     rc = cli.main(["train", "--epochs", "1", "--no-progress"])
-    assert rc == 1 and "pip install 'dcnn[dist]'" in capsys.readouterr().err
+    assert rc == 1 and "pip install -e '.[dist]'" in capsys.readouterr().err
 
 
 # --- 2 ranks against 1 process -------------------------------------------------------------------

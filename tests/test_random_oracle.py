@@ -5,7 +5,7 @@ the input gradient and every parameter gradient must match the equivalent torch.
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="PyTorch is the oracle; install it with pip install 'dcnn[test]'")
+torch = pytest.importorskip("torch", reason="PyTorch is the oracle; install it with pip install -e '.[test]'")
 
 import backends  # noqa: E402
 from dcnn import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D,  # noqa: E402

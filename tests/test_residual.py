@@ -4,7 +4,7 @@ three optimiser steps, weights in both directions)."""
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="PyTorch is the oracle; install it with pip install 'dcnn[test]'")
+torch = pytest.importorskip("torch", reason="PyTorch is the oracle; install it with pip install -e '.[test]'")
 
 import backends  # noqa: E402
 from dcnn import (AvgPool2D, BatchNorm2D, Conv2D, DCNNetwork, Dense, Dropout, Flatten,  # noqa: E402

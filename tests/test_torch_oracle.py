@@ -3,7 +3,7 @@ steps and weight files must match torch to float32 tolerance."""
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="PyTorch is the oracle; install it with pip install 'dcnn[test]'")
+torch = pytest.importorskip("torch", reason="PyTorch is the oracle; install it with pip install -e '.[test]'")
 import torch.nn as nn  # noqa: E402
 
 import backends  # noqa: E402

@@ -10,7 +10,7 @@ from dcnn import BatchNorm2D, Conv2D, DCNNetwork, Dense, Dropout, Flatten, MaxPo
 from dcnn import viz
 
 needs_matplotlib = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
-                                      reason="matplotlib is not installed (pip install 'dcnn[plot]')")
+                                      reason="matplotlib is not installed (pip install -e '.[plot]')")
 
 
 def shapes_image(size=28):

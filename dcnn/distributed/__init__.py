@@ -6,7 +6,7 @@
 - ``DistributedOptimizer``: all-reduce the gradients in one flat buffer, then step;
 - ``DataParallel``: shards every global batch and the test set over the ranks.
 
-mpi4py is imported only when a job has several ranks: ``pip install 'dcnn[dist]'``.
+mpi4py is imported only when a job has several ranks: ``pip install -e '.[dist]'``.
 """
 from .communicator import MPI_MISSING, MPICommunicator, import_mpi
 from .data_parallel import DataParallel, StopSync, check_ranks, shard_span

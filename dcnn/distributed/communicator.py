@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MPI_MISSING = ("distributed training needs mpi4py and an MPI library: pip install 'dcnn[dist]' "
+MPI_MISSING = ("distributed training needs mpi4py and an MPI library: pip install -e '.[dist]' "
                "(mpi4py and Open MPI from PyPI), or pip install mpi4py against your cluster's MPI")
 
 

@@ -154,7 +154,7 @@ def mpiexec_command(n: int, *, bind: bool = False) -> tuple[list[str], dict]:
     beside = [str(Path(sys.executable).parent / name) for name in ("mpiexec", "mpirun")]   # dcnn[dist]'s
     exe = next((p for p in beside if os.access(p, os.X_OK)), None) or shutil.which("mpiexec") or shutil.which("mpirun")
     if exe is None:
-        raise FileNotFoundError("no mpiexec on PATH: pip install 'dcnn[dist]' (mpi4py and Open MPI), "
+        raise FileNotFoundError("no mpiexec on PATH: pip install -e '.[dist]' (mpi4py and Open MPI), "
                                 "or load your cluster's MPI")
     try:
         version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout
