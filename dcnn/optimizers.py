@@ -8,6 +8,8 @@ out as the parameters; checkpoints see it per parameter key, as
 """
 from __future__ import annotations
 
+from backends import backend_of
+
 from .validation import check_number
 
 
@@ -46,7 +48,7 @@ class Optimizer:
                 if tuple(value.shape) != tuple(view.shape):
                     raise ValueError(f"optimizer state {key}.{slot} has shape {tuple(value.shape)}; "
                                      f"the parameter has shape {tuple(view.shape)}")
-                view[...] = params.backend.from_numpy(params.backend.to_numpy(value))
+                view[...] = value      # on this backend already (to() and checkpoints put it there)
             self._slots[slot] = flat
         self._params, self._loaded = params, {}
 
@@ -64,8 +66,7 @@ class Optimizer:
 
     def to(self, backend) -> None:
         """Move the state to another backend (laid out again at the next step)."""
-        self._loaded = {k: backend.from_numpy(self._params.backend.to_numpy(v) if self._params else v)
-                        for k, v in self.state_arrays().items()}
+        self._loaded = {k: backend.from_numpy(backend_of(v).to_numpy(v)) for k, v in self.state_arrays().items()}
         self._params, self._slots = None, {}
 
     def config(self) -> dict:

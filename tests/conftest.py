@@ -35,10 +35,12 @@ def other_backend(request):
 
 
 @pytest.fixture
-def numpy_active():
-    """The NumPy backend made active for the test (for the CPU-only parts: files, training jobs)."""
+def numpy_active(monkeypatch):
+    """The NumPy backend made active for the test, and for the processes it starts (for the
+    CPU-only parts: files, training jobs, the command line, MPI ranks)."""
     previous = backends.get_backend()
     backends.use("numpy")
+    monkeypatch.setenv("DCNN_BACKEND", "numpy")
     yield backends.get_backend()
     backends.use(previous)
 

@@ -1,6 +1,9 @@
 """Shared test helpers: float64 directional gradient checks, casting, comparing."""
 import numpy as np
 
+from backends.base import Backend
+
+
 def leaves(layer):
     """The layer and every layer below it (containers hold no arrays of their own)."""
     return [l for _, l in layer.named_modules()]
@@ -48,3 +51,14 @@ def directional_check(backend, forward, inputs, params, backward, rng, direction
         numeric = (shifted(eps) - shifted(-eps)) / (2 * eps)
         assert abs(analytic - numeric) <= rtol * max(1.0, abs(numeric)), \
             f"analytic {analytic!r} vs numeric {numeric!r}"
+
+
+def generic(backend):
+    """The same array library and device, with only the generic Backend methods (backends/ops):
+    what every fused override is tested against."""
+    return Backend(backend.xp, device=backend.device)
+
+
+def host(backend, array):
+    """``array`` as a host NumPy array (None stays None)."""
+    return None if array is None else backend.to_numpy(array)

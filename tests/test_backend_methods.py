@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import backends
-from backends.base import Backend
+from helpers import generic, host
 
 OVERRIDING = ("numba", "numpy-pure", "numpy-threads", "cupy")
 # float32 results of sums over a few hundred terms, ordered differently: relative to the
@@ -41,12 +41,6 @@ def fast(request):
         pytest.skip(f"{name} backend unavailable here: {exc}")
 
 
-def generic(backend):
-    return Backend(backend.xp, device=backend.device)
-
-
-def host(backend, a):
-    return None if a is None else backend.to_numpy(a)
 
 
 def close(backend, ours, ref, tol=F32_TOL, what=""):

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import backends
 from dcnn import checkpoint, cli, datasets
 from test_datasets import write_idx_dataset
 
@@ -26,13 +25,7 @@ needs_fashion_mnist = pytest.mark.skipif(
     reason="the real Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
 
 
-@pytest.fixture(autouse=True)
-def cpu(monkeypatch):
-    previous = backends.get_backend()
-    backends.use("numpy")
-    monkeypatch.setenv("DCNN_BACKEND", "numpy")
-    yield
-    backends.use(previous)
+pytestmark = pytest.mark.usefixtures("numpy_active")   # conftest.py
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import pytest
 import backends
 from backends import cupy_kernels
 from backends.base import Backend
+from helpers import generic, host
 from backends.cupy_backend import LAUNCHES, TF32_MODES, CupyBackend, _tf32_mode
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -45,12 +46,6 @@ def fused(request):
         pytest.skip(f"cupy backend unavailable here: {exc}")
 
 
-def generic(backend):
-    return Backend(backend.xp, device=backend.device)
-
-
-def host(backend, array):
-    return None if array is None else backend.to_numpy(array)
 
 
 def close(backend, ours, ref, dtype, what, exact=False):

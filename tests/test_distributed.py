@@ -37,13 +37,7 @@ if MPI_MISSING is not None and os.environ.get("CI"):
 needs_mpi = pytest.mark.skipif(MPI_MISSING is not None, reason=str(MPI_MISSING))
 
 
-@pytest.fixture(autouse=True)
-def cpu(monkeypatch):
-    previous = backends.get_backend()
-    backends.use("numpy")
-    monkeypatch.setenv("DCNN_BACKEND", "numpy")
-    yield
-    backends.use(previous)
+pytestmark = pytest.mark.usefixtures("numpy_active")   # conftest.py
 
 
 def mpiexec(n, *args, timeout=120, env=None, popen=False):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import backends
-from backends.base import Backend
+from helpers import generic, host
 from dcnn import BatchNorm2D, Conv2D, DCNNetwork, Dense, Flatten, MaxPool2D, ReLU
 from dcnn.layers.container import Sequential, run_order
 
@@ -33,13 +33,6 @@ def fast(request):
         pytest.skip(f"{request.param} backend unavailable here: {exc}")
 
 
-def generic(backend):
-    """The same array library and device, with only the generic Backend methods."""
-    return Backend(backend.xp, device=backend.device)
-
-
-def host(backend, array):
-    return backend.to_numpy(array)
 
 
 def inputs(rng, shape, dtype, ties):
