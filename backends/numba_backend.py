@@ -1,12 +1,23 @@
-"""The CPU backend with Numba kernels: NumPy arrays, fused multi-core loops.
+"""The CPU backend with Numba kernels: NumPy arrays, fused multi-core loops, one thread pool.
 
 ``NumbaBackend`` is what ``DCNN_BACKEND=numpy`` gives where Numba imports (it is
 a required dependency; ``DCNN_NUMBA=0`` turns it off).  It overrides the hot
 operations whose NumPy versions take several passes over memory on one core
-(max-pool, BatchNorm+ReLU, ReLU, im2col/col2im, the optimiser updates) with one
-parallel loop each (backends/numba_kernels.py), and keeps the GEMMs in BLAS.
+(max-pool, BatchNorm+ReLU, ReLU, the optimiser updates) with one parallel loop
+each (backends/numba_kernels.py).
+
+Its float32 products run inside the same Numba thread pool: each task calls
+NumPy's own OpenBLAS, single-threaded, on its slice (backends/openblas.py).  Two
+thread pools on two cores fight: OpenBLAS's threads spin after each product on the
+core that the next Numba kernel needs.  And a convolution's task builds its few
+images' patch rows and multiplies them while they are in its core's cache, so the
+patch matrix (29 MB for the convnet's second layer at batch 128) is never written
+to memory; the backward pass rebuilds each slice from the saved input.  Where
+NumPy's OpenBLAS cannot be reached (another BLAS), and for float64, products run
+in NumPy's ``@`` with BLAS's own threads, after an im2col kernel.
+
 Everything else, and the fallback, is ``NumpyBackend``.  Each override is tested
-against the generic version (tests/test_fast_paths.py).
+against the generic version (tests/test_backend_methods.py).
 
 The kernels compile on first use (a few seconds each, then cached on disk);
 ``warm_up()`` compiles them for float32 so that the first epoch is not timed
@@ -22,9 +33,18 @@ import numba
 import numpy as np
 
 from . import numba_kernels as kernels
+from . import openblas
 from .numpy_backend import NumpyBackend
 from .ops.conv import ConvSaved, conv_output_size
 from .ops.pool import PoolSaved
+
+
+class _PooledConvSaved(NamedTuple):
+    x: np.ndarray          # the channels-last (N, H, W, C) input: backward rebuilds its patches
+    output_hw: tuple
+    stride: int
+    padding: int
+    has_bias: bool
 
 
 class _NormSaved(NamedTuple):
@@ -43,11 +63,23 @@ def _channels_last(x) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
+def _blas_operand(a):
+    """(C-contiguous array, transposed?) such that ``a`` is it or its transpose: BLAS reads both."""
+    if a.flags.c_contiguous:
+        return a, False
+    if a.T.flags.c_contiguous:
+        return a.T, True
+    return np.ascontiguousarray(a), False
+
+
 def _as_nchw(a, n, h, w, c):
     return a.reshape(n, h, w, c).transpose(0, 3, 1, 2)
 
 
 class NumbaBackend(NumpyBackend):
+    CONV_ROWS_PER_TASK = 784      # output pixels whose patch rows one task builds and multiplies (whole images)
+    GEMM_MIN_WORK = 1 << 20       # multiply-adds per slice below which a product is not split
+
     def __init__(self, reason: str = "chosen explicitly"):
         super().__init__(reason)
         if not os.environ.get("NUMBA_THREADING_LAYER"):
@@ -56,6 +88,7 @@ class NumbaBackend(NumpyBackend):
             # The workqueue layer's threads sleep.
             numba.config.THREADING_LAYER = "workqueue"
         numba.set_num_threads(max(1, min(self.threads, numba.config.NUMBA_NUM_THREADS)))
+        self._sgemm = openblas.sgemm() if self._blas_threads is not None else None
 
     def describe(self) -> str:
         return f"numpy {np.__version__} + numba {numba.__version__} (CPU, {numba.get_num_threads()} threads)"
@@ -69,6 +102,7 @@ class NumbaBackend(NumpyBackend):
         w = np.ones((2, 2, 3, 3), dtype)
         y, saved = self.conv2d(x.transpose(0, 3, 1, 2), w, np.ones(2, dtype), 1, 1)
         self.conv2d_backward(y, saved, w)
+        self.matmul_rows(np.ones((2, 3), dtype), np.ones((2, 3), dtype).T)
         r = np.ones(2, dtype)
         for cap in (None, math.inf):
             y, saved = self.batch_norm(y, r, r, r.copy(), r.copy(), training=True, momentum=0.1, eps=1e-5,
@@ -81,29 +115,84 @@ class NumbaBackend(NumpyBackend):
                          weight_decay=0.0, decoupled=False, step=1)
         self.sgd_update(p, p.copy(), p.copy(), lr=0.1, momentum=0.9, nesterov=False, weight_decay=0.0)
 
-    # --- GEMMs: BLAS's own threads ---------------------------------------------------------------
-    # NumpyBackend splits tall products over threads of its own, each on single-threaded BLAS;
-    # beside Numba's threads and OpenBLAS's idle ones that measured slower (a convnet step 46
-    # and 44 ms against 38), so here BLAS threads itself.
+    # --- GEMMs: in the Numba pool, each task on single-threaded OpenBLAS (see the module's text) ---
+    # With BLAS's own threads, the im2col after a GEMM took 6.8 ms in a convnet step instead of
+    # 0.6 alone: OpenBLAS's spinning threads had the core.
+    def _pooled(self, *arrays) -> bool:
+        return self._sgemm is not None and all(a.dtype == np.float32 and a.size for a in arrays)
+
+    def _in_pool(self, kernel, *args) -> None:
+        """Run ``kernel(sgemm, *args)`` with OpenBLAS single-threaded, then give it its threads back."""
+        set_threads, get_threads = self._blas_threads
+        before = get_threads()
+        if before != 1:
+            set_threads(1)
+        try:
+            kernel(self._sgemm, *args)
+        finally:
+            if before != 1:
+                set_threads(before)
+
+    def _images_per_task(self, pixels: int) -> int:
+        # Slices of a few hundred rows: big enough for BLAS, small enough for a core's L2.
+        return max(1, round(self.CONV_ROWS_PER_TASK / max(1, pixels)))
+
     def matmul_rows(self, a, b):
-        return a @ b
+        if a.ndim != 2 or b.ndim != 2 or not self._pooled(a, b):
+            return a @ b
+        (a, trans_a), (b, trans_b) = _blas_operand(a), _blas_operand(b)
+        m, k = (a.shape[::-1] if trans_a else a.shape)
+        n = b.shape[0] if trans_b else b.shape[1]
+        c = np.empty((m, n), np.float32)
+        chunks = max(1, min(numba.get_num_threads(), m * n * k // self.GEMM_MIN_WORK))
+        self._in_pool(kernels.gemm, a, trans_a, b, trans_b, c, chunks)
+        return c
 
     def contract(self, a, b):
-        return a @ b
+        return self.matmul_rows(a, b)
 
-    # --- convolution: im2col and col2im in parallel loops, GEMMs in BLAS ------------------------
+    # --- convolution: im2col and col2im in parallel loops, sharing a task with their GEMM ---------
     def conv2d(self, x, weight, bias, stride, padding):
         n, c, h, w = x.shape
         f, _, k, _ = weight.shape
         oh, ow = conv_output_size(h, k, stride, padding), conv_output_size(w, k, stride, padding)
         ones = bias is not None
-        cols = np.empty((n * oh * ow, k * k * c + ones), x.dtype)
-        kernels.im2col(_channels_last(x), k, stride, padding, ones, cols)
-        y = self.matmul_rows(cols, self.conv_weight_matrix(weight, bias))
-        return _as_nchw(y, n, oh, ow, f), ConvSaved(cols, (n, c, h, w), (oh, ow), stride, padding, ones)
+        wmat = self.conv_weight_matrix(weight, bias)
+        if not self._pooled(x, wmat):
+            cols = np.empty((n * oh * ow, k * k * c + ones), x.dtype)
+            kernels.im2col(_channels_last(x), k, stride, padding, ones, cols)
+            y = self.matmul_rows(cols, wmat)
+            return _as_nchw(y, n, oh, ow, f), ConvSaved(cols, (n, c, h, w), (oh, ow), stride, padding, ones)
+        # No patch matrix in memory: the backward pass rebuilds each task's slice from the input.
+        x = _channels_last(x)
+        y = np.empty((n * oh * ow, f), x.dtype)
+        self._in_pool(kernels.conv_forward, x, k, stride, padding, ones, np.ascontiguousarray(wmat), y,
+                      self._images_per_task(oh * ow))
+        return _as_nchw(y, n, oh, ow, f), _PooledConvSaved(x, (oh, ow), stride, padding, ones)
+
+    def conv2d_backward(self, dy, saved, weight, *, input_grad=True, weight_grad=True):
+        if not isinstance(saved, _PooledConvSaved):
+            return super().conv2d_backward(dy, saved, weight, input_grad=input_grad, weight_grad=weight_grad)
+        x = saved.x
+        n, h, w, c = x.shape
+        f, _, k, _ = weight.shape
+        kkc, per_task = k * k * c, self._images_per_task(saved.output_hw[0] * saved.output_hw[1])
+        dyt = _channels_last(dy).reshape(-1, f)
+        wmat = np.ascontiguousarray(weight.transpose(0, 2, 3, 1).reshape(f, kkc))       # (F, KH*KW*C)
+        dx = np.empty((n, h, w, c) if input_grad else (0, 1, 1, 1), x.dtype)
+        partial = np.empty(((n + per_task - 1) // per_task if weight_grad else 0, f, kkc + saved.has_bias), x.dtype)
+        self._in_pool(kernels.conv_backward, x, dyt, wmat, k, saved.stride, saved.padding, saved.has_bias, dx,
+                      partial, per_task, input_grad, weight_grad)
+        dw = db = None
+        if weight_grad:
+            total = np.empty(partial.shape[1:], x.dtype)
+            kernels.sum_in_order(partial, total)
+            dw = total[:, :kkc].reshape(f, k, k, c).transpose(0, 3, 1, 2)
+            db = total[:, kkc] if saved.has_bias else None
+        return (dx.transpose(0, 3, 1, 2) if input_grad else None), dw, db
 
     def col2im_gemm(self, dyt, weight, saved):
-        # The column gradient in one GEMM, then one pass that adds it into place.
+        # The column gradient (one GEMM), then one pass that adds it into place.
         n, c, h, w = saved.input_shape
         f, _, k, _ = weight.shape
         wmat = weight.transpose(0, 2, 3, 1).reshape(f, k * k * c)       # (F, KH*KW*C)

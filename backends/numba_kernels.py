@@ -16,15 +16,15 @@ REDUCTION_CHUNKS = 32     # fixed: the float64 partial sums do not depend on the
 
 # --- convolution ------------------------------------------------------------------------------
 
-@njit(parallel=True, cache=True)
-def im2col(x, k, stride, pad, ones, out):
-    """Patch matrix of zero-padded ``x``: out[(b, y, x), (i, j, c)] = x[b, y*s + i - p, x*s + j - p, c],
-    plus a last column of ones if ``ones``."""
+@njit(cache=True)
+def im2col_images(x, k, stride, pad, ones, out, b0, b1):
+    """Rows of images b0..b1-1 of the patch matrix of zero-padded ``x``:
+    out[(b, y, x), (i, j, c)] = x[b, y*s + i - p, x*s + j - p, c], plus a last column of ones if ``ones``."""
     n, h, w, c = x.shape
     oh = (h + 2 * pad - k) // stride + 1
     ow = (w + 2 * pad - k) // stride + 1
     kkc = k * k * c
-    for b in prange(n):
+    for b in range(b0, b1):
         for y in range(oh):
             for xo in range(ow):
                 r = (b * oh + y) * ow + xo
@@ -43,17 +43,18 @@ def im2col(x, k, stride, pad, ones, out):
                     out[r, kkc] = 1
 
 
-@njit(parallel=True, cache=True)
-def col2im(dcols, k, stride, pad, dx):
-    """dx[b, y*s + i - p, x*s + j - p, c] += dcols[(b, y, x), (i, j, c)] inside the unpadded input."""
+@njit(cache=True)
+def col2im_images(dcols, first_row, k, stride, pad, dx, b0, b1):
+    """dx[b, y*s + i - p, x*s + j - p, c] = sum of dcols[(b, y, x) - first_row, (i, j, c)] inside the
+    unpadded input, for images b0..b1-1 (``dcols`` holds their rows, from ``first_row`` on)."""
     n, h, w, c = dx.shape
     oh = (h + 2 * pad - k) // stride + 1
     ow = (w + 2 * pad - k) // stride + 1
-    for b in prange(n):
+    for b in range(b0, b1):
         dx[b] = 0
         for y in range(oh):
             for xo in range(ow):
-                r = (b * oh + y) * ow + xo
+                r = (b * oh + y) * ow + xo - first_row
                 for i in range(k):
                     ih = y * stride + i - pad
                     if ih < 0 or ih >= h:
@@ -65,6 +66,111 @@ def col2im(dcols, k, stride, pad, dx):
                         base = (i * k + j) * c
                         for ch in range(c):
                             dx[b, ih, iw, ch] += dcols[r, base + ch]
+
+
+@njit(parallel=True, cache=True)
+def im2col(x, k, stride, pad, ones, out):
+    """The whole patch matrix, one image per task."""
+    for b in prange(x.shape[0]):
+        im2col_images(x, k, stride, pad, ones, out, b, b + 1)
+
+
+@njit(parallel=True, cache=True)
+def col2im(dcols, k, stride, pad, dx):
+    """The whole input gradient from the whole column gradient, one image per task."""
+    for b in prange(dx.shape[0]):
+        col2im_images(dcols, 0, k, stride, pad, dx, b, b + 1)
+
+
+# --- GEMMs inside the pool: NumPy's OpenBLAS, single-threaded, one call per slice ---------------
+# ``sgemm`` is backends.openblas.sgemm(), passed in (a global ctypes function would stop Numba
+# caching the kernel).  Arrays are float32 and C-contiguous; a slice is its address plus an
+# offset in bytes.  The slices are fixed by the shapes (and a kernel's images per task), never by
+# the thread count, so a result does not depend on it.
+
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+F32 = 4      # bytes
+
+
+@njit(parallel=True, cache=True)
+def gemm(sgemm, a, trans_a, b, trans_b, c, chunks):
+    """c = op(a) @ op(b) in ``chunks`` slices of c's rows, or of its columns when it is wider than tall."""
+    m, n = c.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    lda, ldb = a.shape[1], b.shape[1]
+    op_a, op_b = (TRANS if trans_a else NO_TRANS), (TRANS if trans_b else NO_TRANS)
+    for t in prange(chunks):
+        if m >= n:
+            r0, r1 = m * t // chunks, m * (t + 1) // chunks
+            a_at = r0 if trans_a else r0 * lda
+            sgemm(ROW_MAJOR, op_a, op_b, r1 - r0, n, k, 1.0, a.ctypes.data + a_at * F32, lda,
+                  b.ctypes.data, ldb, 0.0, c.ctypes.data + r0 * n * F32, n)
+        else:
+            c0, c1 = n * t // chunks, n * (t + 1) // chunks
+            b_at = c0 * ldb if trans_b else c0
+            sgemm(ROW_MAJOR, op_a, op_b, m, c1 - c0, k, 1.0, a.ctypes.data, lda,
+                  b.ctypes.data + b_at * F32, ldb, 0.0, c.ctypes.data + c0 * F32, n)
+
+
+@njit(parallel=True, cache=True)
+def conv_forward(sgemm, x, k, stride, pad, ones, wmat, y, per_task):
+    """y = im2col(x) @ wmat, ``per_task`` images at a time: each task's patch rows exist only in
+    its own buffer, in its core's cache, and are multiplied there.  The whole patch matrix
+    (tens of MB) is never written to memory; the backward pass rebuilds its slices the same way."""
+    n = x.shape[0]
+    rows = y.shape[0] // n
+    width, f = wmat.shape
+    for t in prange((n + per_task - 1) // per_task):
+        b0 = t * per_task
+        b1 = min(n, b0 + per_task)
+        cols = np.empty(((b1 - b0) * rows, width), x.dtype)
+        im2col_images(x[b0:b1], k, stride, pad, ones, cols, 0, b1 - b0)
+        sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, (b1 - b0) * rows, f, width, 1.0, cols.ctypes.data, width,
+              wmat.ctypes.data, f, 0.0, y.ctypes.data + b0 * rows * f * F32, f)
+
+
+@njit(parallel=True, cache=True)
+def conv_backward(sgemm, x, dyt, wmat, k, stride, pad, ones, dx, partial, per_task, input_grad, weight_grad):
+    """Both gradients of ``conv_forward``, ``per_task`` images at a time, reading each task's
+    slice of ``dyt`` (N*OH*OW, F) once:
+
+    - dx = col2im(dyt @ wmat), ``wmat`` being (F, KH*KW*C): the column gradient exists only as
+      the task's slice;
+    - partial[task] = dyt.T @ im2col(x) over the task's rows ((F, KH*KW*C [+ 1]), the bias's
+      column last); the caller adds the partials in order, so the weight gradient depends on
+      the batch and ``per_task``, never on the thread count.
+    """
+    n = x.shape[0]
+    rows = dyt.shape[0] // n
+    f, kkc = wmat.shape
+    width = kkc + ones
+    for t in prange((n + per_task - 1) // per_task):
+        b0 = t * per_task
+        b1 = min(n, b0 + per_task)
+        m = (b1 - b0) * rows
+        dy_at = dyt.ctypes.data + b0 * rows * f * F32
+        if weight_grad:
+            cols = np.empty((m, width), x.dtype)
+            im2col_images(x[b0:b1], k, stride, pad, ones, cols, 0, b1 - b0)
+            sgemm(ROW_MAJOR, TRANS, NO_TRANS, f, width, m, 1.0, dy_at, f, cols.ctypes.data, width, 0.0,
+                  partial[t].ctypes.data, width)
+        if input_grad:
+            dcols = np.empty((m, kkc), dyt.dtype)
+            sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, m, kkc, f, 1.0, dy_at, f, wmat.ctypes.data, kkc, 0.0,
+                  dcols.ctypes.data, kkc)
+            col2im_images(dcols, b0 * rows, k, stride, pad, dx, b0, b1)
+
+
+@njit(parallel=True, cache=True)
+def sum_in_order(partial, out):
+    """out = partial[0] + partial[1] + ..., in that order, element by element."""
+    chunks = partial.shape[0]
+    flat, parts = out.reshape(-1), partial.reshape(chunks, -1)
+    for i in prange(flat.size):
+        total = parts[0, i]
+        for t in range(1, chunks):
+            total += parts[t, i]
+        flat[i] = total
 
 
 # --- max pooling --------------------------------------------------------------------------------
@@ -144,11 +250,14 @@ def channel_moments(rows):
     shift = rows[0].astype(np.float64)
     part = np.zeros((REDUCTION_CHUNKS, 2, c))
     for chunk in prange(REDUCTION_CHUNKS):
+        s1, s2 = np.zeros(c), np.zeros(c)       # the chunk's sums in registers/L1, not in ``part``
         for r in range(chunk * m // REDUCTION_CHUNKS, (chunk + 1) * m // REDUCTION_CHUNKS):
             for ch in range(c):
                 d = rows[r, ch] - shift[ch]
-                part[chunk, 0, ch] += d
-                part[chunk, 1, ch] += d * d
+                s1[ch] += d
+                s2[ch] += d * d
+        part[chunk, 0, :] = s1
+        part[chunk, 1, :] = s2
     s = part[:, 0, :].sum(axis=0) / m
     var = part[:, 1, :].sum(axis=0) / m - s * s
     return shift + s, np.maximum(var, 0.0)
@@ -181,11 +290,14 @@ def norm_grad_sums(dy, x, y, mean, inv_std, cap):
     m, c = dy.shape
     part = np.zeros((REDUCTION_CHUNKS, 2, c))
     for chunk in prange(REDUCTION_CHUNKS):
+        s1, s2 = np.zeros(c), np.zeros(c)
         for r in range(chunk * m // REDUCTION_CHUNKS, (chunk + 1) * m // REDUCTION_CHUNKS):
             for ch in range(c):
                 g = relu_masked(dy[r, ch], y[r, ch], cap)
-                part[chunk, 0, ch] += g
-                part[chunk, 1, ch] += g * ((x[r, ch] - mean[ch]) * inv_std[ch])
+                s1[ch] += g
+                s2[ch] += g * ((x[r, ch] - mean[ch]) * inv_std[ch])
+        part[chunk, 0, :] = s1
+        part[chunk, 1, :] = s2
     return part[:, 0, :].sum(axis=0), part[:, 1, :].sum(axis=0)
 
 

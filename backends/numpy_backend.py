@@ -35,6 +35,7 @@ import array_api_compat.numpy as xp_numpy
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from . import openblas
 from .base import Backend, taps
 from .ops.norm import NormSaved
 
@@ -46,28 +47,6 @@ def _default_threads() -> int:
         except (KeyError, ValueError):
             continue
     return os.cpu_count() or 1
-
-
-def _openblas_thread_control():
-    """(set_num_threads, get_num_threads) of the OpenBLAS that NumPy loaded, or None."""
-    try:
-        with open("/proc/self/maps") as fh:
-            paths = {line.split()[-1] for line in fh if "openblas" in line.lower() and ".so" in line}
-    except OSError:
-        return None
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("scipy_openblas", "openblas"):
-            for suffix in ("64_", ""):
-                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                if setter is not None and getter is not None:
-                    setter.argtypes, getter.restype = [ctypes.c_int], ctypes.c_int
-                    return setter, getter
-    return None
 
 
 def _reuse_freed_memory() -> bool:
@@ -93,7 +72,7 @@ class NumpyBackend(Backend):
         self.parallel_min_size = 1 << 18     # elements; smaller work is not worth a thread hand-off
         self.contract_min_inner = 4096       # inner length from which ``contract`` splits it
         self._executor, self._workers = None, 0
-        self._blas_threads = _openblas_thread_control()
+        self._blas_threads = openblas.thread_control()
         self.reuses_freed_memory = _reuse_freed_memory()
 
     def owns(self, array) -> bool:

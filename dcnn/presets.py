@@ -37,6 +37,7 @@ class Preset:
     batch_size: int = 128
     schedule: str = "onecycle"               # or "constant"
     augment: bool = False
+    augment_shift: int = 2                   # pixels of random shift when augmenting (0: flips only)
     label_smoothing: float = 0.0             # torch.nn.CrossEntropyLoss's meaning
 
     def build(self, input_shape, classes: int, *, seed: int = 0, backend=None) -> DCNNetwork:

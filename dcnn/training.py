@@ -492,7 +492,7 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
 
     net = preset.build(data.input_shape, data.num_classes, seed=config.seed, backend=backend)
     net.compile(config.optimizer, lr=config.lr, label_smoothing=preset.label_smoothing, **plan.optimizer_options)
-    augment = RandomShiftFlip(backend, config.seed) if config.augment else None
+    augment = RandomShiftFlip(backend, config.seed, pad=preset.augment_shift) if config.augment else None
     parallel = None if comm is None else distributed.DataParallel(net, comm, augment=augment)
     history: dict = {}
     initial_epoch = 0

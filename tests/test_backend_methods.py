@@ -14,7 +14,7 @@ import pytest
 import backends
 from helpers import generic, host
 
-OVERRIDING = ("numba", "numpy-pure", "numpy-threads", "cupy")
+OVERRIDING = ("numba", "numba-small-tasks", "numba-blas-threads", "numpy-pure", "numpy-threads", "cupy")
 # float32 results of sums over a few hundred terms, ordered differently: relative to the
 # largest magnitude in the result.
 F32_TOL = 2e-6
@@ -29,6 +29,15 @@ def fast(request):
         except ImportError as exc:
             pytest.skip(f"numba is not importable: {exc}")
         return NumbaBackend("test")
+    if name.startswith("numba-"):
+        pytest.importorskip("numba")
+        from backends.numba_backend import NumbaBackend
+        backend = NumbaBackend("test")
+        if name == "numba-small-tasks":   # every product split, in uneven slices, even for tiny inputs
+            backend.CONV_ROWS_PER_TASK, backend.GEMM_MIN_WORK = 1, 1
+        else:                             # without NumPy's OpenBLAS: BLAS's own threads
+            backend._sgemm = None
+        return backend
     if name.startswith("numpy"):
         from backends.numpy_backend import NumpyBackend
         backend = NumpyBackend("test")
@@ -212,3 +221,59 @@ def test_matmul_rows(fast, rng, rows):
     a = fast.from_numpy(rng.standard_normal((rows, 19)).astype(np.float32))
     b = fast.from_numpy(rng.standard_normal((19, 5)).astype(np.float32))
     close(fast, fast.matmul_rows(a, b), generic(fast).matmul_rows(a, b), tol=1e-6)
+
+
+def pooled_backend():
+    pytest.importorskip("numba")
+    from backends.numba_backend import NumbaBackend
+    backend = NumbaBackend("test")
+    if backend._sgemm is None:
+        pytest.skip("NumPy's OpenBLAS GEMM is not reachable here")
+    backend.GEMM_MIN_WORK = 1
+    return backend
+
+
+@pytest.mark.parametrize("m,k,n", [(300, 19, 5), (4, 33, 70), (1, 7, 1), (128, 64, 128)])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_pooled_gemm_slices(rng, m, k, n, trans_a, trans_b):
+    """Every slicing and transposition against NumPy's @ (whose small products take other kernels)."""
+    backend = pooled_backend()
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    a, b = (a.T if trans_a else a), (b.T if trans_b else b)
+    close(backend, backend.matmul_rows(a, b), a @ b)
+
+
+def test_pooled_products_leave_the_blas_thread_count_as_it_was(rng):
+    backend = pooled_backend()
+    set_threads, get_threads = backend._blas_threads
+    before = get_threads()
+    try:
+        set_threads(2)
+        a = rng.standard_normal((50, 8)).astype(np.float32)
+        backend.matmul_rows(a, a.T)
+        assert get_threads() == 2
+    finally:
+        set_threads(before)
+
+
+def test_pooled_convolution_does_not_depend_on_the_thread_count(rng):
+    """Fixed slices (images per task, so weight-gradient partials): 1 and 2 threads give the same bits."""
+    import numba
+    backend = pooled_backend()
+    backend.CONV_ROWS_PER_TASK = 2 * 7 * 7      # 2 images a task: 5 tasks for 9 images
+    x = rng.standard_normal((9, 3, 7, 7)).astype(np.float32)
+    weight = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(5).astype(np.float32)
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            y, saved = backend.conv2d(x, weight, bias, 1, 1)
+            results.append([y.copy(), *backend.conv2d_backward(np.ones_like(y), saved, weight)])
+    finally:
+        numba.set_num_threads(before)
+    for ours, ref in zip(*results):
+        np.testing.assert_array_equal(ours, ref)

@@ -56,22 +56,23 @@ class Dense(Layer):
         w = self.params["weight"]
         if x.shape[1] != w.shape[1]:
             raise ValueError(f"{self.describe()} was built for {w.shape[1]} input features; got {x.shape[1]}")
-        xp = backend_of(x).xp
-        y = x @ xp.matrix_transpose(w)
+        backend = backend_of(x)
+        y = backend.matmul_rows(x, backend.xp.matrix_transpose(w))
         if self.use_bias:
             y += self.params["bias"]
-        self._saved = (xp, x)
+        self._saved = (backend, x)
         return y
 
     def backward(self, dy):
-        xp, x = self.saved()
+        backend, x = self.saved()
+        xp = backend.xp
         if self.trainable:
-            self.grads["weight"] = xp.matrix_transpose(dy) @ x
+            self.grads["weight"] = backend.contract(xp.matrix_transpose(dy), x)
             if self.use_bias:
                 self.grads["bias"] = xp.sum(dy, axis=0)
         if not self.needs_input_grad:
             return None
-        return dy @ self.params["weight"]
+        return backend.matmul_rows(dy, self.params["weight"])
 
 
 class Dropout(Layer):

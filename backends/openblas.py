@@ -1,0 +1,71 @@
+"""The OpenBLAS that NumPy loaded, reached through ctypes.
+
+Two things of it are used: its thread count (``thread_control``) and its
+single-precision GEMM (``sgemm``), which the Numba kernels call on slices of a
+product from inside their own thread pool (backends/numba_kernels.py), each
+call single-threaded.  NumPy's wheels ship OpenBLAS with prefixed, 64-bit-integer
+symbols (``scipy_cblas_sgemm64_``); a NumPy built against a system OpenBLAS
+has the plain ones.  Anything else (MKL, Accelerate) gives None, and the
+callers keep BLAS's own threads.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+
+# (symbol prefix, symbol suffix, BLAS integer type)
+_VARIANTS = (("scipy_", "64_", ctypes.c_int64), ("", "64_", ctypes.c_int64), ("scipy_", "", ctypes.c_int),
+             ("", "", ctypes.c_int))
+
+
+@functools.cache
+def _libraries() -> tuple:
+    """The OpenBLAS shared objects mapped into this process (NumPy's, once NumPy is imported)."""
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = sorted({line.split()[-1] for line in fh if "openblas" in line.lower() and ".so" in line})
+    except OSError:
+        return ()
+    libraries = []
+    for path in paths:
+        try:
+            libraries.append(ctypes.CDLL(path))
+        except OSError:
+            continue
+    return tuple(libraries)
+
+
+@functools.cache
+def thread_control():
+    """(set_num_threads, get_num_threads) of NumPy's OpenBLAS, or None."""
+    for lib in _libraries():
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", ""):
+                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                if setter is not None and getter is not None:
+                    setter.argtypes, getter.restype = [ctypes.c_int], ctypes.c_int
+                    return setter, getter
+    return None
+
+
+@functools.cache
+def sgemm():
+    """``cblas_sgemm`` of NumPy's OpenBLAS as a ctypes function, or None.
+
+    Its pointer arguments are declared as 64-bit integers so that a Numba kernel can
+    pass an array's address plus an offset (a slice of rows) without a pointer type.
+    """
+    if ctypes.sizeof(ctypes.c_void_p) != 8:
+        return None
+    for lib in _libraries():
+        for prefix, suffix, blas_int in _VARIANTS:
+            fn = getattr(lib, f"{prefix}cblas_sgemm{suffix}", None)
+            if fn is None:
+                continue
+            enum, address, real = ctypes.c_int, ctypes.c_int64, ctypes.c_float
+            fn.argtypes = [enum, enum, enum, blas_int, blas_int, blas_int, real, address, blas_int,
+                           address, blas_int, real, address, blas_int]
+            fn.restype = None
+            return fn
+    return None
