@@ -76,19 +76,43 @@ def _as_nchw(a, n, h, w, c):
     return a.reshape(n, h, w, c).transpose(0, 3, 1, 2)
 
 
+def _threading_layer(one_pool: bool) -> str:
+    """Numba's OpenMP layer when every kernel and GEMM runs in its pool, else its workqueue.
+
+    OpenMP's threads spin a moment after each kernel, so the next starts at once, as in
+    PyTorch's pool: a convnet step 27 ms against 34 with the workqueue's sleeping threads,
+    the resnet step 64 against 81.  The spin is kept short (GOMP_SPINCOUNT=10000, unless set)
+    so that a busy machine loses little (a step 59 ms against 56 beside a busy core).  With
+    BLAS's own threads beside them the spinning took the core the next GEMM needed: a convnet
+    step 118 ms instead of 39, so there the workqueue's threads, which sleep.
+    """
+    if not one_pool:
+        return "workqueue"
+    # libgomp reads the variable once, when it loads (importing Numba's OpenMP pool loads it);
+    # it is unset again so that child processes and other OpenMP runtimes (PyTorch's) keep their own.
+    ours = "GOMP_SPINCOUNT" not in os.environ
+    if ours:
+        os.environ["GOMP_SPINCOUNT"] = "10000"
+    try:
+        from numba.np.ufunc import omppool  # noqa: F401  (absent where Numba has no OpenMP)
+    except ImportError:
+        return "workqueue"
+    finally:
+        if ours:
+            del os.environ["GOMP_SPINCOUNT"]
+    return "omp"
+
+
 class NumbaBackend(NumpyBackend):
     CONV_ROWS_PER_TASK = 784      # output pixels whose patch rows one task builds and multiplies (whole images)
     GEMM_MIN_WORK = 1 << 20       # multiply-adds per slice below which a product is not split
 
     def __init__(self, reason: str = "chosen explicitly"):
         super().__init__(reason)
-        if not os.environ.get("NUMBA_THREADING_LAYER"):
-            # Numba's OpenMP layer leaves its threads spinning after each kernel, on the core
-            # that the next BLAS call needs: a convnet step took 118 ms instead of 38 on 2 cores.
-            # The workqueue layer's threads sleep.
-            numba.config.THREADING_LAYER = "workqueue"
-        numba.set_num_threads(max(1, min(self.threads, numba.config.NUMBA_NUM_THREADS)))
         self._sgemm = openblas.sgemm() if self._blas_threads is not None else None
+        if not os.environ.get("NUMBA_THREADING_LAYER"):
+            numba.config.THREADING_LAYER = _threading_layer(one_pool=self._sgemm is not None)
+        numba.set_num_threads(max(1, min(self.threads, numba.config.NUMBA_NUM_THREADS)))
 
     def describe(self) -> str:
         return f"numpy {np.__version__} + numba {numba.__version__} (CPU, {numba.get_num_threads()} threads)"

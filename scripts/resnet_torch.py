@@ -5,7 +5,8 @@
 
 The PyTorch network is ``dcnn.torch_model.to_torch`` of the preset's model, starting from
 dcnn's initial weights; the recipe is the preset's: AdamW (lr, weight decay), the same
-one-cycle schedule per step, label smoothing, batch size and epochs, 2 threads.
+one-cycle schedule per step, label smoothing, batch size and epochs, 2 threads, and where the
+preset augments, dcnn's own RandomShiftFlip on each batch (the same transform, on the CPU).
 ``--steps`` alternates steps between the two (dcnn, torch, torch, dcnn, ...) so load from
 other processes falls on both alike; ``--train`` times PyTorch's whole run (data already
 in memory, test accuracy after each epoch) to put beside ``dcnn train --model resnet``.
@@ -25,7 +26,7 @@ import torch  # noqa: E402
 
 from dcnn import datasets, presets  # noqa: E402
 from dcnn.torch_model import load_into_torch, to_torch  # noqa: E402
-from dcnn.training import LRSchedule  # noqa: E402
+from dcnn.training import LRSchedule, RandomShiftFlip  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -96,7 +97,8 @@ def train_torch(args, preset, data):
     steps = -(-n // b)
     schedule = LRSchedule(preset.lr, preset.schedule, epochs)
     schedule.total = steps * epochs
-    x_train, y_train = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    augment = RandomShiftFlip(net.backend, args.seed, pad=preset.augment_shift) if preset.augment else None
+    y_train = torch.from_numpy(data.y_train)
     x_test, y_test = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
@@ -105,7 +107,9 @@ def train_torch(args, preset, data):
         order = torch.from_numpy(rng.permutation(n))
         for step in range(steps):
             idx = order[step * b:(step + 1) * b]
-            torch_step(module, opt, loss_fn, x_train[idx], y_train[idx], schedule.lr_at(epoch * steps + step))
+            xb = data.x_train[idx.numpy()]
+            xb = torch.from_numpy(np.ascontiguousarray(augment(xb) if augment is not None else xb))
+            torch_step(module, opt, loss_fn, xb, y_train[idx], schedule.lr_at(epoch * steps + step))
         module.eval()
         with torch.no_grad():
             correct = sum(int((module(x_test[i:i + 1000]).argmax(1) == y_test[i:i + 1000]).sum())
@@ -120,8 +124,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     preset = presets.get_preset(args.model)
-    if preset.optimizer != "adamw" or preset.augment:
-        raise SystemExit(f"this script mirrors AdamW recipes without augmentation; {args.model} is not one")
+    if preset.optimizer != "adamw":
+        raise SystemExit(f"this script mirrors AdamW recipes; {args.model} is not one")
     data = datasets.load("fashion-mnist")
     if args.steps:
         compare_steps(args, preset, data)
