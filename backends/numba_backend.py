@@ -126,6 +126,7 @@ class NumbaBackend(NumpyBackend):
         w = np.ones((2, 2, 3, 3), dtype)
         y, saved = self.conv2d(x.transpose(0, 3, 1, 2), w, np.ones(2, dtype), 1, 1)
         self.conv2d_backward(y, saved, w)
+        self.conv2d_max_pool2d(x.transpose(0, 3, 1, 2), w, np.ones(2, dtype), 1, 1, 2, 2)
         self.matmul_rows(np.ones((2, 3), dtype), np.ones((2, 3), dtype).T)
         r = np.ones(2, dtype)
         for cap in (None, math.inf):
@@ -193,6 +194,23 @@ class NumbaBackend(NumpyBackend):
         self._in_pool(kernels.conv_forward, x, k, stride, padding, ones, np.ascontiguousarray(wmat), y,
                       self._images_per_task(oh * ow))
         return _as_nchw(y, n, oh, ow, f), _PooledConvSaved(x, (oh, ow), stride, padding, ones)
+
+    def conv2d_max_pool2d(self, x, weight, bias, stride, padding, pool_k, pool_stride):
+        wmat = self.conv_weight_matrix(weight, bias)
+        if not self._pooled(x, wmat):
+            return super().conv2d_max_pool2d(x, weight, bias, stride, padding, pool_k, pool_stride)
+        n, c, h, w = x.shape
+        f, _, k, _ = weight.shape
+        oh, ow = conv_output_size(h, k, stride, padding), conv_output_size(w, k, stride, padding)
+        ph, pw = (oh - pool_k) // pool_stride + 1, (ow - pool_k) // pool_stride + 1
+        x = _channels_last(x)
+        y = np.empty((n, ph, pw, f), x.dtype)
+        arg = np.empty((n, ph, pw, f), np.uint8 if pool_k * pool_k <= 256 else np.int32)
+        self._in_pool(kernels.conv_max_pool_forward, x, k, stride, padding, bias is not None,
+                      np.ascontiguousarray(wmat), (oh, ow), pool_k, pool_stride, y, arg,
+                      self._images_per_task(oh * ow))
+        conv_saved = _PooledConvSaved(x, (oh, ow), stride, padding, bias is not None)
+        return y.transpose(0, 3, 1, 2), (conv_saved, PoolSaved((arg, (n, oh, ow, f)), pool_k, pool_stride))
 
     def conv2d_backward(self, dy, saved, weight, *, input_grad=True, weight_grad=True):
         if not isinstance(saved, _PooledConvSaved):

@@ -130,6 +130,25 @@ def conv_forward(sgemm, x, k, stride, pad, ones, wmat, y, per_task):
 
 
 @njit(parallel=True, cache=True)
+def conv_max_pool_forward(sgemm, x, k, stride, pad, ones, wmat, conv_hw, pool_k, pool_stride, y, arg, per_task):
+    """y, arg = max_pool(im2col(x) @ wmat), ``per_task`` images at a time: the convolution's output
+    exists only as one task's slice, pooled in its core's cache (``max_pool_images``'s arg-max)."""
+    n = x.shape[0]
+    oh, ow = conv_hw
+    width, f = wmat.shape
+    for t in prange((n + per_task - 1) // per_task):
+        b0 = t * per_task
+        b1 = min(n, b0 + per_task)
+        m = (b1 - b0) * oh * ow
+        cols = np.empty((m, width), x.dtype)
+        im2col_images(x[b0:b1], k, stride, pad, ones, cols, 0, b1 - b0)
+        out = np.empty((m, f), x.dtype)
+        sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, m, f, width, 1.0, cols.ctypes.data, width,
+              wmat.ctypes.data, f, 0.0, out.ctypes.data, f)
+        max_pool_images(out.reshape(b1 - b0, oh, ow, f), pool_k, pool_stride, y[b0:b1], arg[b0:b1], 0, b1 - b0)
+
+
+@njit(parallel=True, cache=True)
 def conv_backward(sgemm, x, dyt, wmat, k, stride, pad, ones, dx, partial, per_task, input_grad, weight_grad):
     """Both gradients of ``conv_forward``, ``per_task`` images at a time, reading each task's
     slice of ``dyt`` (N*OH*OW, F) once:
@@ -175,12 +194,12 @@ def sum_in_order(partial, out):
 
 # --- max pooling --------------------------------------------------------------------------------
 
-@njit(parallel=True, cache=True)
-def max_pool(x, k, stride, y, arg):
-    """y = max over each k x k window; arg = the window offset (i*k + j) of its first
-    maximum in row-major order (a NaN counts as the maximum, as in torch)."""
-    n, oh, ow, c = y.shape
-    for b in prange(n):
+@njit(cache=True)
+def max_pool_images(x, k, stride, y, arg, b0, b1):
+    """y = max over each k x k window of images b0..b1-1; arg = the window offset (i*k + j) of its
+    first maximum in row-major order (a NaN counts as the maximum, as in torch)."""
+    _, oh, ow, c = y.shape
+    for b in range(b0, b1):
         for yo in range(oh):
             for xo in range(ow):
                 for ch in range(c):
@@ -194,6 +213,13 @@ def max_pool(x, k, stride, y, arg):
                         if v > best or (v != v and best == best):
                             y[b, yo, xo, ch] = v
                             arg[b, yo, xo, ch] = t
+
+
+@njit(parallel=True, cache=True)
+def max_pool(x, k, stride, y, arg):
+    """``max_pool_images`` over the whole batch, one image per task."""
+    for b in prange(y.shape[0]):
+        max_pool_images(x, k, stride, y, arg, b, b + 1)
 
 
 @njit(parallel=True, cache=True)

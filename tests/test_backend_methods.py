@@ -96,6 +96,24 @@ def test_conv2d(fast, rng, c, f, k, stride, pad, h, w, bias, layout):
     assert dw is None and db is None and dx is not None
 
 
+@pytest.mark.parametrize("c,f,k,stride,pad,h,pool_k,pool_stride", [
+    (1, 4, 3, 1, 1, 8, 2, 2), (3, 5, 3, 1, 1, 9, 2, 2), (2, 3, 3, 2, 1, 11, 3, 2), (4, 2, 1, 1, 0, 6, 3, 1)])
+def test_conv2d_max_pool2d(fast, rng, c, f, k, stride, pad, h, pool_k, pool_stride):
+    """The fused step against the generic conv2d then max_pool2d, and both backward passes after it."""
+    x = channels_last_view(fast, rng, (5, c, h, h))
+    weight = fast.from_numpy(rng.standard_normal((f, c, k, k)).astype(np.float32))
+    b = fast.from_numpy(rng.standard_normal(f).astype(np.float32))
+    y, (conv_saved, pool_saved) = fast.conv2d_max_pool2d(x, weight, b, stride, pad, pool_k, pool_stride)
+    ref = generic(fast)
+    y_ref, (conv_ref, pool_ref) = ref.conv2d_max_pool2d(x, weight, b, stride, pad, pool_k, pool_stride)
+    close(fast, y, y_ref, what="y")
+    dy = fast.from_numpy(rng.standard_normal(tuple(y.shape)).astype(np.float32))
+    ours = fast.conv2d_backward(fast.max_pool2d_backward(dy, pool_saved), conv_saved, weight)
+    theirs = ref.conv2d_backward(ref.max_pool2d_backward(dy, pool_ref), conv_ref, weight)
+    for name, a, r in zip(("dx", "dw", "db"), ours, theirs):
+        close(fast, a, r, what=name)
+
+
 POOLS = [(2, 2, 8, 8), (2, 2, 9, 7), (3, 2, 9, 8), (3, 3, 10, 11), (2, 1, 5, 6), (1, 1, 4, 4), (3, 1, 5, 5),
          (2, 3, 8, 9), (4, 4, 4, 4)]
 

@@ -11,7 +11,7 @@ import pytest
 import backends
 from helpers import generic, host
 from dcnn import BatchNorm2D, Conv2D, DCNNetwork, Dense, Flatten, MaxPool2D, ReLU
-from dcnn.layers.container import Sequential, run_order
+from dcnn.layers.container import ConvMaxPool, Sequential, run_order
 
 FAST = ("numpy", "numpy-threads", "cupy")
 WINDOWS = [  # (k, stride, h, w)
@@ -127,7 +127,7 @@ def test_contract_leaves_the_blas_thread_count_as_it_was():
 
 def test_run_order_puts_each_pool_before_its_relu():
     conv, relu, pool, relu2, pool2, dense = Conv2D(2), ReLU(), MaxPool2D(), ReLU(6.0), MaxPool2D(3, 2), Dense(3)
-    assert run_order([conv, relu, pool, relu2, pool2, dense]) == [conv, pool, relu, pool2, relu2, dense]
+    assert run_order([conv, relu, pool, relu2, pool2, dense]) == [ConvMaxPool(conv, pool), relu, pool2, relu2, dense]
     assert run_order([relu, relu2, pool]) == [relu, pool, relu2]
     assert run_order([pool, relu]) == [pool, relu]
 

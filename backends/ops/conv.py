@@ -37,6 +37,14 @@ class ConvOps:
         saved = ConvSaved(cols, (n, c, h, w), (oh, ow), stride, padding, bias is not None)
         return xp.permute_dims(xp.reshape(y, (n, oh, ow, f)), (0, 3, 1, 2)), saved
 
+    def conv2d_max_pool2d(self, x, weight, bias, stride: int, padding: int, pool_k: int, pool_stride: int):
+        """max_pool2d(conv2d(x)) as one step: (y, (conv saved, pool saved)).  A backend may fuse the two so
+        that the convolution's output never reaches memory; the backward pass is max_pool2d_backward,
+        then conv2d_backward, with those saved values."""
+        y, conv_saved = self.conv2d(x, weight, bias, stride, padding)
+        y, pool_saved = self.max_pool2d(y, pool_k, pool_stride)
+        return y, (conv_saved, pool_saved)
+
     def conv2d_backward(self, dy, saved: ConvSaved, weight, *, input_grad: bool = True, weight_grad: bool = True):
         """(dx, dweight, dbias) for ``conv2d``; None for what was not asked for (or no bias)."""
         xp = self.xp

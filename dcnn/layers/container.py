@@ -157,7 +157,7 @@ def basic_block(filters: int, stride: int = 1, in_filters: int | None = None) ->
 
 
 def run_order(layers) -> list:
-    """The steps in which ``layers`` compute.  Two rewrites, each exact:
+    """The steps in which ``layers`` compute.  Three rewrites, each exact:
 
     - a BatchNorm2D directly followed by a ReLU runs as one step, the backend's
       ``batch_norm`` with the ReLU fused in (one pass over the maps, not two);
@@ -165,7 +165,9 @@ def run_order(layers) -> list:
       max-pool then ReLU equals ReLU then max-pool, forward and backward (ties
       included), because ReLU and its cap are monotone: the window's first
       maximum is unchanged, or the gradient is zero either way.  The ReLU then
-      touches a quarter of the values (for 2x2 pools).
+      touches a quarter of the values (for 2x2 pools);
+    - then a Conv2D directly followed by a MaxPool2D runs as one step, the backend's
+      ``conv2d_max_pool2d`` (the same two operations; fused on the CPU).
 
     Each step has ``forward`` and ``backward``; the layers keep their own state.
     """
@@ -185,7 +187,33 @@ def run_order(layers) -> list:
             i += 2
         else:
             i += 1
-    return order
+    fused = []
+    for step in order:
+        if type(step) is MaxPool2D and fused and type(fused[-1]) is Conv2D:
+            fused[-1] = ConvMaxPool(fused[-1], step)
+        else:
+            fused.append(step)
+    return fused
+
+
+class ConvMaxPool:
+    """A Conv2D and the MaxPool2D after it, run as one step: the backend's ``conv2d_max_pool2d``
+    (fused on the CPU, so the convolution's full-size output is never stored)."""
+
+    def __init__(self, conv: Conv2D, pool: MaxPool2D):
+        self.conv, self.pool = conv, pool
+
+    def forward(self, x):
+        return self.conv.forward(x, pool=self.pool)
+
+    def backward(self, dy):
+        return self.conv.backward(self.pool.backward(dy))
+
+    def __eq__(self, other):
+        return isinstance(other, ConvMaxPool) and (self.conv, self.pool) == (other.conv, other.pool)
+
+    def __repr__(self) -> str:
+        return f"ConvMaxPool({self.conv.describe()}, {self.pool.describe()})"
 
 
 class BatchNormReLU:

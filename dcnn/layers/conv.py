@@ -91,12 +91,20 @@ class Conv2D(Layer):
             self.params["bias"] = backend.from_numpy(initial_bias(self.init, rng, self.filters, c * k * k))
         super().build(input_shape, rng, backend)
 
-    def forward(self, x):
+    def forward(self, x, pool=None):
+        """``pool``: the MaxPool2D right after this layer, run in the same step (``run_order``);
+        each layer keeps its own saved values, so the two backward passes run as before."""
         check_rank(self, x, 4, "(N, C, H, W) images")
         check_channels(self, x, self.params["weight"].shape[1])
-        self.output_shape(tuple(x.shape[1:]))
-        y, self._saved = backend_of(x).conv2d(x, self.params["weight"], self.params.get("bias"),
-                                              self.stride, self.padding)
+        shape = self.output_shape(tuple(x.shape[1:]))
+        backend = backend_of(x)
+        if pool is None:
+            y, self._saved = backend.conv2d(x, self.params["weight"], self.params.get("bias"),
+                                            self.stride, self.padding)
+            return y
+        pool.output_shape(shape)
+        y, (self._saved, pool._saved) = backend.conv2d_max_pool2d(
+            x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, pool.pool_size, pool.stride)
         return y
 
     def backward(self, dy):
