@@ -119,7 +119,7 @@ class NumbaBackend(NumpyBackend):
 
     def warm_up(self, dtype=np.float32) -> None:
         """Compile the kernels for ``dtype`` now (each op once on tiny arrays): about
-        10 s the first time on a machine, under a second once cached."""
+        20 s the first time in a checkout, under a second once cached."""
         x = np.ones((2, 4, 4, 2), dtype)
         y, saved = self.max_pool2d(x.transpose(0, 3, 1, 2), 2, 2)
         self.max_pool2d_backward(y, saved)
