@@ -39,6 +39,7 @@ def test_nan_or_inf(net, bad):
         net.fit(x, y, verbose=0)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")   # the overflow is the point
 def test_float64_too_large_for_float32(net, backend):
     """1e39 is a finite float64 but inf as float32: refused, not trained on as inf
     (host input, and input already on the backend's device)."""
