@@ -112,39 +112,43 @@ def gemm(sgemm, a, trans_a, b, trans_b, c, chunks):
                   b.ctypes.data + b_at * F32, ldb, 0.0, c.ctypes.data + c0 * F32, n)
 
 
+@njit(cache=True)
+def conv_images(sgemm, images, k, stride, pad, ones, wmat, rows, out_address):
+    """im2col(images) @ wmat into the (len(images) * rows, F) float32 rows at ``out_address``: the
+    patch rows exist only in this call's buffer, in its core's cache, and are multiplied there."""
+    width, f = wmat.shape
+    m = images.shape[0] * rows
+    cols = np.empty((m, width), images.dtype)
+    im2col_images(images, k, stride, pad, ones, cols, 0, images.shape[0])
+    sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, m, f, width, 1.0, cols.ctypes.data, width,
+          wmat.ctypes.data, f, 0.0, out_address, f)
+
+
 @njit(parallel=True, cache=True)
 def conv_forward(sgemm, x, k, stride, pad, ones, wmat, y, per_task):
-    """y = im2col(x) @ wmat, ``per_task`` images at a time: each task's patch rows exist only in
-    its own buffer, in its core's cache, and are multiplied there.  The whole patch matrix
+    """y = im2col(x) @ wmat, ``per_task`` images a task (``conv_images``): the whole patch matrix
     (tens of MB) is never written to memory; the backward pass rebuilds its slices the same way."""
     n = x.shape[0]
     rows = y.shape[0] // n
-    width, f = wmat.shape
+    f = wmat.shape[1]
     for t in prange((n + per_task - 1) // per_task):
         b0 = t * per_task
         b1 = min(n, b0 + per_task)
-        cols = np.empty(((b1 - b0) * rows, width), x.dtype)
-        im2col_images(x[b0:b1], k, stride, pad, ones, cols, 0, b1 - b0)
-        sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, (b1 - b0) * rows, f, width, 1.0, cols.ctypes.data, width,
-              wmat.ctypes.data, f, 0.0, y.ctypes.data + b0 * rows * f * F32, f)
+        conv_images(sgemm, x[b0:b1], k, stride, pad, ones, wmat, rows, y.ctypes.data + b0 * rows * f * F32)
 
 
 @njit(parallel=True, cache=True)
 def conv_max_pool_forward(sgemm, x, k, stride, pad, ones, wmat, conv_hw, pool_k, pool_stride, y, arg, per_task):
-    """y, arg = max_pool(im2col(x) @ wmat), ``per_task`` images at a time: the convolution's output
+    """y, arg = max_pool(im2col(x) @ wmat), ``per_task`` images a task: the convolution's output
     exists only as one task's slice, pooled in its core's cache (``max_pool_images``'s arg-max)."""
     n = x.shape[0]
     oh, ow = conv_hw
-    width, f = wmat.shape
+    f = wmat.shape[1]
     for t in prange((n + per_task - 1) // per_task):
         b0 = t * per_task
         b1 = min(n, b0 + per_task)
-        m = (b1 - b0) * oh * ow
-        cols = np.empty((m, width), x.dtype)
-        im2col_images(x[b0:b1], k, stride, pad, ones, cols, 0, b1 - b0)
-        out = np.empty((m, f), x.dtype)
-        sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, m, f, width, 1.0, cols.ctypes.data, width,
-              wmat.ctypes.data, f, 0.0, out.ctypes.data, f)
+        out = np.empty(((b1 - b0) * oh * ow, f), x.dtype)
+        conv_images(sgemm, x[b0:b1], k, stride, pad, ones, wmat, oh * ow, out.ctypes.data)
         max_pool_images(out.reshape(b1 - b0, oh, ow, f), pool_k, pool_stride, y[b0:b1], arg[b0:b1], 0, b1 - b0)
 
 

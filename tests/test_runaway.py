@@ -10,7 +10,7 @@ from dcnn.callbacks import Callback
 from dcnn.fileio import load_arrays, read_metadata
 from dcnn.training import Diverged, Monitor, TrainConfig, train
 
-from test_training import run, tiny_dataset
+from test_training import AtStep, run, tiny_dataset
 
 
 pytestmark = pytest.mark.usefixtures("numpy_active")   # conftest.py
@@ -20,22 +20,16 @@ def quiet(*a):
     pass
 
 
-class Inflate(Callback):
+class Inflate(AtStep):
     """Multiplies the last layer's weights by ``factor`` after (epoch, step): negative, so the right class
     becomes the least likely; the loss stays finite but huge."""
 
     def __init__(self, epoch, step, factor=-1e3):
-        self.at, self.factor = (epoch, step), factor
+        super().__init__(epoch, step)
+        self.factor = factor
 
-    def on_train_begin(self, net, epochs, steps):
-        self.net = net
-
-    def on_epoch_begin(self, epoch):
-        self.epoch = epoch
-
-    def on_batch_end(self, step, logs):
-        if (self.epoch, step) == self.at:
-            self.net.layers[-1].params["weight"][...] *= self.factor
+    def act(self, weight):
+        weight[...] *= self.factor
 
 
 class Snapshots(Callback):

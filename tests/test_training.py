@@ -107,8 +107,8 @@ def test_training_learns_and_reports(tmp_path):
         assert (tmp_path / "r" / name).is_file()
 
 
-class Poison(Callback):
-    """Puts a NaN into the last layer's weights after a given (epoch, step)."""
+class AtStep(Callback):
+    """Runs ``act(last layer's weight)`` once, after a given (epoch, step)."""
 
     def __init__(self, epoch, step):
         self.at = (epoch, step)
@@ -121,7 +121,14 @@ class Poison(Callback):
 
     def on_batch_end(self, step, logs):
         if (self.epoch, step) == self.at:
-            self.net.layers[-1].params["weight"][0, 0] = np.nan
+            self.act(self.net.layers[-1].params["weight"])
+
+
+class Poison(AtStep):
+    """Puts a NaN into the last layer's weights after a given (epoch, step)."""
+
+    def act(self, weight):
+        weight[0, 0] = np.nan
 
 
 def test_non_finite_loss_stops_with_epoch_step_and_keeps_last_good_checkpoint(tmp_path):
