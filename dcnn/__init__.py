@@ -2,15 +2,23 @@
 
 The backend is chosen with ``DCNN_BACKEND=numpy|cupy|auto``; see ``backends``.
 """
-from .callbacks import (Callback, CosineDecay, CSVLogger, EarlyStopping, History, LearningRateScheduler,
-                        ModelCheckpoint, OneCycleLR, StepDecay)
+import sys
+
+from .data import datasets
+from .io.loading import load
 from .layers import (AvgPool2D, BatchNorm2D, Conv2D, ConvBlock, Dense, Dropout, FeatureMapNorm, Flatten,
                      GlobalAvgPool2D, Layer, MaxPool2D, ReLU, Residual, Sequential, Softmax)
-from .loading import load
-from .losses import SoftmaxCrossEntropy
-from .network import DCNNetwork
-from .optimizers import SGD, Adam, AdamW
-from . import datasets, presets  # noqa: E402  (dcnn.datasets.load, dcnn.presets.get_preset)
+from .model import presets
+from .model.losses import SoftmaxCrossEntropy
+from .model.network import DCNNetwork
+from .model.optimizers import SGD, Adam, AdamW
+from .train.callbacks import (Callback, CosineDecay, CSVLogger, EarlyStopping, History, LearningRateScheduler,
+                              ModelCheckpoint, OneCycleLR, StepDecay)
+
+# ``import dcnn.datasets`` and ``from dcnn.presets import get_preset`` keep working: both modules kept
+# their public names when they moved into the data and model packages.
+sys.modules[__name__ + ".datasets"] = datasets
+sys.modules[__name__ + ".presets"] = presets
 
 __version__ = "0.1.0"
 

@@ -46,7 +46,8 @@ def parse_args(argv=None):
 # --- one configuration (a child process, or each rank of an MPI job) -------------------------------
 
 def build(name, backend):
-    from dcnn import Conv2D, DCNNetwork, Dense, Flatten, MaxPool2D, ReLU, presets
+    from dcnn import Conv2D, DCNNetwork, Dense, Flatten, MaxPool2D, ReLU
+    from dcnn.model import presets
     if name == "convnet":
         return presets.get_preset("convnet").build((1, 28, 28), 10, backend=backend).compile("adam", lr=1e-3)
     if name == "ref":   # scripts/bench.py's "ref"

@@ -65,8 +65,9 @@ def run_epoch(threads: int, chunk: int = 10, limit: int | None = None) -> dict:
     import numpy as np
     import torch
     import backends
-    from dcnn import datasets, presets
-    from dcnn.training import LRSchedule
+    from dcnn.data import datasets
+    from dcnn.model import presets
+    from dcnn.train.job import LRSchedule
     sys.path.insert(0, os.path.join(ROOT, "scripts"))
     from torch_twin import twin
 

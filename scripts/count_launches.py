@@ -186,7 +186,7 @@ class CountingGenerator:
 
 
 def build_network(model: str, backend, optimizer=None):
-    from dcnn.presets import get_preset
+    from dcnn.model.presets import get_preset
     preset = get_preset(model)
     net = preset.build((1, 28, 28), 10, backend=backend)
     options = dict(preset.optimizer_options)

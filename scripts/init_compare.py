@@ -22,8 +22,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dcnn import Conv2D, DCNNetwork, Dense, Flatten, MaxPool2D, ReLU, datasets, presets  # noqa: E402
-from dcnn.training import LRSchedule  # noqa: E402
+from dcnn import Conv2D, DCNNetwork, Dense, Flatten, MaxPool2D, ReLU
+from dcnn.data import datasets
+from dcnn.model import presets  # noqa: E402
+from dcnn.train.job import LRSchedule  # noqa: E402
 
 
 def plain(input_shape, classes):

@@ -3,7 +3,7 @@
     python scripts/resnet_torch.py --steps 40      # per-step time of both, interleaved (a ratio)
     python scripts/resnet_torch.py --train         # PyTorch trains the full recipe on Fashion-MNIST
 
-The PyTorch network is ``dcnn.torch_model.to_torch`` of the preset's model, starting from
+The PyTorch network is ``dcnn.io.torch_model.to_torch`` of the preset's model, starting from
 dcnn's initial weights; the recipe is the preset's: AdamW (lr, weight decay), the same
 one-cycle schedule per step, label smoothing, batch size and epochs, 2 threads, and where the
 preset augments, dcnn's own RandomShiftFlip on each batch (the same transform, on the CPU).
@@ -24,9 +24,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from dcnn import datasets, presets  # noqa: E402
-from dcnn.torch_model import load_into_torch, to_torch  # noqa: E402
-from dcnn.training import LRSchedule, RandomShiftFlip  # noqa: E402
+from dcnn.data import datasets
+from dcnn.model import presets  # noqa: E402
+from dcnn.io.torch_model import load_into_torch, to_torch  # noqa: E402
+from dcnn.train.job import LRSchedule, RandomShiftFlip  # noqa: E402
 
 
 def parse_args(argv=None):

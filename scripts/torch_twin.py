@@ -4,7 +4,7 @@
 
 Same network, initial weights (dcnn's, seeded), data and scaling (dcnn.datasets),
 batch order (dcnn's shuffle stream), optimiser (Adam, lr 3e-3), one-cycle schedule
-(dcnn.training.LRSchedule, set before every step), dropout, and a test pass after
+(dcnn.train.LRSchedule, set before every step), dropout, and a test pass after
 every epoch.  Prints one JSON line: test accuracy and loss, and the wall time of
 the job from start to end (data loading included), as ``dcnn train`` reports it.
 """
@@ -50,8 +50,9 @@ def main(argv=None):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import numpy as np
     import torch
-    from dcnn import datasets, presets
-    from dcnn.training import LRSchedule
+    from dcnn.data import datasets
+    from dcnn.model import presets
+    from dcnn.train.job import LRSchedule
     torch.set_num_threads(args.threads)
     preset = presets.get_preset(args.model)
     data = datasets.load("fashion-mnist", progress=False).limit(args.limit)

@@ -79,7 +79,7 @@ def run_nccl(out_path):
 
 
 def run_cli(fault, argv):
-    import dcnn.datasets as d
+    import dcnn.data.datasets as d
     from dcnn import cli
     d.load = functools.partial(d.load, verify=False)          # tiny files made by the test
     if fault == "die-after-1":

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import dcnn
-from dcnn.callbacks import (CosineDecay, CSVLogger, EarlyStopping, LearningRateScheduler, ModelCheckpoint, OneCycleLR,
-                            StepDecay, one_cycle)
-from dcnn.training import LRSchedule
+from dcnn.train.callbacks import (CosineDecay, CSVLogger, EarlyStopping, LearningRateScheduler, ModelCheckpoint,
+                                  OneCycleLR, StepDecay, one_cycle)
+from dcnn.train.job import LRSchedule
 
 
 pytestmark = pytest.mark.usefixtures("numpy_active")   # conftest.py

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dcnn import checkpoint, cli, datasets
+from dcnn.io import checkpoint
+from dcnn import cli
+from dcnn.data import datasets
 from test_datasets import write_idx_dataset
 
 SYSTEM_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -147,7 +149,7 @@ def test_info_says_which_backend_and_why(capsys):
 
 
 def test_confusion_matrix():
-    from dcnn.metrics import confusion_matrix
+    from dcnn.train.metrics import confusion_matrix
     cm = confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 0]), 3)
     assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
 

@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from dcnn import Conv2D, DCNNetwork, Dense, Flatten, checkpoint
-from dcnn.checkpoint import CheckpointError
+from dcnn import Conv2D, DCNNetwork, Dense, Flatten
+from dcnn.io import checkpoint
+from dcnn.io.checkpoint import CheckpointError
 from dcnn.cli import main
-from dcnn.loading import load_trained
-from dcnn.fileio import load_arrays, read_metadata, save_arrays
-from dcnn.training import TrainConfig, train
+from dcnn.io.loading import load_trained
+from dcnn.utils.files import load_arrays, read_metadata, save_arrays
+from dcnn.train.job import TrainConfig, train
 
 from test_training import run, tiny_dataset
 

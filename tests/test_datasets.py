@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dcnn import datasets
-from dcnn.datasets import CorruptDataError, DataNotFoundError
+from dcnn.data import builtin, datasets
+from dcnn.data.datasets import CorruptDataError, DataNotFoundError
 
 SYSTEM_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -40,7 +40,7 @@ def cifar_archive(path: Path, per_batch=3, seed=0, truncate_member=None) -> dict
     records = {}
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for member in datasets._CIFAR_MEMBERS:
+        for member in builtin._CIFAR_MEMBERS:
             table = rng.integers(0, 256, (per_batch, 3073)).astype(np.uint8)
             table[:, 0] = rng.integers(0, 10, per_batch)
             records[member] = table
@@ -184,18 +184,18 @@ def test_cifar10_binary_records(isolated):
     records = cifar_archive(isolated / "c" / "cifar-10-binary.tar.gz")
     ds = datasets.load("cifar10", isolated / "c", download=False, verify=False)
     assert ds.x_train.shape == (15, 3, 32, 32) and ds.x_test.shape == (3, 3, 32, 32)
-    first = records[datasets._CIFAR_MEMBERS[0]][0]
+    first = records[builtin._CIFAR_MEMBERS[0]][0]
     assert ds.y_train[0] == first[0]
     # 1024 red bytes, then green, then blue, each row-major.
     np.testing.assert_array_equal(ds.x_train[0, 0, 0, :3], first[1:4].astype(np.float32) / 255)
     np.testing.assert_array_equal(ds.x_train[0, 1, 0, 0], np.float32(first[1 + 1024]) / 255)
-    test = records[datasets._CIFAR_MEMBERS[-1]]
+    test = records[builtin._CIFAR_MEMBERS[-1]]
     np.testing.assert_array_equal(ds.y_test, test[:, 0])
     assert ds.classes[0] == "airplane" and ds.input_shape == (3, 32, 32)
 
 
 def test_cifar10_truncated_member_and_checksum(isolated):
-    cifar_archive(isolated / "c" / "cifar-10-binary.tar.gz", truncate_member=datasets._CIFAR_MEMBERS[2])
+    cifar_archive(isolated / "c" / "cifar-10-binary.tar.gz", truncate_member=builtin._CIFAR_MEMBERS[2])
     with pytest.raises(CorruptDataError, match="cifar-10-binary.tar.gz: .*data_batch_3.bin.*truncated"):
         datasets.load("cifar10", isolated / "c", download=False, verify=False)
     with pytest.raises(CorruptDataError, match="cifar-10-binary.tar.gz: checksum mismatch"):
@@ -239,7 +239,7 @@ def make_official(monkeypatch, records: dict) -> dict:
     spec = datasets.SPECS["cifar10"]
     official = dataclasses.replace(spec.files[0], member_sha1=tuple(
         (m, hashlib.sha1(d).hexdigest()) for m, d in data.items()))
-    per_batch = len(records[datasets._CIFAR_MEMBERS[0]])
+    per_batch = len(records[builtin._CIFAR_MEMBERS[0]])
     monkeypatch.setitem(datasets.SPECS, "cifar10", dataclasses.replace(spec, files=(official,),
                                                                         counts=(5 * per_batch, per_batch)))
     return data
@@ -251,9 +251,9 @@ def test_cifar10_repacked_copy_is_accepted_by_content(isolated, monkeypatch):
     path = isolated / "c" / "cifar-10-binary.tar.gz"
     repack(data, path)
     ds = datasets.load("cifar10", isolated / "c", download=False)          # verified by content
-    np.testing.assert_array_equal(ds.y_test, records[datasets._CIFAR_MEMBERS[-1]][:, 0])
+    np.testing.assert_array_equal(ds.y_test, records[builtin._CIFAR_MEMBERS[-1]][:, 0])
     changed = dict(data)
-    member = datasets._CIFAR_MEMBERS[3]
+    member = builtin._CIFAR_MEMBERS[3]
     changed[member] = bytes([data[member][0] ^ 1]) + data[member][1:]   # one label flipped
     repack(changed, path)
     with pytest.raises(CorruptDataError, match=r"checksum mismatch .*data_batch_4.bin differs from the official"):
@@ -262,20 +262,21 @@ def test_cifar10_repacked_copy_is_accepted_by_content(isolated, monkeypatch):
 
 def test_cifar10_official_member_hashes_are_known():
     members = dict(datasets.SPECS["cifar10"].files[0].member_sha1)
-    assert set(members) == set(datasets._CIFAR_MEMBERS)
+    assert set(members) == set(builtin._CIFAR_MEMBERS)
     assert all(len(h) == 40 and int(h, 16) >= 0 for h in members.values())
 
 
 def test_cifar10_trains_end_to_end_with_three_channels(isolated, tmp_path, monkeypatch):
     """dcnn train on a generated, repacked archive in the real binary format: 3-channel 32x32 images."""
-    from dcnn import training
+    from dcnn.train import job as training
     path = isolated / "c" / "cifar-10-binary.tar.gz"
     repack(make_official(monkeypatch, cifar_archive(path, per_batch=8)), path)
     config = training.TrainConfig(dataset="cifar10", model="resnet", epochs=1, batch_size=16,
                                   data_dir=str(isolated / "c"))
     summary = training.train(config, tmp_path / "run", progress=False, echo=lambda *a: None)
     assert summary["train_images"] == 40 and np.isfinite(summary["test_loss"])
-    from dcnn import DCNNetwork, presets
+    from dcnn import DCNNetwork
+    from dcnn.model import presets
     net = presets.get_preset("resnet").build((3, 32, 32), 10)
     net.load_weights(tmp_path / "run" / "weights.safetensors")
     assert net.predict(np.zeros((2, 3, 32, 32), np.float32)).shape == (2, 10)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import backends
-from dcnn import BatchNorm2D, checkpoint, cli, distributed
+from dcnn import BatchNorm2D, cli, distributed
+from dcnn.io import checkpoint
 from dcnn.distributed import shard_span
 from tests.dist_cases import CASES, make_data, make_net
 from tests.test_datasets import write_idx_dataset

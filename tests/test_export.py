@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import dcnn
-from dcnn import cli, presets
+from dcnn import cli
+from dcnn.model import presets
 
 onnx = pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install -e '.[onnx]')")
 ort = pytest.importorskip("onnxruntime", reason="checking the export needs onnxruntime (pip install -e '.[onnx]')")
@@ -39,7 +40,7 @@ def test_onnx_runtime_gives_the_same_probabilities(name, tmp_path, capsys):
 
 def test_logits_and_unknown_layers(tmp_path):
     net = dcnn.DCNNetwork([dcnn.Flatten(), dcnn.Dense(3)], input_shape=(2, 3, 3), seed=1).build()
-    from dcnn.export import export_onnx, to_onnx
+    from dcnn.io.export import export_onnx, to_onnx
     export_onnx(net, tmp_path / "l.onnx", logits=True)
     x = np.random.default_rng(0).random((4, 2, 3, 3), np.float32)
     (got,) = ort.InferenceSession(str(tmp_path / "l.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dcnn import Conv2D, DCNNetwork, Dense, Flatten, ReLU
-from dcnn.optimizers import SGD, Adam, get_optimizer
+from dcnn.model.optimizers import SGD, Adam, get_optimizer
 
 
 @pytest.mark.parametrize("make,message", [

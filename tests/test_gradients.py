@@ -5,8 +5,8 @@ Runs on every available backend, including array_api_strict's second device.
 import numpy as np
 import pytest
 
-from dcnn import (BatchNorm2D, Conv2D, ConvBlock, DCNNetwork, Dense, FeatureMapNorm, Flatten, MaxPool2D,
-                  ReLU, Softmax, SoftmaxCrossEntropy)
+from dcnn import (BatchNorm2D, Conv2D, ConvBlock, DCNNetwork, Dense, FeatureMapNorm, Flatten, MaxPool2D, ReLU,
+                  Softmax, SoftmaxCrossEntropy)
 from helpers import cast_params, directional_check, leaves
 
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from dcnn.imagefiles import load_images
-from dcnn.imagefiles import read_image
+from dcnn.data.images import load_images
+from dcnn.data.images import read_image
 
 Image = pytest.importorskip("PIL.Image")
 

@@ -1,4 +1,4 @@
-"""dcnn as a library: it never imports the command line; models save and load whole (dcnn.spec)."""
+"""dcnn as a library: it never imports the command line; models save and load whole (dcnn.layers.spec, dcnn.model.spec)."""
 import json
 import subprocess
 import sys
@@ -8,14 +8,16 @@ import numpy as np
 import pytest
 
 import dcnn
-from dcnn import layers, presets, spec
-from dcnn.fileio import load_arrays, read_metadata, save_arrays
+from dcnn import layers
+from dcnn.model import presets
+from dcnn.model import spec
+from dcnn.utils.files import load_arrays, read_metadata, save_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
 
-LIBRARY = ["dcnn", "dcnn.layers", "dcnn.network", "dcnn.loading", "dcnn.spec", "dcnn.datasets", "dcnn.userdata",
-           "dcnn.imagefiles", "dcnn.metrics", "dcnn.callbacks", "dcnn.training", "dcnn.presets", "dcnn.checkpoint",
-           "dcnn.viz", "dcnn.viz.results", "dcnn.viz.stages", "dcnn.viz.command", "dcnn.export",
+LIBRARY = ["dcnn", "dcnn.layers", "dcnn.model.network", "dcnn.io.loading", "dcnn.model.spec", "dcnn.datasets",
+           "dcnn.data.userdata", "dcnn.data.images", "dcnn.train.metrics", "dcnn.train.callbacks", "dcnn.train",
+           "dcnn.presets", "dcnn.io.checkpoint", "dcnn.viz", "dcnn.viz.results", "dcnn.viz.stages", "dcnn.io.export",
            "dcnn.distributed"]
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import backends
-from dcnn import (BatchNorm2D, Conv2D, ConvBlock, DCNNetwork, Dense, Dropout, Flatten, MaxPool2D, ReLU)
+from dcnn import BatchNorm2D, Conv2D, ConvBlock, DCNNetwork, Dense, Dropout, Flatten, MaxPool2D, ReLU
 
 READ_BACKS = ("__float__", "__int__", "__bool__", "__index__", "__complex__", "__array__", "__dlpack__",
               "__iter__", "to_device")

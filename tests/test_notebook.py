@@ -9,7 +9,7 @@ nbclient = pytest.importorskip("nbclient", reason="the notebook test needs nbcli
 pytest.importorskip("ipykernel", reason="the notebook test needs ipykernel (pip install -e '.[test]')")
 pytest.importorskip("matplotlib", reason="the notebook draws with matplotlib")
 
-from dcnn import datasets  # noqa: E402
+from dcnn.data import datasets  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "docs" / "example.ipynb"

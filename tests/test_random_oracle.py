@@ -8,10 +8,10 @@ import pytest
 torch = pytest.importorskip("torch", reason="PyTorch is the oracle; install it with pip install -e '.[test]'")
 
 import backends  # noqa: E402
-from dcnn import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D,  # noqa: E402
-                  ReLU, Residual, Sequential)
+from dcnn import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Residual,
+                  Sequential)
 from dcnn.layers import projection  # noqa: E402
-from dcnn.torch_model import load_into_torch, to_torch  # noqa: E402
+from dcnn.io.torch_model import load_into_torch, to_torch  # noqa: E402
 
 torch.set_num_threads(2)
 ARCHITECTURES = 30

@@ -12,7 +12,7 @@ import pytest
 
 import backends
 import dcnn
-from dcnn import datasets
+from dcnn.data import datasets
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 Image = pytest.importorskip("PIL.Image")

@@ -7,10 +7,10 @@ import pytest
 torch = pytest.importorskip("torch", reason="PyTorch is the oracle; install it with pip install -e '.[test]'")
 
 import backends  # noqa: E402
-from dcnn import (AvgPool2D, BatchNorm2D, Conv2D, DCNNetwork, Dense, Dropout, Flatten,  # noqa: E402
-                  GlobalAvgPool2D, MaxPool2D, ReLU, Residual, Sequential)
+from dcnn import (AvgPool2D, BatchNorm2D, Conv2D, DCNNetwork, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D,
+                  ReLU, Residual, Sequential)
 from dcnn.layers import basic_block, projection  # noqa: E402
-from dcnn.torch_model import load_into_torch, to_torch  # noqa: E402
+from dcnn.io.torch_model import load_into_torch, to_torch  # noqa: E402
 
 torch.set_num_threads(2)
 RTOL, ATOL = 1e-4, 1e-5

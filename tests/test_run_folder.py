@@ -8,9 +8,11 @@ import sys
 
 import pytest
 
-from dcnn import checkpoint, cli, fileio
-from dcnn.runfolder import LOCK, RunFolderError, open_run_folder
-from dcnn.training import TrainConfig, train
+from dcnn.io import checkpoint
+from dcnn import cli
+from dcnn.utils import files as fileio
+from dcnn.io.runfolder import LOCK, RunFolderError, open_run_folder
+from dcnn.train.job import TrainConfig, train
 
 from test_cli import _UNVERIFIED_DCNN, _spawn_training, _wait_for_checkpoint, dcnn, tiny, train_tiny  # noqa: F401
 from test_training import tiny_dataset
@@ -54,7 +56,7 @@ def test_unwritable_output_is_found_before_training(tmp_path, monkeypatch, code,
     (the tests run as root, for whom chmod does not stop writes)."""
     def refuse(path, data):
         raise OSError(code, os.strerror(code), str(path))
-    monkeypatch.setattr("dcnn.runfolder.atomic_write_bytes", refuse)
+    monkeypatch.setattr("dcnn.io.runfolder.atomic_write_bytes", refuse)
     with pytest.raises(RunFolderError, match=f"cannot write into the run folder .*: {reason}"):
         start(tmp_path / "r")
 

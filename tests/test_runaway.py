@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from dcnn import checkpoint
-from dcnn.callbacks import Callback
-from dcnn.fileio import load_arrays, read_metadata
-from dcnn.training import Diverged, Monitor, TrainConfig, train
+from dcnn.io import checkpoint
+from dcnn.train.callbacks import Callback
+from dcnn.utils.files import load_arrays, read_metadata
+from dcnn.train.job import Diverged, Monitor, TrainConfig, train
 
 from test_training import AtStep, run, tiny_dataset
 
@@ -126,7 +126,7 @@ def test_resume_repairs_files_left_behind_by_a_kill_during_the_last_save(tmp_pat
 
 
 def test_evaluate_of_a_run_folder_uses_the_checkpoint_when_the_weights_file_lags(tmp_path):
-    from dcnn.loading import load_trained
+    from dcnn.io.loading import load_trained
     ds, out = tiny_dataset(), tmp_path / "r"
     run(out, ds, epochs=1)
     stale = (out / checkpoint.WEIGHTS).read_bytes()

@@ -7,8 +7,8 @@ torch = pytest.importorskip("torch", reason="PyTorch is the oracle; install it w
 import torch.nn as nn  # noqa: E402
 
 import backends  # noqa: E402
-from dcnn import (BatchNorm2D, Conv2D, DCNNetwork, Dense, FeatureMapNorm, Flatten, MaxPool2D, ReLU,  # noqa: E402
-                  SGD, Adam, SoftmaxCrossEntropy)
+from dcnn import (BatchNorm2D, Conv2D, DCNNetwork, Dense, FeatureMapNorm, Flatten, MaxPool2D, ReLU, SGD, Adam,
+                  SoftmaxCrossEntropy)
 
 torch.set_num_threads(2)
 RTOL, ATOL = 1e-4, 1e-5   # float32, accumulated over up to a few hundred terms

@@ -10,7 +10,7 @@ import pytest
 
 import backends
 from dcnn import BatchNorm2D, Conv2D, DCNNetwork, Dense, Flatten, MaxPool2D, ReLU
-from dcnn.optimizers import SGD, Adam, AdamW
+from dcnn.model.optimizers import SGD, Adam, AdamW
 
 RTOL, ATOL = 1e-4, 1e-5
 

@@ -11,11 +11,11 @@ import signal
 import numpy as np
 import pytest
 
-from dcnn import checkpoint
-from dcnn.callbacks import Callback
-from dcnn.datasets import Dataset
-from dcnn.fileio import load_arrays
-from dcnn.training import Diverged, Interrupted, LRSchedule, RandomShiftFlip, TrainConfig, train
+from dcnn.io import checkpoint
+from dcnn.train.callbacks import Callback
+from dcnn.data.datasets import Dataset
+from dcnn.utils.files import load_arrays
+from dcnn.train.job import Diverged, Interrupted, LRSchedule, RandomShiftFlip, TrainConfig, train
 
 
 pytestmark = pytest.mark.usefixtures("numpy_active")   # conftest.py
@@ -215,7 +215,7 @@ def test_random_shift_flip_moves_pixels_and_is_reproducible(backend, pad):
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 def test_every_preset_builds_for_every_dataset_shape(shape):
-    from dcnn import presets
+    from dcnn.model import presets
     x = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
     for name, preset in presets.PRESETS.items():
         net = preset.build(shape, 10)

@@ -6,9 +6,10 @@ import pytest
 
 import backends
 import dcnn
-from dcnn import cli, datasets
-from dcnn.imagefiles import model_image
-from dcnn.userdata import load_image_folder, load_npz
+from dcnn import cli
+from dcnn.data import datasets
+from dcnn.data.images import model_image
+from dcnn.data.userdata import load_image_folder, load_npz
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -143,7 +144,7 @@ def test_predict_keeps_the_aspect_ratio(tmp_path):
 
 def test_visualize_image_shows_exactly_what_predict_classifies(tmp_path):
     import argparse
-    from dcnn.viz.command import pick_image
+    from dcnn.cli.visualize import pick_image
     photo = np.full((30, 50, 3), 240, np.uint8)
     photo[5:25, 20:30] = (20, 40, 60)                  # a dark object on a light, wide photo
     Image.fromarray(photo).save(tmp_path / "photo.png")

@@ -207,7 +207,7 @@ def visualize(capsys, *argv):
 
 
 def fashion_mnist_here():
-    from dcnn import datasets
+    from dcnn.data import datasets
     return datasets.locate(datasets.get_spec("fashion-mnist"))[0] is not None
 
 
@@ -229,9 +229,9 @@ def save_png(path, pixels):
 
 def trained_run(folder, preset="lenet"):
     """A run folder as `dcnn train` leaves it (weights with their metadata, history), without training."""
-    from dcnn import presets
-    from dcnn.checkpoint import HISTORY, WEIGHTS
-    from dcnn.datasets import get_spec
+    from dcnn.model import presets
+    from dcnn.io.checkpoint import HISTORY, WEIGHTS
+    from dcnn.data.datasets import get_spec
     spec = get_spec("fashion-mnist")
     net = presets.get_preset(preset).build(spec.input_shape, len(spec.classes))
     net.save_weights(folder / WEIGHTS, metadata={"preset": preset, "dataset": spec.name,
@@ -275,7 +275,7 @@ def test_cli_errors_name_the_problem(tmp_path, capsys, argv, message):
 
 @needs_matplotlib
 def test_cli_results_of_a_trained_model(tmp_path, capsys, monkeypatch):
-    from dcnn import datasets
+    from dcnn.data import datasets
     spec = datasets.get_spec("fashion-mnist")
     x = np.stack([np.roll(shapes_image(), shift, axis=1) for shift in range(12)])[:, None]
     tiny = datasets.Dataset(spec.name, x, np.arange(12) % 10, x, np.arange(12) % 10, spec.classes)

@@ -10,8 +10,8 @@ mpi4py is imported only when a job has several ranks: ``pip install -e '.[dist]'
 """
 from .communicator import MPI_MISSING, MPICommunicator, import_mpi
 from .data_parallel import DataParallel, StopSync, check_ranks, shard_span
-from .launch import (active, fail_together, init, is_lead, launched_size, mpiexec_command, relaunch,
-                     set_threads, threads_per_rank)
+from .launch import (active, fail_together, init, is_lead, launched_size, mpiexec_command, relaunch, set_threads,
+                     threads_per_rank)
 from .optimizer import DistributedOptimizer, allreduce_gradients
 
 __all__ = ["MPI_MISSING", "MPICommunicator", "import_mpi", "DataParallel", "StopSync", "check_ranks", "shard_span",

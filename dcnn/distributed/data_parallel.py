@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import checkpoint
-from ..callbacks import Callback
+from ..io import checkpoint
 from ..layers import Dropout
+from ..train.callbacks import Callback
 from .optimizer import DistributedOptimizer
 
 

@@ -18,8 +18,7 @@ import numpy as np
 
 from backends import Backend, backend_of
 
-
-# Every Layer subclass by class name, for rebuilding a saved model from its spec (dcnn.spec).
+# Every Layer subclass by class name, for rebuilding a saved model from its spec (dcnn.layers.spec, dcnn.model.spec).
 LAYER_CLASSES: dict[str, type] = {}
 
 
@@ -28,7 +27,7 @@ class Layer:
     own weights, ``build``; shapes exclude the batch axis.
 
     Each subclass's constructor arguments are kept (``init_args()``), so that any model,
-    built-in layers or yours, can be written as a JSON spec and built again (dcnn.spec).
+    built-in layers or yours, can be written as a JSON spec and built again (dcnn.layers.spec, dcnn.model.spec).
     """
 
     def __init_subclass__(cls, **kwargs):

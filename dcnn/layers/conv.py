@@ -5,8 +5,9 @@ The work is the backend's ``conv2d`` (im2col + one GEMM; see backends/ops/conv.p
 import numpy as np
 
 from backends import backend_of
-from ..initializers import initial_bias, initial_weight
+
 from .base import Layer, check_channels, check_rank
+from .initializers import initial_bias, initial_weight
 
 
 def _square(value, what: str, minimum: int) -> int:

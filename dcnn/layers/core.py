@@ -2,8 +2,9 @@
 import numpy as np
 
 from backends import backend_of
-from ..initializers import initial_bias, initial_weight
+
 from .base import Layer, check_rank
+from .initializers import initial_bias, initial_weight
 
 
 class Flatten(Layer):

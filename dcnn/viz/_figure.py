@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_write_bytes
+from ..utils.files import atomic_write_bytes
 
 INSTALL_HINT = "pip install matplotlib (in a clone of dcnn: pip install -e '.[plot]')"
 DPI = 100

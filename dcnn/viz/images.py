@@ -44,7 +44,7 @@ def load_image_file(path, channels: int | None = None, size: tuple[int, int] | N
     ``channels`` 1 converts to grayscale and 3 to RGB (default: grayscale images
     stay gray, others become RGB); ``size`` (H, W) resizes to the model's input.
     """
-    from ..imagefiles import read_image
+    from ..data.images import read_image
     try:
         pixels = read_image(path, channels, size)
     except ImportError as exc:

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics import class_labels as _labels, confusion_matrix  # noqa: F401 (re-exported)
+from ..train.metrics import class_labels as _labels  # noqa: F401 (re-exported)
+from ..train.metrics import confusion_matrix
 from ._figure import grid_shape, new_figure, save_png, show_image
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..layers import Conv2D, FeatureMapNorm, MaxPool2D, ReLU
-from ..network import DCNNetwork
-from ..presets import HORIZONTAL_EDGE, VERTICAL_EDGE   # [[1, 0, -1]] * 3 and its transpose
+from ..model.network import DCNNetwork
+from ..model.presets import HORIZONTAL_EDGE, VERTICAL_EDGE  # [[1, 0, -1]] * 3 and its transpose
 
 
 def edge_filter_demo(input_shape=None, *, max_activation: float = 1.0, pool_size: int = 2,

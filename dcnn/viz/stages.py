@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..layers import BatchNorm2D, Dropout, FeatureMapNorm, Layer
-from ..validation import as_batch
+from ..utils.checks import as_batch
 from ._figure import grid_shape, new_figure, save_png, show_image
 from .images import as_chw
 

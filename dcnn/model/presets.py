@@ -17,8 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from .layers import (BatchNorm2D, Conv2D, ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
-                     basic_block)
+from ..layers import (BatchNorm2D, Conv2D, ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
+                       basic_block)
 from .network import DCNNetwork
 
 VERTICAL_EDGE = np.array([[1, 0, -1]] * 3, dtype=np.float32)

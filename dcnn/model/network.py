@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 
 import backends
-from .callbacks import CallbackList, History, ProgbarLogger
-from .fileio import load_arrays, save_arrays
-from .layers import Layer, Sequential, Softmax
-from .layers.container import run_order
+
+from ..layers import Layer, Sequential, Softmax
+from ..layers.container import run_order
+from ..layers.spec import SpecError, model_spec
+from ..utils.checks import as_batch, as_targets, check_input_shape
+from ..utils.files import load_arrays, save_arrays
+from . import fitting, summary
+from .callbacks import History
 from .losses import get_loss
 from .optimizers import get_optimizer
 from .parameters import FlatParameters
-from .validation import as_batch, as_targets, check_input_shape
 
 
 class DCNNetwork:
@@ -166,83 +170,20 @@ class DCNNetwork:
             return xd
         return xd, as_targets(self.backend, y, xd.shape[0], self.num_classes)
 
-    @staticmethod
-    def _check_batch_size(batch_size):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
-
     def fit(self, x, y, epochs: int = 1, batch_size: int = 32, validation_data=None, shuffle: bool = True,
             verbose: int = 1, callbacks=(), initial_epoch: int = 0, augment=None,
             validation_split: float = 0.0) -> History:
         """Train; returns the History (per-epoch loss, accuracy and validation metrics).
 
         ``validation_split`` holds out that fraction of the data (its tail, as Keras does)
-        when no ``validation_data`` is given.  ``augment`` is an optional callable ``(device_batch) -> device_batch`` applied
-        to each training batch (e.g. random crops); ``initial_epoch`` resumes a run.
+        when no ``validation_data`` is given.  ``augment`` is an optional callable ``(device_batch) -> device_batch``
+        applied to each training batch (e.g. random crops); ``initial_epoch`` resumes a run.
         ``verbose``: 0 silent, 1 a live progress bar per epoch (tqdm.auto: a widget in notebooks), 2 one line
-        per epoch, as in Keras.
-        Metrics are summed on the device and read once per epoch.
+        per epoch, as in Keras.  The loop is ``dcnn.model.fitting.fit``.
         """
-        self._check_batch_size(batch_size)
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-            raise ValueError(f"epochs must be a non-negative int; got {epochs!r}")
-        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
-            raise ValueError(f"initial_epoch must be an int >= 0 (the number of epochs already done); "
-                             f"got {initial_epoch!r}")
-        self._require_compiled()
-        xd, yd = self._prepare(x, y)
-        val = None
-        if not 0 <= validation_split < 1:
-            raise ValueError(f"validation_split must be in [0, 1); got {validation_split!r}")
-        if validation_split and validation_data is None:
-            keep = int(round(xd.shape[0] * (1 - validation_split)))
-            if not 0 < keep < xd.shape[0]:
-                raise ValueError(f"validation_split={validation_split} leaves no training or no validation samples")
-            val = (xd[keep:, ...], yd[keep:, ...])
-            xd, yd = xd[:keep, ...], yd[:keep, ...]
-        if validation_data is not None:
-            if len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (x_val, y_val)")
-            val = self._prepare(*validation_data)
-        xp = self.backend.xp
-        n = xd.shape[0]
-        steps = -(-n // batch_size)
-        self.stop_training = False
-        if verbose not in (0, 1, 2, True, False):
-            raise ValueError(f"verbose must be 0 (silent), 1 (a progress bar) or 2 (one line per epoch); got {verbose!r}")
-        cbs = CallbackList(list(callbacks) + ([ProgbarLogger(int(verbose))] if verbose else []))
-        cbs.on_train_begin(self, epochs=epochs, steps=steps)
-        for epoch in range(initial_epoch, epochs):
-            order = self.shuffle_rng.permutation(n) if shuffle else np.arange(n)
-            order = self.backend.from_numpy(order)
-            loss_sum = xp.zeros((), dtype=xp.float32, device=self.backend.device)
-            correct = xp.zeros((), dtype=xp.int64, device=self.backend.device)
-            cbs.on_epoch_begin(epoch)
-            for step, (start, stop) in enumerate(_spans(n, batch_size)):
-                idx = order[start:stop]
-                if self.data_parallel is not None:      # this rank's part of the global batch
-                    idx = self.data_parallel.shard(idx)
-                xb, yb = xp.take(xd, idx, axis=0), xp.take(yd, idx, axis=0)
-                if augment is not None:
-                    xb = augment(xb)
-                loss, hits = self.train_on_batch(xb, yb)
-                loss_sum += loss * (stop - start)
-                correct += hits
-                seen = stop
-                cbs.on_batch_end(step, {"loss": loss, "loss_sum": loss_sum, "correct": correct, "seen": seen})
-                if self.stop_training:
-                    break
-            logs = {"loss": float(loss_sum) / seen, "accuracy": int(correct) / seen}  # one sync per epoch
-            complete = seen == n
-            if val is not None and complete:   # a mid-epoch stop (Ctrl-C) skips the test pass
-                logs.update({f"val_{k}": v for k, v in self._evaluate_device(*val, batch_size=256).items()})
-            if complete:
-                self.history.on_epoch_end(epoch, logs)   # first, so callbacks see this epoch in it
-            cbs.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
-        cbs.on_train_end()
-        return self.history
+        return fitting.fit(self, x, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
+                           shuffle=shuffle, verbose=verbose, callbacks=callbacks, initial_epoch=initial_epoch,
+                           augment=augment, validation_split=validation_split)
 
     stop_training = False
 
@@ -256,7 +197,7 @@ class DCNNetwork:
         loss_sum = xp.zeros((), dtype=xp.float32, device=self.backend.device)
         correct = xp.zeros((), dtype=xp.int64, device=self.backend.device)
         n = xd.shape[0]
-        for start, stop in _spans(n, batch_size):
+        for start, stop in fitting.spans(n, batch_size):
             xb, yb = xd[start:stop, ...], yd[start:stop, ...]
             logits = self.logits(xb, training=False)
             loss_sum += self.loss.forward(logits, yb) * xb.shape[0]
@@ -266,19 +207,19 @@ class DCNNetwork:
 
     def evaluate(self, x, y, batch_size: int = 256) -> dict:
         """Mean loss and accuracy, in eval mode."""
-        self._check_batch_size(batch_size)
+        fitting.check_batch_size(batch_size)
         if self.loss is None:
             self.loss = get_loss("cross_entropy")
         return self._evaluate_device(*self._prepare(x, y), batch_size=batch_size)
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """Class probabilities as a host NumPy array of shape (N, classes)."""
-        self._check_batch_size(batch_size)
+        fitting.check_batch_size(batch_size)
         xd = self._prepare(x)
         xp = self.backend.xp
         softmax = Softmax()
         outs = [softmax.forward(self.logits(xd[start:stop, ...], training=False))
-                for start, stop in _spans(xd.shape[0], batch_size)]
+                for start, stop in fitting.spans(xd.shape[0], batch_size)]
         self.model.release()     # inference keeps nothing for a backward pass
         return self.backend.to_numpy(xp.concat(outs, axis=0))
 
@@ -287,16 +228,7 @@ class DCNNetwork:
         """(trainable, non-trainable): frozen weights and float buffers (BatchNorm's running statistics)
         count as non-trainable, as in Keras."""
         self._require_built()
-        trainable = frozen = 0
-        for _, layer in self.model.named_layers():
-            count = layer.param_count()
-            if layer.trainable:
-                trainable += count
-            else:
-                frozen += count
-            frozen += sum(int(np.prod(b.shape)) for b in layer.buffers.values()
-                          if "float" in str(getattr(b, "dtype", "")))
-        return trainable, frozen
+        return summary.parameter_counts(self)
 
     def summary(self, print_fn=print):
         """Each layer's output shape and parameter count, and the trainable and non-trainable totals.
@@ -305,28 +237,7 @@ class DCNNetwork:
         once); ``print_fn=None`` returns the text instead of printing it.
         """
         self._require_built()
-        rows = [("#", "layer", "output shape", "params")]
-        shape = self.input_shape
-        rows.append(("", "input", str(("N",) + shape).replace("'", ""), ""))
-        for i, layer in enumerate(self.layers):
-            shape = layer.output_shape(shape)
-            for key, sub in layer.named_modules(str(i)):
-                depth = key.count(".")
-                name = type(sub).__name__ if any(True for _ in sub.children()) else sub.describe()
-                rows.append((key, "  " * depth + name, str(("N",) + tuple(shape)).replace("'", "") if sub is layer
-                             else "", f"{sub.param_count():,}"))
-        widths = [max(len(r[c]) for r in rows) for c in range(4)]
-        fmt = lambda r: "  ".join(v.ljust(w) if c < 3 else v.rjust(w) for c, (v, w) in enumerate(zip(r, widths)))
-        rule = "-" * len(fmt(rows[0]))
-        trainable, frozen = self.parameter_counts()
-        text = "\n".join([fmt(r) for r in rows[:1]] + [rule] + [fmt(r) for r in rows[1:]] + [rule,
-                         f"total parameters: {trainable + frozen:,}  (trainable: {trainable:,}, "
-                         f"non-trainable: {frozen:,})",
-                         f"backend: {self.backend.describe()}"])
-        if print_fn is None:
-            return text
-        print_fn(text)
-        return None
+        return summary.summary(self, print_fn)
 
     def __repr__(self) -> str:
         lines = [f"  ({i}): {layer.describe()}" for i, layer in enumerate(self.layers)]
@@ -373,8 +284,7 @@ class DCNNetwork:
 
     def save_weights(self, path, metadata: dict | None = None) -> None:
         """A safetensors file with torch.nn.Sequential keys, written atomically; its metadata holds
-        the architecture as a JSON layer spec (dcnn.spec) when every layer's arguments can be stored."""
-        from .spec import SpecError, model_spec
+        the architecture as a JSON layer spec (dcnn.layers.spec) when every layer's arguments can be stored."""
         meta = {"format": "dcnn", "input_shape": list(self.input_shape or ()),
                 "layers": [layer.describe() for layer in self.layers]}
         try:
@@ -383,11 +293,19 @@ class DCNNetwork:
             warnings.warn(f"{path}: the architecture is not stored ({exc}); load it with a preset name")
         save_arrays(path, self.state_dict(), {**meta, **(metadata or {})})
 
-    def save(self, path, *, classes=None, metadata: dict | None = None):
-        """Weights, architecture and class names in one .safetensors file: ``dcnn.load(path)``,
-        ``dcnn evaluate``, ``dcnn predict`` and ``dcnn visualize`` all read it."""
-        from .loading import save
-        return save(self, path, classes=classes, metadata=metadata)
+    def save(self, path, *, classes=None, metadata: dict | None = None) -> Path:
+        """Weights, architecture and class names in one .safetensors file, written atomically:
+        ``dcnn.load(path)``, ``dcnn evaluate``, ``dcnn predict`` and ``dcnn visualize`` all read it."""
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            raise ValueError(f"a model is saved as a .safetensors file; got {str(path)!r}")
+        self.build()
+        classes = list(classes if classes is not None else getattr(self, "classes", None) or
+                       [str(i) for i in range(self.num_classes)])
+        if len(classes) != self.num_classes or not all(isinstance(c, str) for c in classes):
+            raise ValueError(f"classes must be {self.num_classes} names (strings), one per output; got {classes!r}")
+        self.save_weights(path, metadata={"classes": classes, **(metadata or {})})
+        return path
 
     def load_weights(self, path) -> dict:
         """Load weights saved by dcnn or converted from PyTorch; returns the file's metadata."""
@@ -410,7 +328,3 @@ class DCNNetwork:
         self.backend = target
         return self
 
-
-def _spans(n: int, batch_size: int):
-    """(start, stop) of each batch; stops never pass n (the array API forbids it)."""
-    return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]

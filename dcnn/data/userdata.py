@@ -9,7 +9,7 @@ Image folders are laid out as torchvision's ``ImageFolder`` and Keras's
 
 Class names are the subfolder names, sorted.  With ``train/`` (and ``test/``) subfolders
 those are the splits; otherwise a seeded ``test_split`` share of each class is held out as
-the test set.  Every picture is read as ``dcnn predict`` reads one (dcnn.imagefiles: EXIF
+the test set.  Every picture is read as ``dcnn predict`` reads one (dcnn.data.images: EXIF
 orientation, transparency over white, the aspect ratio kept by padding) at ``image_size``
 (H, W) and ``channels`` (1 gray, 3 RGB); by default those of the first picture.
 
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import CorruptDataError, DataNotFoundError, Dataset, DatasetError
-from .imagefiles import IMAGE_SUFFIXES
+from .dataset import CorruptDataError, DataNotFoundError, Dataset, DatasetError
+from .images import IMAGE_SUFFIXES
 
 MAX_CLASSES = 10_000
 
@@ -84,7 +84,7 @@ def _scan(root: Path, classes: list[str] | None = None):
 
 
 def _read_all(files, size, channels) -> np.ndarray:
-    from .imagefiles import read_image
+    from .images import read_image
     out = np.empty((len(files), channels, *size), np.float32)
     for i, f in enumerate(files):      # one decode per file: Pillow reads files one at a time
         out[i] = read_image(f, channels, size, fit="pad")
@@ -94,7 +94,7 @@ def _read_all(files, size, channels) -> np.ndarray:
 def load_image_folder(root, *, image_size=None, channels: int | None = None, test_split: float = 0.2,
                       seed: int = 0) -> Dataset:
     """A Dataset from ``root/<class>/*.png`` (or ``root/train/<class>``, ``root/test/<class>``)."""
-    from .imagefiles import read_image
+    from .images import read_image
     root = Path(root)
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB); got {channels!r}")

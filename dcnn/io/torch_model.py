@@ -10,10 +10,10 @@ try:
     import torch
     from torch import nn
 except ImportError as exc:   # pragma: no cover - depends on the environment
-    raise ImportError("dcnn.torch_model needs PyTorch: pip install -e '.[test]' or pip install torch") from exc
+    raise ImportError("dcnn.io.torch_model needs PyTorch: pip install -e '.[test]' or pip install torch") from exc
 
-from .layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, FeatureMapNorm, Flatten, GlobalAvgPool2D,
-                     MaxPool2D, ReLU, Residual, Sequential, Softmax)
+from ..layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, FeatureMapNorm, Flatten, GlobalAvgPool2D,
+                       MaxPool2D, ReLU, Residual, Sequential, Softmax)
 
 
 class TorchResidual(nn.Module):

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_write_text, load_arrays, read_metadata, save_arrays
-from .validation import check_input_shape
+from ..utils.checks import check_input_shape
+from ..utils.files import atomic_write_text, load_arrays, read_metadata, save_arrays
 
 CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "weights.safetensors"
@@ -81,7 +81,7 @@ def save(out_dir, net, *, epoch: int, config: dict, history: dict, augment=None,
             "rng": rng_states(net, augment), "config": config, "history": history,
             "input_shape": list(net.input_shape), "weights_metadata": weights_metadata or {}, **(extra or {})}
     try:
-        from .spec import model_spec
+        from ..layers.spec import model_spec
         meta["spec"] = model_spec(net)
     except ValueError:       # a layer whose arguments JSON cannot hold: the preset name still rebuilds it
         pass

@@ -73,7 +73,8 @@ def run(args) -> int:
 
 def draw(args) -> list[Path]:
     import backends
-    from . import plot_filters, plot_results, plot_stages, plot_training_curves
+
+    from ..viz import plot_filters, plot_results, plot_stages, plot_training_curves
     positional = getattr(args, "weights_arg", None)
     if positional is not None:
         if args.weights is not None and args.weights != positional:
@@ -92,12 +93,12 @@ def draw(args) -> list[Path]:
         dataset_name = args.dataset or meta.get("dataset") or "fashion-mnist"
         model_name = f"{meta.get('preset') or args.model} ({args.weights})"
     else:
-        from .seed import edge_filter_demo
+        from ..viz.seed import edge_filter_demo
         net, history = edge_filter_demo(max_activation=args.max_activation, backend=backend), None
         dataset_name, model_name = args.dataset or "fashion-mnist", "seed edge-filter demo"
     dataset = None
     if args.image is None or args.results:
-        from ..datasets import load
+        from ..data.datasets import load
         dataset = load(dataset_name, args.data_dir)
     image, caption = pick_image(args, net, dataset)
     out = args.out
@@ -112,12 +113,12 @@ def draw(args) -> list[Path]:
 
 def pick_image(args, net, dataset):
     """The (C, H, W) image and a caption saying where it comes from."""
-    from .images import load_image_file
+    from ..viz.images import load_image_file
     if args.image is not None:
         shape = net.input_shape
         if shape is None:
             return load_image_file(args.image), str(args.image)
-        from ..imagefiles import model_image
+        from ..data.images import model_image
         try:       # exactly what ``dcnn predict`` classifies: aspect kept, inverted the same way
             return model_image(args.image, shape, getattr(args, "invert", "auto")), str(args.image)
         except ImportError as exc:
@@ -133,6 +134,7 @@ def pick_image(args, net, dataset):
 
 def load_trained(weights: Path, model: str | None, backend):
     """(net, weights metadata, history dict or None) for a run folder or weights file."""
-    from ..loading import load_trained as load_net, run_history
+    from ..io.loading import load_trained as load_net
+    from ..io.loading import run_history
     net, meta, path = load_net(Path(weights), model, backend)
     return net, meta, run_history(path)

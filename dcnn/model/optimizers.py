@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from backends import backend_of
 
-from .validation import check_number
+from ..utils.checks import check_number
 
 
 class Optimizer:

@@ -22,22 +22,12 @@ import os
 import struct
 import tarfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-
-class DatasetError(Exception):
-    """A dataset cannot be loaded; the message says which file or which places, and what to do."""
-
-
-class DataNotFoundError(DatasetError, FileNotFoundError):
-    pass
-
-
-class CorruptDataError(DatasetError, ValueError):
-    pass
+from .dataset import CorruptDataError, DataNotFoundError, Dataset, DatasetError
 
 
 @dataclass(frozen=True)
@@ -117,80 +107,8 @@ ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "f
            "cifar-10": "cifar10", "cifar_10": "cifar10"}
 
 
-@dataclass
-class Dataset:
-    """Images as float32 (N, C, H, W) in [0, 1]; labels as int64 (N,)."""
-    name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    classes: tuple[str, ...]
-    source: Path | None = None
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def limit(self, count: int | None) -> "Dataset":
-        """The first ``count`` training images and the first ``count`` test images: a quick run
-        is quick to test too (a test pass over all 10,000 images after 100 training ones would not be)."""
-        if count is None or count >= max(len(self.y_train), len(self.y_test)):
-            return self
-        if count < 1:
-            raise ValueError(f"limit must be a positive number of training images; got {count}")
-        return Dataset(self.name, self.x_train[:count], self.y_train[:count], self.x_test[:count], self.y_test[:count],
-                       self.classes, self.source, dict(self.meta))
-
-    def split_validation(self, fraction: float, seed: int = 0) -> tuple["Dataset", tuple]:
-        """(this dataset less a held-out ``fraction`` of its training images, (x_val, y_val)).
-
-        The held-out images are a seeded random sample, never trained on; the test set is untouched.
-        """
-        if not (isinstance(fraction, (int, float)) and 0 < fraction < 1):
-            raise ValueError(f"the validation split must be a fraction between 0 and 1; got {fraction!r}")
-        n = len(self.y_train)
-        n_val = int(round(n * fraction))
-        if not 0 < n_val < n:
-            raise ValueError(f"a validation split of {fraction} leaves no training or no validation images "
-                             f"out of {n}")
-        order = np.random.default_rng(np.random.SeedSequence([int(seed), 0x7A1])).permutation(n)
-        val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
-        rest = Dataset(self.name, self.x_train[train], self.y_train[train], self.x_test, self.y_test, self.classes,
-                       self.source, dict(self.meta))
-        return rest, (self.x_train[val], self.y_train[val])
-
-    def __repr__(self):
-        return (f"Dataset({self.name!r}, train {self.x_train.shape}, test {self.x_test.shape}, "
-                f"source={str(self.source)!r})")
-
-
 def names() -> list[str]:
     return list(SPECS)
-
-
-def is_path(name) -> bool:
-    """Whether ``name`` means your own data (a folder or .npz file) rather than a built-in dataset."""
-    if isinstance(name, os.PathLike):
-        return True
-    key = str(name).strip().lower()
-    return ALIASES.get(key, key) not in SPECS
-
-
-def canonical(name) -> str:
-    """A built-in dataset's name, or your data's path (which must exist)."""
-    if not is_path(name):
-        return get_spec(name).name
-    path = Path(name).expanduser()
-    if not path.exists():
-        raise DataNotFoundError(f"unknown dataset {str(name)!r}; valid ones are: {', '.join(SPECS)}, or the path of "
-                                "an existing folder of images (one subfolder per class) or .npz file")
-    return str(path)
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -246,18 +164,12 @@ def locate(spec: DatasetSpec, data_dir=None) -> tuple[Path | None, list[str]]:
 
 
 def load(name: str = "fashion-mnist", data_dir=None, *, download: bool = True, verify: bool = True,
-         progress: bool = False, image_size=None, channels: int | None = None) -> Dataset:
-    """Load a dataset: local copies first, then a checked download into the cache.
+         progress: bool = False) -> Dataset:
+    """A built-in dataset: local copies first, then a checked download into the cache.
 
-    ``name`` is a built-in dataset (fashion-mnist, mnist, cifar10) or the path of your own
-    data: a folder of images with one subfolder per class, or a .npz file (see dcnn.userdata;
-    ``image_size`` and ``channels`` apply to image folders).
     ``verify=False`` skips the checksums (for files you made yourself); the format
     and size checks always run.
     """
-    if is_path(name):
-        from .userdata import load_path
-        return load_path(canonical(name), image_size=image_size, channels=channels)   # (says what exists)
     spec = get_spec(name)
     folder, searched = locate(spec, data_dir)
     if folder is None:

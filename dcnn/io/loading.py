@@ -1,7 +1,7 @@
 """Saving and loading whole models: ``net.save(path)``, ``dcnn.load(path)`` and the CLI's loader.
 
 A weights file is safetensors: the weights with torch.nn.Sequential keys and layouts, and,
-in its JSON metadata, the architecture as a layer spec (``spec``, see dcnn.spec), the input
+in its JSON metadata, the architecture as a layer spec (``spec``, see dcnn.layers.spec), the input
 shape and the class names.  Nothing is pickled and loading runs no code.  A file from an
 older dcnn has no spec; it is rebuilt from its preset name (``preset`` in its metadata, or
 ``model=``).  A run folder of ``dcnn train`` loads from its weights file, or from its
@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import spec as model_spec
-from .validation import check_input_shape
+from ..model import spec as model_spec
+from ..utils.checks import check_input_shape
 
 MAX_CLASSES = 100_000
 
@@ -31,16 +31,7 @@ def weights_path(path) -> Path:
 
 def save(net, path, *, classes=None, metadata: dict | None = None) -> Path:
     """Write ``net``'s weights, spec and class names to ``path`` (a .safetensors file), atomically."""
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ValueError(f"a model is saved as a .safetensors file; got {str(path)!r}")
-    net.build()
-    classes = list(classes if classes is not None else getattr(net, "classes", None) or
-                   [str(i) for i in range(net.num_classes)])
-    if len(classes) != net.num_classes or not all(isinstance(c, str) for c in classes):
-        raise ValueError(f"classes must be {net.num_classes} names (strings), one per output; got {classes!r}")
-    net.save_weights(path, metadata={"classes": classes, **(metadata or {})})
-    return path
+    return net.save(path, classes=classes, metadata=metadata)
 
 
 def load(path, *, model: str | None = None, backend=None):
@@ -55,7 +46,7 @@ def load(path, *, model: str | None = None, backend=None):
 
 def load_trained(path, model: str | None = None, backend=None):
     """(net, metadata, weights path) for a weights file or run folder."""
-    from .fileio import load_arrays
+    from ..utils.files import load_arrays
     folder = Path(path)
     path = weights_path(folder)
     arrays, meta = load_arrays(path)
@@ -73,7 +64,7 @@ def load_trained(path, model: str | None = None, backend=None):
             raise ValueError(f"{path}: its model spec cannot be built: {exc}") from None
         what = "its stored architecture"
     else:
-        from . import presets
+        from ..model import presets
         name = model or meta.get("preset")
         if name is None:
             raise ValueError(f"{path} holds neither a model spec nor a preset name; pass the preset (--model)")

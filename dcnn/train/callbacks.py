@@ -1,105 +1,18 @@
 """Training callbacks with Keras's names and behaviour, for ``DCNNetwork.fit(callbacks=[...])``.
 
-- ``History`` (fit returns it), ``ProgbarLogger`` (what ``verbose`` 1 and 2 show);
 - ``EarlyStopping``, ``ModelCheckpoint``, ``CSVLogger``, ``LearningRateScheduler``;
 - per-step learning-rate schedules: ``OneCycleLR``, ``CosineDecay``, ``StepDecay``
-  (the one-cycle maths is the one ``dcnn train`` uses: training.LRSchedule builds on it).
+  (the one-cycle maths is the one ``dcnn train`` uses: ``dcnn.train.augment.LRSchedule`` builds on it).
 
-Hooks get the epoch's metrics as plain floats (``loss``, ``accuracy``, ``val_loss``,
-``val_accuracy``); ``on_batch_end`` gets device arrays, read sparingly (each read syncs).
+The protocol, ``History`` and ``ProgbarLogger`` are in ``dcnn.model.callbacks`` (fit uses them).
 """
 from __future__ import annotations
 
 import math
-import sys
 import warnings
 from pathlib import Path
 
-
-class Callback:
-    def on_train_begin(self, net, epochs: int, steps: int): ...
-    def on_epoch_begin(self, epoch: int): ...
-    def on_batch_end(self, step: int, device_logs: dict):
-        """``device_logs`` holds running sums as device arrays: reading them syncs, so read sparingly."""
-    def on_epoch_end(self, epoch: int, logs: dict): ...
-    def on_train_end(self): ...
-
-
-class CallbackList:
-    def __init__(self, callbacks):
-        self.callbacks = callbacks
-
-    def __getattr__(self, hook):
-        def call(*args, **kwargs):
-            for cb in self.callbacks:
-                method = getattr(cb, hook, None)
-                if method is not None:
-                    method(*args, **kwargs)
-        return call
-
-
-class History(Callback):
-    """Per-epoch metrics: ``history.history["loss"]``, ``["val_accuracy"]``..."""
-
-    def __init__(self):
-        self.history: dict[str, list[float]] = {}
-        self.epochs: list[int] = []
-
-    def on_epoch_end(self, epoch, logs):
-        self.epochs.append(epoch)
-        for key, value in logs.items():
-            self.history.setdefault(key, []).append(value)
-
-    def __getitem__(self, key):
-        return self.history[key]
-
-    def __repr__(self):
-        return f"History({self.history})"
-
-
-# --- what fit shows ---------------------------------------------------------------------------------
-
-def _tqdm():
-    """tqdm's auto mode: a widget in a notebook (with ipywidgets), a text bar elsewhere."""
-    try:
-        from tqdm.auto import tqdm
-        from tqdm.notebook import IProgress
-        if tqdm.__module__.endswith("notebook") and IProgress is None:   # a notebook without ipywidgets
-            raise ImportError
-        return tqdm
-    except ImportError:
-        from tqdm.std import tqdm
-        return tqdm
-
-
-class ProgbarLogger(Callback):
-    """``verbose=1``: a live bar per epoch, counting batches (no device read until the epoch ends,
-    then its metrics); ``verbose=2``: one line per epoch."""
-
-    def __init__(self, verbose: int = 1, file=None):
-        self.verbose, self.file = verbose, file
-
-    def on_train_begin(self, net, epochs, steps):
-        self.epochs, self.steps, self.bar = epochs, steps, None
-
-    def on_epoch_begin(self, epoch):
-        if self.verbose == 1:
-            self.bar = _tqdm()(total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch",
-                               file=self.file or sys.stderr, leave=True)
-
-    def on_batch_end(self, step, device_logs):
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def on_epoch_end(self, epoch, logs):
-        parts = "  ".join(f"{k}={v:.4f}" for k, v in logs.items())
-        if self.bar is not None:
-            self.bar.set_postfix_str(" ".join(f"{k}={v:.4f}" for k, v in logs.items()), refresh=True)
-            self.bar.close()
-            self.bar = None
-        elif self.verbose:
-            print(f"epoch {epoch + 1}/{self.epochs}  {parts}", file=self.file or sys.stdout, flush=True)
-
+from ..model.callbacks import Callback, CallbackList, History, ProgbarLogger  # noqa: F401  (re-exported)
 
 # --- stopping, saving, logging ------------------------------------------------------------------------
 
@@ -201,7 +114,7 @@ class CSVLogger(Callback):
         self.keys = self.lines[0].split(self.sep)[1:] if self.lines else None
 
     def on_epoch_end(self, epoch, logs):
-        from .fileio import atomic_write_text
+        from ..utils.files import atomic_write_text
         if self.keys is None:
             self.keys = list(logs)
             self.lines.append(self.sep.join(["epoch", *self.keys]))
@@ -270,6 +183,21 @@ class StepDecay(StepwiseLR):
 
     def lr_at(self, global_step):
         return self.initial_lr * self.gamma ** ((global_step // max(self.steps, 1)) // self.step_size)
+
+
+class LRSchedule(StepwiseLR):
+    """``constant``, or ``onecycle`` (callbacks.one_cycle: linear warm-up over the first 15% of steps
+    from lr/10 to lr, then cosine decay to lr/100).  The rate depends only on (epoch, step)."""
+
+    def __init__(self, base_lr: float, kind: str, epochs: int):
+        if kind not in ("constant", "onecycle"):
+            raise ValueError(f"unknown schedule {kind!r}; valid ones are: constant, onecycle")
+        self.base_lr, self.kind, self.epochs = base_lr, kind, epochs
+
+    def lr_at(self, global_step: int) -> float:
+        if self.kind == "constant":
+            return self.base_lr
+        return one_cycle(self.base_lr, global_step / max(self.total, 1))
 
 
 class LearningRateScheduler(Callback):

@@ -13,7 +13,7 @@ import inspect
 
 import numpy as np
 
-from .layers.base import LAYER_CLASSES, Layer
+from .base import LAYER_CLASSES, Layer
 
 FORMAT = "dcnn-model"
 VERSION = 1
@@ -79,21 +79,6 @@ def build_layer(spec, where: str = "layer", depth: int = 0) -> Layer:
         return cls(*positional, **keywords)
     except (TypeError, ValueError) as exc:
         raise SpecError(f"{where}: {name}(...) refused its stored arguments: {exc}") from None
-
-
-def build_network(spec: dict, *, backend=None, seed: int = 0):
-    """A built DCNNetwork from ``model_spec``'s output (weights still initial)."""
-    from .network import DCNNetwork
-    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
-        raise SpecError(f"not a dcnn model spec (format {spec.get('format') if isinstance(spec, dict) else spec!r})")
-    if spec.get("version") != VERSION:
-        raise SpecError(f"a version {spec.get('version')!r} model spec; this dcnn reads version {VERSION}")
-    layers = spec.get("layers")
-    if not isinstance(layers, list) or not layers:
-        raise SpecError("a model spec needs a non-empty list 'layers'")
-    built = [build_layer(s, f"layers[{i}]") for i, s in enumerate(layers)]
-    net = DCNNetwork(built, input_shape=spec.get("input_shape"), seed=seed, backend=backend)
-    return net.build() if net.input_shape is not None else net
 
 
 def _is_layer_list(value) -> bool:

@@ -15,7 +15,7 @@ import errno
 import os
 from pathlib import Path
 
-from .fileio import atomic_write_bytes
+from ..utils.files import atomic_write_bytes
 
 LOCK = ".lock"
 # Files we write into a run folder; their temporaries are .<name>.<random>.tmp.
@@ -66,7 +66,7 @@ class RunFolder:
 
 
 def open_run_folder(out_dir) -> RunFolder:
-    import fcntl   # POSIX only; imported here so that the rest of dcnn still imports elsewhere
+    import fcntl  # POSIX only; imported here so that the rest of dcnn still imports elsewhere
 
     path = Path(out_dir)
     for parent in [path, *path.parents]:

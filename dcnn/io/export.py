@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, FeatureMapNorm, Flatten, GlobalAvgPool2D,
-                     MaxPool2D, ReLU, Residual, Sequential,
-                     Softmax)
+from ..layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, FeatureMapNorm, Flatten, GlobalAvgPool2D,
+                       MaxPool2D, ReLU, Residual, Sequential, Softmax)
 
 OPSET = 17
 
@@ -101,7 +100,7 @@ class _Graph:
             return self.node("Add", [body, shortcut])
         if isinstance(layer, Softmax):
             return self.node("Softmax", [x], axis=1)
-        raise ValueError(f"{where}: {type(layer).__name__} has no ONNX mapping in dcnn.export yet; the layers that "
+        raise ValueError(f"{where}: {type(layer).__name__} has no ONNX mapping in dcnn.io.export yet; the layers that "
                          "export are Conv2D, ReLU, MaxPool2D, AvgPool2D, GlobalAvgPool2D, BatchNorm2D, FeatureMapNorm, "
                          "Flatten, Dense, Dropout, Softmax, Residual and containers of them")
 
@@ -152,7 +151,7 @@ def _add_tracking_shape(graph, layer, x, where):
 
 def export_onnx(net, path, *, classes=None, logits: bool = False) -> Path:
     """Write ``net`` as an ONNX file (atomically); returns the path."""
-    from .fileio import atomic_write_bytes
+    from ..utils.files import atomic_write_bytes
     path = Path(path)
     if path.suffix.lower() != ".onnx":
         raise ValueError(f"an ONNX file name ends in .onnx; got {str(path)!r}")

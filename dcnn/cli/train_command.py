@@ -1,0 +1,100 @@
+"""``dcnn train``: options to a TrainConfig, then the library's ``dcnn.train.train`` (MPI relaunch included)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .common import echo_to, expected, fmt_seconds, use_backend
+
+# --- train --------------------------------------------------------------------------------------
+
+def _default_out(dataset: str, model: str, resume: bool) -> Path:
+    base = Path("runs")
+    stem = f"{dataset}-{model}"
+    taken = sorted((p for p in base.glob(f"{stem}*") if p.name == stem or p.name[len(stem):].lstrip("-").isdigit()),
+                   key=lambda p: (p / "checkpoint.safetensors").stat().st_mtime
+                   if (p / "checkpoint.safetensors").exists() else 0)
+    if resume:
+        with_ckpt = [p for p in taken if (p / "checkpoint.safetensors").exists()]
+        if not with_ckpt:
+            raise FileNotFoundError(f"no run of {model} on {dataset} to resume under {base}/; pass --out FOLDER")
+        return with_ckpt[-1]
+    if not (base / stem).exists():
+        return base / stem
+    n = 2
+    while (base / f"{stem}-{n}").exists():
+        n += 1
+    return base / f"{stem}-{n}"
+
+
+def cmd_train(args) -> int:
+    from .. import distributed
+    if args.workers and args.workers > 1 and distributed.launched_size() <= 1:
+        return distributed.relaunch(args.workers, _without_option(args.argv, "--workers"))
+    try:
+        comm = distributed.init()           # under mpirun: join the job (a no-op in one process)
+    except ImportError as exc:
+        raise ValueError(str(exc)) from None
+    if comm is None:
+        return _train(args)
+    from ..train.job import Diverged, Interrupted
+    try:
+        return _train(args, quiet=not distributed.is_lead())
+    except BaseException as exc:
+        if not isinstance(exc, (Diverged, Interrupted)):   # those two all ranks raise together
+            distributed.fail_together(comm, exc, expected=expected(exc))   # one rank alone: end them all
+        raise
+
+
+def _without_option(argv, name):
+    """``argv`` less ``name VALUE`` and ``name=VALUE``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == name:
+            skip = True
+        elif not a.startswith(name + "="):
+            out.append(a)
+    return out
+
+
+def _train(args, quiet: bool = False) -> int:
+    from .. import distributed
+    from ..io.checkpoint import CHECKPOINT
+    from ..model import presets
+    from ..train.job import TrainConfig, train
+    out_stream = sys.stderr if args.json else sys.stdout
+    echo = (lambda text="": None) if quiet else echo_to(out_stream)
+
+    dataset = args.data or args.dataset or "fashion-mnist"
+    model = args.model or presets.DEFAULT
+    out = args.out if args.out is not None else _default_out(Path(dataset).stem if args.data else dataset, model,
+                                                             args.resume)
+    if not args.resume and (out / CHECKPOINT).exists():
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    backend = use_backend(args.backend)
+    if distributed.active() is not None:
+        distributed.set_threads(backend, distributed.active().threads)
+    requested = {"dataset": args.data or args.dataset, "model": args.model, "val_split": args.val_split,
+                 "image_size": args.image_size, "channels": args.channels, "epochs": args.epochs, "batch_size": args.batch_size,
+                 "optimizer": args.optimizer, "lr": args.lr, "seed": args.seed, "limit": args.limit,
+                 "augment": args.augment, "data_dir": None if args.data_dir is None else str(args.data_dir)}
+    config = TrainConfig(**{k: v for k, v in requested.items() if v is not None})
+    result = train(config, out, resume=args.resume, requested=requested, backend=backend,
+                   progress=not args.no_progress, log_every=args.log_every, echo=echo)
+    acc = result["test_accuracy"]
+    epochs = f"{result['epochs']} epoch" + ("" if result["epochs"] == 1 else "s")
+    val = (f", validation accuracy {result['val_accuracy']:.4f}" if result.get("val_accuracy") is not None else "")
+    echo(f"done: {result['model']} on {result['dataset']}: test accuracy {acc:.4f} (loss {result['test_loss']:.4f}, "
+         f"{result['test_images']:,} images){val} after {epochs}" if acc is not None else f"done: {epochs}")
+    ips = result["images_per_second"]
+    echo(f"      {fmt_seconds(result['seconds'])} in all"
+         + (f", {ips:,.0f} training images/s" if ips else "") + f" on {result['backend']}")
+    echo(f"      weights: {result['weights']}  (dcnn evaluate {result['out']})")
+    if args.json and not quiet:
+        echo_to(sys.stdout)(json.dumps(result))
+    return 0
+
+

@@ -1,0 +1,49 @@
+"""``dcnn.datasets``: one ``load`` for the built-in datasets and for your own data.
+
+- built-in: Fashion-MNIST, MNIST and CIFAR-10, found locally or downloaded and checked
+  (``dcnn.data.builtin`` says where it looks);
+- your own: a folder of images with one subfolder per class, or a .npz file (``dcnn.data.userdata``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import builtin
+from .builtin import ALIASES, SPECS, DatasetSpec, cache_dir, get_spec, locate, names, parse_idx, search_dirs  # noqa: F401
+from .dataset import CorruptDataError, DataNotFoundError, Dataset, DatasetError  # noqa: F401
+from .userdata import load_path
+
+
+def is_path(name) -> bool:
+    """Whether ``name`` means your own data (a folder or .npz file) rather than a built-in dataset."""
+    if isinstance(name, os.PathLike):
+        return True
+    key = str(name).strip().lower()
+    return ALIASES.get(key, key) not in SPECS
+
+
+def canonical(name) -> str:
+    """A built-in dataset's name, or your data's path (which must exist)."""
+    if not is_path(name):
+        return get_spec(name).name
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise DataNotFoundError(f"unknown dataset {str(name)!r}; valid ones are: {', '.join(SPECS)}, or the path of "
+                                "an existing folder of images (one subfolder per class) or .npz file")
+    return str(path)
+
+
+def load(name: str = "fashion-mnist", data_dir=None, *, download: bool = True, verify: bool = True,
+         progress: bool = False, image_size=None, channels: int | None = None) -> Dataset:
+    """Load a dataset: local copies first, then a checked download into the cache.
+
+    ``name`` is a built-in dataset (fashion-mnist, mnist, cifar10) or the path of your own
+    data: a folder of images with one subfolder per class, or a .npz file (see dcnn.data.userdata;
+    ``image_size`` and ``channels`` apply to image folders).
+    ``verify=False`` skips the checksums (for files you made yourself); the format
+    and size checks always run.
+    """
+    if is_path(name):
+        return load_path(canonical(name), image_size=image_size, channels=channels)   # (says what exists)
+    return builtin.load(name, data_dir, download=download, verify=verify, progress=progress)

@@ -1,0 +1,110 @@
+"""What defines a ``dcnn train`` run: ``TrainConfig`` (saved in its checkpoint), resolved once
+against its preset into a ``RunPlan``, and the rules for changing it on ``--resume``."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from ..data import datasets
+from ..model import presets
+
+
+@dataclass
+class TrainConfig:
+    """What defines a run (saved in its checkpoint).  ``None`` means "the preset's choice".
+
+    ``dataset`` is a built-in dataset's name or the path of your own data (an image folder with
+    one subfolder per class, or a .npz file); ``image_size`` and ``channels`` apply to image
+    folders; ``val_split`` holds that share of the training images out as a validation set.
+    """
+    dataset: str = "fashion-mnist"
+    model: str = presets.DEFAULT
+    epochs: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    seed: int = 0
+    limit: int | None = None
+    augment: bool | None = None
+    data_dir: str | None = None
+    val_split: float | None = None
+    image_size: list | None = None
+    channels: int | None = None
+
+    def resolve(self) -> "RunPlan":
+        """The run's whole plan, resolved once: the configuration with the preset's defaults filled in
+        and every value checked, the preset itself and the optimiser's options."""
+        preset = presets.get_preset(self.model)
+        c = TrainConfig(**asdict(self))
+        c.model, c.dataset = preset.name, datasets.canonical(self.dataset)
+        c.epochs = preset.epochs if c.epochs is None else c.epochs
+        c.batch_size = preset.batch_size if c.batch_size is None else c.batch_size
+        c.optimizer = (preset.optimizer if c.optimizer is None else c.optimizer).lower()
+        c.lr = preset.lr if c.lr is None else c.lr
+        c.augment = preset.augment if c.augment is None else bool(c.augment)
+        _positive_int("epochs", c.epochs, minimum=1)
+        _positive_int("batch size", c.batch_size, minimum=1)
+        if c.limit is not None:
+            _positive_int("limit", c.limit, minimum=1)
+        _positive_int("seed", c.seed, minimum=0)
+        if c.optimizer not in ("sgd", "adam", "adamw"):
+            raise ValueError(f"unknown optimizer {c.optimizer!r}; valid ones are: sgd, adam, adamw")
+        if not (isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr > 0):
+            raise ValueError(f"learning rate must be a positive number; got {c.lr!r}")
+        c.lr = float(c.lr)
+        if c.val_split is not None and not (isinstance(c.val_split, (int, float)) and 0 < c.val_split < 1):
+            raise ValueError(f"the validation split must be a fraction between 0 and 1; got {c.val_split!r}")
+        if c.optimizer == preset.optimizer:
+            options = dict(preset.optimizer_options)
+        else:
+            options = {"momentum": 0.9} if c.optimizer == "sgd" else {}
+        return RunPlan(c, preset, options)
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with the preset's defaults filled in and every value checked."""
+        return self.resolve().config
+
+    def optimizer_options(self) -> dict:
+        return self.resolve().optimizer_options
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    config: TrainConfig
+    preset: presets.Preset
+    optimizer_options: dict
+
+
+def _positive_int(what, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{what} must be an integer >= {minimum}; got {value!r}")
+
+
+RESUMABLE_CHANGES = ("epochs", "lr", "data_dir")
+
+
+def merge_resume_config(saved: dict, requested: dict) -> TrainConfig:
+    """The saved configuration, with the options given again on the command line checked against it.
+
+    Only ``epochs``, ``lr`` and ``data_dir`` may change on resume (``requested`` holds the
+    options the user gave explicitly); anything else would make a different run.
+    """
+    known = {f.name for f in fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in saved.items() if k in known})
+    for key, value in requested.items():
+        if value is None or key not in known:
+            continue
+        current = getattr(config, key)
+        if key in ("model", "dataset"):
+            same = (presets.get_preset(value).name if key == "model" else datasets.canonical(value)) == current
+        else:
+            same = value == current
+        if same:
+            continue
+        if key not in RESUMABLE_CHANGES:
+            raise ValueError(f"--{key.replace('_', '-')} {value} differs from the checkpoint's {current}; a resumed "
+                             f"run keeps its {key.replace('_', ' ')} (start a new run with another --out instead)")
+        setattr(config, key, value)
+    return config
