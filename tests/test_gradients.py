@@ -107,8 +107,10 @@ def _whole_network_check(backend, rng, layers, x_shape):
     y = backend.from_numpy(rng.integers(0, 3, x_shape[0]))
     names = [(leaf, name) for leaf in leaves(net.model) for name in leaf.params]
 
-    def forward():
-        return loss.forward(net.logits(x, training=True), y)
+    net.model.train(True)
+
+    def forward():       # the network's own steps (run_order's fusions), kept for model.backward
+        return loss.forward(net.model.forward(x), y)
 
     def backward(dy):
         dx = net.model.backward(loss.backward() * dy)

@@ -91,11 +91,15 @@ def test_save_load_and_move_keep_nested_weights(tmp_path):
         np.testing.assert_array_equal(moved.state_dict()[key], value, err_msg=key)
 
 
-def test_inference_keeps_no_caches():
+def test_no_layer_keeps_a_cache():
+    """What forward keeps belongs to the step: after a training step or inference no layer holds any."""
     x = np.random.default_rng(0).random((8, 3, 9, 9)).astype(np.float32)
     net = DCNNetwork(small_resnet(), input_shape=(3, 9, 9)).compile("sgd", lr=0.01)
     net.fit(x, np.arange(8) % 5, epochs=1, batch_size=4, verbose=0)
+    assert all(layer._saved is None for _, layer in net.model.named_modules())
+    net.model.forward(net.backend.from_numpy(x))      # the one-call API does keep it, on the layers
     assert any(layer._saved is not None for _, layer in net.model.named_modules())
+    net.model.release()
     net.predict(x)
     assert all(layer._saved is None for _, layer in net.model.named_modules())
     net.fit(x, np.arange(8) % 5, epochs=1, batch_size=4, verbose=0)

@@ -25,24 +25,22 @@ class ReLU(Layer):
     def describe(self) -> str:
         return "ReLU()" if self.max_activation is None else f"ReLU(max_activation={self.max_activation:g})"
 
-    def forward(self, x):
-        y, self._saved = backend_of(x).relu(x, self.cap)
-        return y
+    def apply(self, x):
+        return backend_of(x).relu(x, self.cap)
 
-    def backward(self, dy):
-        return backend_of(dy).relu_backward(dy, self.saved())
+    def backprop(self, dy, saved):
+        return backend_of(dy).relu_backward(dy, saved)
 
 
 class Softmax(Layer):
     """Probabilities over the last axis.  For training use the fused SoftmaxCrossEntropy loss."""
 
-    def forward(self, x):
+    def apply(self, x):
         xp = backend_of(x).xp
         z = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
         y = z / xp.sum(z, axis=-1, keepdims=True)
-        self._saved = (xp, y)
-        return y
+        return y, y
 
-    def backward(self, dy):
-        xp, y = self.saved()
+    def backprop(self, dy, y):
+        xp = backend_of(dy).xp
         return y * (dy - xp.sum(dy * y, axis=-1, keepdims=True))

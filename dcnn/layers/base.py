@@ -1,4 +1,11 @@
-"""The Layer protocol: ``forward`` caches what ``backward`` needs.
+"""The Layer protocol: ``apply(x) -> (y, saved)`` and ``backprop(dy, saved) -> dx``.
+
+What one call keeps for its backward pass (``saved``) belongs to the caller, not to the
+layer: a graph node or a container holds it and hands it back to ``backprop``, so one
+layer can be called at several places in a model (a shared layer), and its parameter
+gradients are summed over those calls (``add_grad``).  ``forward(x)`` / ``backward(dy)``
+are the one-call conveniences of the seed's API: they keep the last call's ``saved`` on
+the layer itself.
 
 Parameters and buffers are named as in the equivalent ``torch.nn`` module
 (``weight``, ``bias``, ``running_mean``...), so a model's state dict has the
@@ -63,7 +70,7 @@ class Layer:
         self.needs_input_grad = True  # False for the first layer: skip dx
         self.input_shape: tuple | None = None
         self.built = False
-        self._saved = None            # what forward keeps for backward
+        self._saved = None            # what the last forward() kept, for backward() (not for apply)
 
     # --- building ----------------------------------------------------------
     def build(self, input_shape: tuple, rng: np.random.Generator, backend: Backend) -> None:
@@ -79,14 +86,47 @@ class Layer:
         return self.forward(x)
 
     # --- computing ---------------------------------------------------------
+    def apply(self, x):
+        """One call: ``(y, saved)``, where ``saved`` is what ``backprop`` needs for this call
+        (the caller keeps it).  A layer written the older way, with ``forward`` storing
+        ``self._saved``, is adapted here."""
+        if type(self).forward is Layer.forward:
+            raise NotImplementedError(f"{type(self).__name__} must define apply(x) -> (y, saved)")
+        y = self.forward(x)
+        saved, self._saved = self._saved, None
+        return y, saved
+
+    def backprop(self, dy, saved):
+        """dL/dx for the call that returned ``saved`` (None when ``needs_input_grad`` is False);
+        the parameters' gradients are added to ``self.grads`` (``add_grad``).  It must not write
+        into ``dy``: a fan-out hands the same ``dy`` to several consumers."""
+        if type(self).backward is Layer.backward:
+            raise NotImplementedError(f"{type(self).__name__} must define backprop(dy, saved)")
+        self._saved = saved
+        try:
+            return self.backward(dy)
+        finally:
+            self._saved = None
+
     def forward(self, x):
-        raise NotImplementedError
+        """``apply`` that keeps ``saved`` on the layer, for one ``backward`` after it."""
+        y, self._saved = self.apply(x)
+        return y
 
     def backward(self, dy):
-        """dL/dx from dL/dy (None when ``needs_input_grad`` is False); gradients of the
-        parameters go to ``self.grads``.  It must not write into ``dy``: a Residual hands
-        the same ``dy`` to both of its branches."""
-        raise NotImplementedError
+        """``backprop`` of the last ``forward``; the gradients replace earlier ones."""
+        saved, self._saved = self.saved(), None     # one backward per forward, as in PyTorch
+        self.zero_grad()
+        return self.backprop(dy, saved)
+
+    def add_grad(self, name: str, value) -> None:
+        """Add a parameter's gradient from one call: a layer used at several nodes sums them."""
+        self.grads[name] = value if name not in self.grads else self.grads[name] + value
+
+    def zero_grad(self) -> None:
+        """Forget the gradients of this layer and every layer below it (before a backward pass)."""
+        for _, layer in self.named_modules():
+            layer.grads = {}
 
     def saved(self):
         """What the last forward kept for backward; an error if there is none."""
@@ -96,7 +136,7 @@ class Layer:
         return self._saved
 
     def release(self) -> None:
-        """Drop what forward kept for backward, here and in every sublayer (after inference)."""
+        """Drop what ``forward`` kept for ``backward``, here and in every sublayer."""
         for _, layer in self.named_modules():
             layer._saved = None
 
@@ -108,7 +148,7 @@ class Layer:
     def forward_stages(self, x, key: str = ""):
         """Forward ``x``, yielding (key, layer, output) for each step worth showing;
         the last output is this layer's.  Containers yield their sublayers' steps."""
-        yield key, self, self.forward(x)
+        yield key, self, self.apply(x)[0]
 
     # --- the layer tree ----------------------------------------------------
     def children(self):

@@ -41,17 +41,11 @@ class Sequential(Layer):
             shape = layer.output_shape(shape)
         super().build(input_shape, rng, backend)
 
-    def forward(self, x):
-        for layer in run_order(self.layers):
-            x = layer.forward(x)
-        return x
+    def apply(self, x):
+        return apply_steps(run_order(self.layers), x)
 
-    def backward(self, dy):
-        for layer in reversed(run_order(self.layers)):
-            dy = layer.backward(dy)
-            if dy is None:
-                break
-        return dy
+    def backprop(self, dy, saved):
+        return backprop_steps(dy, saved)
 
     def set_needs_input_grad(self, value: bool) -> None:
         # Only the first layer can skip its input gradient: later ones feed their predecessors.
@@ -112,14 +106,18 @@ class Residual(Layer):
         if self.shortcut is not None:
             self.shortcut.set_needs_input_grad(value)
 
-    def forward(self, x):
-        y = self.body.forward(x)
-        return y + (x if self.shortcut is None else self.shortcut.forward(x))
+    def apply(self, x):
+        y, body_saved = self.body.apply(x)
+        if self.shortcut is None:
+            return y + x, (body_saved, None)
+        short, short_saved = self.shortcut.apply(x)
+        return y + short, (body_saved, short_saved)
 
-    def backward(self, dy):
-        # Both branches read dy; backward methods never write into their dy.
-        dx = self.body.backward(dy)
-        dshort = dy if self.shortcut is None else self.shortcut.backward(dy)
+    def backprop(self, dy, saved):
+        # Both branches read dy; backprop never writes into its dy.
+        body_saved, short_saved = saved
+        dx = self.body.backprop(dy, body_saved)
+        dshort = dy if self.shortcut is None else self.shortcut.backprop(dy, short_saved)
         if not self.needs_input_grad:
             return None
         return dx + dshort
@@ -129,7 +127,7 @@ class Residual(Layer):
         join = lambda name: f"{key}.{name}" if key else name
         for stage in self.body.forward_stages(x, join("body")):
             yield stage
-        short = x if self.shortcut is None else self.shortcut.forward(x)
+        short = x if self.shortcut is None else self.shortcut.apply(x)[0]
         yield key, self, stage[2] + short
 
 
@@ -156,6 +154,27 @@ def basic_block(filters: int, stride: int = 1, in_filters: int | None = None) ->
     return [Residual(body, shortcut), ReLU()]
 
 
+def apply_steps(steps, x):
+    """Run ``steps`` in order: ``(y, saved)`` with one entry per step in ``saved``."""
+    saved = []
+    for step in steps:
+        x, step_saved = step.apply(x)
+        saved.append((step, step_saved))
+    return x, saved
+
+
+def backprop_steps(dy, saved):
+    """Backward through what ``apply_steps`` saved, last step first; each step's saved values are
+    dropped as soon as its backward has run (``saved`` is emptied), so memory falls as it goes."""
+    while saved:
+        step, step_saved = saved.pop()
+        dy = step.backprop(dy, step_saved)
+        if dy is None:
+            saved.clear()
+            break
+    return dy
+
+
 def run_order(layers) -> list:
     """The steps in which ``layers`` compute.  Three rewrites, each exact:
 
@@ -169,7 +188,7 @@ def run_order(layers) -> list:
     - then a Conv2D directly followed by a MaxPool2D runs as one step, the backend's
       ``conv2d_max_pool2d`` (the same two operations; fused on the CPU).
 
-    Each step has ``forward`` and ``backward``; the layers keep their own state.
+    Each step has ``apply`` and ``backprop``, as a layer has.
     """
     order = []
     i = 0
@@ -203,11 +222,12 @@ class ConvMaxPool:
     def __init__(self, conv: Conv2D, pool: MaxPool2D):
         self.conv, self.pool = conv, pool
 
-    def forward(self, x):
-        return self.conv.forward(x, pool=self.pool)
+    def apply(self, x):
+        return self.conv.apply_pooled(x, self.pool)
 
-    def backward(self, dy):
-        return self.conv.backward(self.pool.backward(dy))
+    def backprop(self, dy, saved):
+        conv_saved, pool_saved = saved
+        return self.conv.backprop(self.pool.backprop(dy, pool_saved), conv_saved)
 
     def __eq__(self, other):
         return isinstance(other, ConvMaxPool) and (self.conv, self.pool) == (other.conv, other.pool)
@@ -222,11 +242,11 @@ class BatchNormReLU:
     def __init__(self, norm: BatchNorm2D, relu: ReLU):
         self.norm, self.relu = norm, relu
 
-    def forward(self, x):
-        return self.norm.forward(x, relu_cap=self.relu.cap)
+    def apply(self, x):
+        return self.norm.apply(x, relu_cap=self.relu.cap)
 
-    def backward(self, dy):
-        return self.norm.backward(dy)
+    def backprop(self, dy, saved):
+        return self.norm.backprop(dy, saved)
 
     def __eq__(self, other):
         return isinstance(other, BatchNormReLU) and (self.norm, self.relu) == (other.norm, other.relu)

@@ -92,28 +92,28 @@ class Conv2D(Layer):
             self.params["bias"] = backend.from_numpy(initial_bias(self.init, rng, self.filters, c * k * k))
         super().build(input_shape, rng, backend)
 
-    def forward(self, x, pool=None):
-        """``pool``: the MaxPool2D right after this layer, run in the same step (``run_order``);
-        each layer keeps its own saved values, so the two backward passes run as before."""
+    def _checked(self, x):
         check_rank(self, x, 4, "(N, C, H, W) images")
         check_channels(self, x, self.params["weight"].shape[1])
-        shape = self.output_shape(tuple(x.shape[1:]))
-        backend = backend_of(x)
-        if pool is None:
-            y, self._saved = backend.conv2d(x, self.params["weight"], self.params.get("bias"),
-                                            self.stride, self.padding)
-            return y
-        pool.output_shape(shape)
-        y, (self._saved, pool._saved) = backend.conv2d_max_pool2d(
-            x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, pool.pool_size, pool.stride)
-        return y
+        return self.output_shape(tuple(x.shape[1:]))
 
-    def backward(self, dy):
-        dx, dw, db = backend_of(dy).conv2d_backward(dy, self.saved(), self.params["weight"],
+    def apply(self, x):
+        self._checked(x)
+        return backend_of(x).conv2d(x, self.params["weight"], self.params.get("bias"), self.stride, self.padding)
+
+    def apply_pooled(self, x, pool):
+        """This convolution and the MaxPool2D ``pool`` after it as one step (``run_order``):
+        ``(y, (conv_saved, pool_saved))``, for ``backprop`` of each in turn."""
+        pool.output_shape(self._checked(x))
+        return backend_of(x).conv2d_max_pool2d(x, self.params["weight"], self.params.get("bias"), self.stride,
+                                               self.padding, pool.pool_size, pool.stride)
+
+    def backprop(self, dy, saved):
+        dx, dw, db = backend_of(dy).conv2d_backward(dy, saved, self.params["weight"],
                                                     input_grad=self.needs_input_grad,
                                                     weight_grad=self.trainable)
         if self.trainable:
-            self.grads["weight"] = dw
+            self.add_grad("weight", dw)
             if self.use_bias:
-                self.grads["bias"] = db
+                self.add_grad("bias", db)
         return dx

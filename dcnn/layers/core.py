@@ -13,14 +13,12 @@ class Flatten(Layer):
     def output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
 
-    def forward(self, x):
+    def apply(self, x):
         xp = backend_of(x).xp
-        self._saved = (xp, tuple(x.shape))
-        return xp.reshape(x, (x.shape[0], -1))
+        return xp.reshape(x, (x.shape[0], -1)), tuple(x.shape)
 
-    def backward(self, dy):
-        xp, shape = self.saved()
-        return xp.reshape(dy, shape)
+    def backprop(self, dy, shape):
+        return backend_of(dy).xp.reshape(dy, shape)
 
 
 class Dense(Layer):
@@ -52,7 +50,7 @@ class Dense(Layer):
             self.params["bias"] = backend.from_numpy(initial_bias(self.init, rng, self.units, fan_in))
         super().build(input_shape, rng, backend)
 
-    def forward(self, x):
+    def apply(self, x):
         check_rank(self, x, 2, "(N, features) inputs")
         w = self.params["weight"]
         if x.shape[1] != w.shape[1]:
@@ -61,16 +59,15 @@ class Dense(Layer):
         y = backend.matmul_rows(x, backend.xp.matrix_transpose(w))
         if self.use_bias:
             y += self.params["bias"]
-        self._saved = (backend, x)
-        return y
+        return y, x
 
-    def backward(self, dy):
-        backend, x = self.saved()
+    def backprop(self, dy, x):
+        backend = backend_of(dy)
         xp = backend.xp
         if self.trainable:
-            self.grads["weight"] = backend.contract(xp.matrix_transpose(dy), x)
+            self.add_grad("weight", backend.contract(xp.matrix_transpose(dy), x))
             if self.use_bias:
-                self.grads["bias"] = xp.sum(dy, axis=0)
+                self.add_grad("bias", xp.sum(dy, axis=0))
         if not self.needs_input_grad:
             return None
         return backend.matmul_rows(dy, self.params["weight"])
@@ -99,14 +96,12 @@ class Dropout(Layer):
         if self.generator is not None:   # a stream of the new device, seeded afresh
             self.generator = backend.random_generator(seed)
 
-    def forward(self, x):
+    def apply(self, x):
         if not self.training or self.rate == 0:
-            self._saved = None, False
-            return x
+            return x, (None, False)
         y, mask = backend_of(x).dropout(x, self.rate, self.generator)
-        self._saved = mask, True
-        return y
+        return y, (mask, True)
 
-    def backward(self, dy):
-        mask, dropped = self.saved()
+    def backprop(self, dy, saved):
+        mask, dropped = saved
         return backend_of(dy).dropout_backward(dy, mask) if dropped else dy

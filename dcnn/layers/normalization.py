@@ -25,19 +25,18 @@ class FeatureMapNorm(Layer):
     def describe(self) -> str:
         return "FeatureMapNorm()"
 
-    def forward(self, x):
+    def apply(self, x):
         check_rank(self, x, 4, "(N, C, H, W) feature maps")
         xp = backend_of(x).xp
         mean = xp.mean(x, axis=(2, 3), keepdims=True)
         centered = x - mean
         inv_std = 1.0 / xp.sqrt(xp.mean(centered * centered, axis=(2, 3), keepdims=True) + self.eps)
         xhat = centered * inv_std
-        self._saved = (xp, xhat, inv_std)
-        return xhat
+        return xhat, (xhat, inv_std)
 
-    def backward(self, dy):
-        xp, xhat, inv_std = self.saved()
-        return _standardize_backward(xp, dy, xhat, inv_std, (2, 3))
+    def backprop(self, dy, saved):
+        xhat, inv_std = saved
+        return _standardize_backward(backend_of(dy).xp, dy, xhat, inv_std, (2, 3))
 
 
 class BatchNorm2D(Layer):
@@ -60,7 +59,7 @@ class BatchNorm2D(Layer):
         self.buffers["num_batches_tracked"] = backend.from_numpy(np.zeros((), np.int64))
         super().build(input_shape, rng, backend)
 
-    def forward(self, x, relu_cap: float | None = None):
+    def apply(self, x, relu_cap: float | None = None):
         """``relu_cap``: a ReLU (cap ``inf``) or capped ReLU fused after the normalisation."""
         check_rank(self, x, 4, "(N, C, H, W) feature maps")
         check_channels(self, x, self.params["weight"].shape[0])
@@ -69,14 +68,15 @@ class BatchNorm2D(Layer):
             raise ValueError(f"{self.describe()} needs more than one value per channel in training; "
                              f"got input shape {tuple(x.shape)}")
         b = self.buffers
-        y, self._saved = backend_of(x).batch_norm(
+        y, saved = backend_of(x).batch_norm(
             x, self.params["weight"], self.params["bias"], b["running_mean"], b["running_var"],
             training=self.training, momentum=self.momentum, eps=self.eps, relu_cap=relu_cap)
         if self.training:
             b["num_batches_tracked"] += 1
-        return y
+        return y, saved
 
-    def backward(self, dy):
-        dx, self.grads["weight"], self.grads["bias"] = backend_of(dy).batch_norm_backward(
-            dy, self.saved(), input_grad=self.needs_input_grad)
+    def backprop(self, dy, saved):
+        dx, dweight, dbias = backend_of(dy).batch_norm_backward(dy, saved, input_grad=self.needs_input_grad)
+        self.add_grad("weight", dweight)
+        self.add_grad("bias", dbias)
         return dx

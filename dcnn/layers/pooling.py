@@ -32,14 +32,13 @@ class MaxPool2D(Layer):
             raise ValueError(f"{self.describe()}: input {h}x{w} is smaller than the pool")
         return (c, (h - k) // s + 1, (w - k) // s + 1)
 
-    def forward(self, x):
+    def apply(self, x):
         check_rank(self, x, 4, "(N, C, H, W) feature maps")
         self.output_shape(tuple(x.shape[1:]))
-        y, self._saved = backend_of(x).max_pool2d(x, self.pool_size, self.stride)
-        return y
+        return backend_of(x).max_pool2d(x, self.pool_size, self.stride)
 
-    def backward(self, dy):
-        return backend_of(dy).max_pool2d_backward(dy, self.saved())
+    def backprop(self, dy, saved):
+        return backend_of(dy).max_pool2d_backward(dy, saved)
 
 
 class AvgPool2D(MaxPool2D):
@@ -48,14 +47,13 @@ class AvgPool2D(MaxPool2D):
     def describe(self) -> str:
         return f"AvgPool2D({self.pool_size}, stride={self.stride})"
 
-    def forward(self, x):
+    def apply(self, x):
         check_rank(self, x, 4, "(N, C, H, W) feature maps")
         self.output_shape(tuple(x.shape[1:]))
-        y, self._saved = backend_of(x).avg_pool2d(x, self.pool_size, self.stride)
-        return y
+        return backend_of(x).avg_pool2d(x, self.pool_size, self.stride)
 
-    def backward(self, dy):
-        return backend_of(dy).avg_pool2d_backward(dy, self.saved())
+    def backprop(self, dy, saved):
+        return backend_of(dy).avg_pool2d_backward(dy, saved)
 
 
 class GlobalAvgPool2D(Layer):
@@ -67,10 +65,9 @@ class GlobalAvgPool2D(Layer):
             raise ValueError(f"GlobalAvgPool2D expects (channels, height, width) inputs; got {input_shape}")
         return (input_shape[0],)
 
-    def forward(self, x):
+    def apply(self, x):
         check_rank(self, x, 4, "(N, C, H, W) feature maps")
-        y, self._saved = backend_of(x).global_avg_pool2d(x)
-        return y
+        return backend_of(x).global_avg_pool2d(x)
 
-    def backward(self, dy):
-        return backend_of(dy).global_avg_pool2d_backward(dy, self.saved())
+    def backprop(self, dy, saved):
+        return backend_of(dy).global_avg_pool2d_backward(dy, saved)

@@ -9,7 +9,7 @@ import numpy as np
 import backends
 
 from ..layers import Layer, Sequential, Softmax
-from ..layers.container import run_order
+from ..layers.container import apply_steps, backprop_steps, run_order
 from ..layers.spec import SpecError, model_spec
 from ..utils.checks import as_batch, as_targets, check_input_shape
 from ..utils.files import load_arrays, save_arrays
@@ -90,19 +90,21 @@ class DCNNetwork:
             raise RuntimeError("call compile(optimizer=..., loss=...) before training")
 
     # --- computing ------------------------------------------------------------
-    def _logit_layers(self) -> list[Layer]:
+    def _logit_steps(self) -> list:
         # A trailing Softmax is skipped in training: the loss fuses softmax with cross-entropy.
         # ReLU -> MaxPool2D pairs run as MaxPool2D -> ReLU (same result, a quarter of the work).
         if self.layers and isinstance(self.layers[-1], Softmax):
             return run_order(self.layers[:-1])
         return run_order(self.layers)
 
-    def logits(self, x, training: bool = False):
-        """Forward pass on validated device input; returns device logits."""
+    def _apply(self, x, training: bool):
+        """(logits, saved) on validated device input; ``saved`` is for ``_backprop``."""
         self.model.train(training)
-        for layer in self._logit_layers():
-            x = layer.forward(x)
-        return x
+        return apply_steps(self._logit_steps(), x)
+
+    def logits(self, x, training: bool = False):
+        """Forward pass on validated device input; returns device logits (nothing is kept for backward)."""
+        return self._apply(x, training)[0]
 
     def train_on_batch(self, x, y):
         """One optimisation step on device arrays; returns (loss, correct) as 0-d device arrays."""
@@ -115,21 +117,22 @@ class DCNNetwork:
 
     def _forward_backward(self, x, y):
         """Loss and hit count (0-d device arrays); leaves the gradients in the layers."""
-        logits = self.logits(x, training=True)
+        logits, saved = self._apply(x, training=True)
         loss = self.loss.forward(logits, y)
         correct = getattr(self.loss, "correct", None)
         if correct is None:
             correct = self._correct(logits, y)
-        dy = self.loss.backward()
-        for layer in reversed(self._logit_layers()):
-            dy = layer.backward(dy)
-            if dy is None:
-                break
+        del logits
+        self.model.zero_grad()
+        backprop_steps(self.loss.backward(), saved)
         return loss, correct
 
     def _gradients(self) -> list:
         """The trainable parameters' gradients, in flat_parameters() order (call that first)."""
-        return [holder_grads[name] for holder_grads, name in self._grad_refs]
+        xp = self.backend.xp
+        # A parameter that no path to the loss reaches (an unused branch) has a zero gradient.
+        return [layer.grads[name] if name in layer.grads else xp.zeros_like(layer.params[name])
+                for layer, name in self._grad_refs]
 
     def _trainable_refs(self):
         """(key, params dict, name) of each trainable parameter, and where its gradient lands,
@@ -143,7 +146,7 @@ class DCNNetwork:
                 continue
             for name in layer.params:
                 refs.append((f"{key}.{name}" if key else name, layer.params, name))
-                grads.append((layer.grads, name))
+                grads.append((layer, name))
         return refs, grads
 
     def flat_parameters(self):
@@ -202,7 +205,6 @@ class DCNNetwork:
             logits = self.logits(xb, training=False)
             loss_sum += self.loss.forward(logits, yb) * xb.shape[0]
             correct += self._correct(logits, yb)
-        self.model.release()     # inference keeps nothing for a backward pass
         return {"loss": float(loss_sum) / n, "accuracy": int(correct) / n}
 
     def evaluate(self, x, y, batch_size: int = 256) -> dict:
@@ -218,9 +220,8 @@ class DCNNetwork:
         xd = self._prepare(x)
         xp = self.backend.xp
         softmax = Softmax()
-        outs = [softmax.forward(self.logits(xd[start:stop, ...], training=False))
+        outs = [softmax.apply(self.logits(xd[start:stop, ...], training=False))[0]
                 for start, stop in fitting.spans(xd.shape[0], batch_size)]
-        self.model.release()     # inference keeps nothing for a backward pass
         return self.backend.to_numpy(xp.concat(outs, axis=0))
 
     # --- describing -----------------------------------------------------------
