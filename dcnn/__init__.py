@@ -6,7 +6,7 @@ import sys
 
 from .data import datasets
 from .io.loading import load
-from .layers import (AvgPool2D, BatchNorm2D, Conv2D, ConvBlock, Dense, Dropout, FeatureMapNorm, Flatten,
+from .layers import (Add, Average, Concatenate, Input, Multiply, Subtract, AvgPool2D, BatchNorm2D, Conv2D, ConvBlock, Dense, Dropout, FeatureMapNorm, Flatten,
                      GlobalAvgPool2D, Layer, MaxPool2D, ReLU, Residual, Sequential, Softmax)
 from .model import presets
 from .model.losses import SoftmaxCrossEntropy
@@ -22,8 +22,8 @@ sys.modules[__name__ + ".presets"] = presets
 
 __version__ = "0.1.0"
 
-__all__ = ["Adam", "AdamW", "AvgPool2D", "BatchNorm2D", "CSVLogger", "Callback", "CosineDecay", "EarlyStopping",
-           "LearningRateScheduler", "ModelCheckpoint", "OneCycleLR", "StepDecay", "Conv2D", "ConvBlock",
-           "DCNNetwork", "Dense", "Dropout", "FeatureMapNorm", "Flatten", "GlobalAvgPool2D", "History", "Layer",
-           "MaxPool2D", "ReLU", "Residual", "SGD", "Sequential", "Softmax", "SoftmaxCrossEntropy", "datasets",
-           "load", "presets"]
+__all__ = ["Adam", "AdamW", "Add", "Average", "AvgPool2D", "BatchNorm2D", "Callback", "Concatenate", "Conv2D",
+           "ConvBlock", "CosineDecay", "CSVLogger", "datasets", "DCNNetwork", "Dense", "Dropout", "EarlyStopping",
+           "FeatureMapNorm", "Flatten", "GlobalAvgPool2D", "History", "Input", "Layer", "LearningRateScheduler",
+           "load", "MaxPool2D", "ModelCheckpoint", "Multiply", "OneCycleLR", "presets", "ReLU", "Residual",
+           "Sequential", "SGD", "Softmax", "SoftmaxCrossEntropy", "StepDecay", "Subtract"]

@@ -23,7 +23,7 @@ RANKS = [
     ("backends", 0),
     ("dcnn.utils", 1),
     ("dcnn.layers", 2),
-    ("dcnn.model", 3),
+    ("dcnn.model", 3), ("dcnn.testing", 3),
     ("dcnn.data", 4), ("dcnn.io", 4), ("dcnn.viz", 4), ("dcnn.distributed", 4), ("dcnn.train", 4),
     ("dcnn.cli", 6), ("dcnn.__main__", 6),
     ("dcnn", 5),          # the package's face re-exports the library; only the CLI may import it

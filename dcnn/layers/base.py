@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 
 import numpy as np
 
 from backends import Backend, backend_of
+
+from .symbolic import call_symbolic, is_symbolic
 
 # Every Layer subclass by class name, for rebuilding a saved model from its spec (dcnn.layers.spec, dcnn.model.spec).
 LAYER_CLASSES: dict[str, type] = {}
@@ -47,13 +50,19 @@ class Layer:
             return
         signature = inspect.signature(init)
 
+        takes_name = "name" in signature.parameters
+
         @functools.wraps(init)
         def recording_init(self, *args, **kw):
+            # Every layer takes name= (Keras's); a constructor that does not list it never sees it.
+            name = None if takes_name else kw.pop("name", None)
             if "_init_args" not in self.__dict__:   # the outermost constructor wins (subclasses call super)
                 bound = signature.bind(self, *args, **kw)
                 bound.apply_defaults()
                 self._init_args = {k: v for k, v in list(bound.arguments.items())[1:]}
             init(self, *args, **kw)
+            if name is not None:
+                self.name = name
 
         cls.__init__ = recording_init
 
@@ -61,7 +70,12 @@ class Layer:
         """The arguments this layer was constructed with (defaults filled in)."""
         return dict(self.__dict__.get("_init_args", {}))
 
-    def __init__(self):
+    takes_many = False               # True for merges: they take a list of inputs (Add, Concatenate...)
+
+    def __init__(self, *, name: str | None = None):
+        self._name = None
+        if name is not None:
+            self.name = name
         self.params: dict = {}       # trainable arrays, torch names
         self.grads: dict = {}        # same keys as params, filled by backward
         self.buffers: dict = {}      # non-trainable state saved with the weights
@@ -80,7 +94,29 @@ class Layer:
     def output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
 
+    @property
+    def name(self) -> str:
+        """The layer's name: given with ``name=``, set by the graph that uses it (``conv2d``,
+        ``conv2d_1``... unique within a model), or else its class in snake case."""
+        return self._name or snake_case(type(self).__name__)
+
+    @name.setter
+    def name(self, value: str) -> None:
+        if not isinstance(value, str) or not NAME.fullmatch(value):
+            raise ValueError(f"a layer name is letters, digits, '_' and '-', starting with a letter or '_' "
+                             f"(it becomes a state-dict key prefix, so no '.'); got {value!r}")
+        self._name = value
+
+    @property
+    def has_name(self) -> bool:
+        """Whether the name was given or assigned (rather than the class's default)."""
+        return self._name is not None
+
     def __call__(self, x):
+        """On a symbolic tensor (``Input(...)`` or a layer's output): record a node of a graph
+        and return its output tensor.  On an array: build if needed and run ``forward``."""
+        if is_symbolic(x):
+            return call_symbolic(self, x)
         if not self.built:
             self.build(tuple(x.shape[1:]), np.random.default_rng(0), backend_of(x))
         return self.forward(x)
@@ -204,6 +240,14 @@ class Layer:
 
     def __repr__(self) -> str:
         return self.describe()
+
+
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+
+
+def snake_case(class_name: str) -> str:
+    """``Conv2D`` -> ``conv2d``, ``BatchNorm2D`` -> ``batch_norm2d``, ``ReLU`` -> ``relu``: Keras-style names."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z][a-z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", class_name).lower()
 
 
 def check_rank(layer: Layer, x, rank: int, what: str) -> None:

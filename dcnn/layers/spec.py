@@ -14,9 +14,11 @@ import inspect
 import numpy as np
 
 from .base import LAYER_CLASSES, Layer
+from .graph import Graph
 
 FORMAT = "dcnn-model"
-VERSION = 1
+VERSION = 1            # a list of layers
+GRAPH_VERSION = 2      # a graph: its layers, then each call with the tensors it reads (as Keras's inbound nodes)
 MAX_DEPTH = 64
 
 
@@ -33,14 +35,34 @@ def layer_spec(layer: Layer) -> dict:
         if _is_layer_list(value) and _is_layer_list(current):
             args[name] = current
     where = type(layer).__name__
-    return {"layer": where, "args": {k: _encode(v, f"{where}.{k}") for k, v in args.items()}}
+    spec = {"layer": where, "args": {k: _encode(v, f"{where}.{k}") for k, v in args.items()}}
+    if layer.has_name:
+        spec["name"] = layer.name
+    return spec
 
 
 def model_spec(net) -> dict:
-    """The whole network: input shape and layers (what ``build_network`` needs)."""
+    """The whole network: input shape and layers, or its graph (what ``build_network`` needs)."""
+    if isinstance(net.model, Graph):
+        return {"format": FORMAT, "version": GRAPH_VERSION,
+                "input_shape": None if net.input_shape is None else list(net.input_shape),
+                "graph": graph_spec(net.model)}
     return {"format": FORMAT, "version": VERSION,
             "input_shape": None if net.input_shape is None else list(net.input_shape),
             "layers": [layer_spec(layer) for layer in net.layers]}
+
+
+def graph_spec(graph: Graph) -> dict:
+    """``inputs`` (shapes, names), ``layers`` (each once, by name), ``nodes`` (each call: its layer's name
+    and the tensors it reads, ``["input", i]`` or ``["node", k]`` for the k-th node's output), ``outputs``."""
+    index = {node: k for k, node in enumerate(graph.nodes)}
+    inputs = {t.id: i for i, t in enumerate(graph.inputs)}
+    ref = lambda t: ["input", inputs[t.id]] if t.node is None else ["node", index[t.node]]
+    return {"inputs": [{"shape": list(t.shape), **({"name": t.name} if t.name else {})} for t in graph.inputs],
+            "layers": [layer_spec(layer) for layer in graph.layers],
+            "nodes": [{"layer": node.layer.name, "inbound": [ref(t) for t in node.inputs], "list": node.many}
+                      for node in graph.nodes],
+            "outputs": [ref(t) for t in graph.outputs]}
 
 
 def build_layer(spec, where: str = "layer", depth: int = 0) -> Layer:
@@ -76,9 +98,12 @@ def build_layer(spec, where: str = "layer", depth: int = 0) -> Layer:
         raise SpecError(f"{where}: {name} takes no argument(s) {', '.join(sorted(args))}; the spec is from another "
                         "version of that layer")
     try:
-        return cls(*positional, **keywords)
+        layer = cls(*positional, **keywords)
+        if "name" in spec:
+            layer.name = spec["name"]
     except (TypeError, ValueError) as exc:
         raise SpecError(f"{where}: {name}(...) refused its stored arguments: {exc}") from None
+    return layer
 
 
 def _is_layer_list(value) -> bool:

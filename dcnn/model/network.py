@@ -10,6 +10,7 @@ import backends
 
 from ..layers import Layer, Sequential, Softmax
 from ..layers.container import apply_steps, backprop_steps, run_order
+from ..layers.graph import Graph
 from ..layers.spec import SpecError, model_spec
 from ..utils.checks import as_batch, as_targets, check_input_shape
 from ..utils.files import load_arrays, save_arrays
@@ -21,16 +22,30 @@ from .parameters import FlatParameters
 
 
 class DCNNetwork:
-    """A sequential CNN on the active backend.
+    """A CNN on the active backend: a chain of layers, or a graph (the functional API).
 
     >>> net = DCNNetwork(input_shape=(1, 28, 28))
     >>> net.add_layer(Conv2D(8, 3)); net.add_layer(ReLU()); net.add_layer(Flatten()); net.add_layer(Dense(10))
     >>> net.compile(optimizer="sgd", lr=0.05, momentum=0.9)
     >>> history = net.fit(x, y, epochs=2, batch_size=64)
+
+    >>> x = Input((1, 28, 28)); y = Dense(10)(Flatten()(ReLU()(Conv2D(8, 3)(x))))
+    >>> net = DCNNetwork(inputs=x, outputs=y)
     """
 
-    def __init__(self, layers=(), *, input_shape=None, seed: int = 0, backend=None):
-        self.model = Sequential(layers)
+    def __init__(self, layers=(), *, inputs=None, outputs=None, input_shape=None, seed: int = 0, backend=None):
+        if (inputs is None) != (outputs is None):
+            raise ValueError("a graph model needs both inputs= and outputs= (tensors from Input(...) and layer calls)")
+        if inputs is not None:
+            if layers:
+                raise ValueError("give either a list of layers or inputs= and outputs=, not both")
+            if isinstance(inputs, (list, tuple)) or isinstance(outputs, (list, tuple)):
+                raise ValueError("DCNNetwork trains graphs with one input and one output; use a Graph layer "
+                                 "(dcnn.layers.graph.Graph) for more")
+            self.model = Graph(inputs, outputs)
+            input_shape = inputs.shape if input_shape is None else input_shape
+        else:
+            self.model = Sequential(layers)
         self.backend = backends.resolve(backend) if isinstance(backend, str) else (backend or backends.get_backend())
         self.seed = int(seed)
         seeds = np.random.SeedSequence(self.seed).spawn(2)
@@ -47,7 +62,13 @@ class DCNNetwork:
     def layers(self) -> list[Layer]:
         return self.model.layers
 
+    @property
+    def is_graph(self) -> bool:
+        return isinstance(self.model, Graph)
+
     def add_layer(self, layer: Layer) -> "DCNNetwork":
+        if self.is_graph:
+            raise TypeError("add_layer() builds a chain; a graph model is defined by its inputs and outputs")
         self.model.add(layer)
         return self
 
@@ -100,7 +121,23 @@ class DCNNetwork:
     def _apply(self, x, training: bool):
         """(logits, saved) on validated device input; ``saved`` is for ``_backprop``."""
         self.model.train(training)
+        if self.is_graph:
+            return self._logits_graph().apply(x)
         return apply_steps(self._logit_steps(), x)
+
+    def _backprop(self, dy, saved) -> None:
+        if self.is_graph:
+            self._logits_graph().backprop(dy, saved)
+        else:
+            backprop_steps(dy, saved)
+
+    def _logits_graph(self) -> Graph:
+        if self._logits_for is not self.model:
+            self._logits_for, self._logits = self.model, self.model.logits_graph(lambda l: isinstance(l, Softmax))
+            self._logits.needs_input_grad = False
+        return self._logits
+
+    _logits_for = None
 
     def logits(self, x, training: bool = False):
         """Forward pass on validated device input; returns device logits (nothing is kept for backward)."""
@@ -124,7 +161,7 @@ class DCNNetwork:
             correct = self._correct(logits, y)
         del logits
         self.model.zero_grad()
-        backprop_steps(self.loss.backward(), saved)
+        self._backprop(self.loss.backward(), saved)
         return loss, correct
 
     def _gradients(self) -> list:
@@ -241,7 +278,7 @@ class DCNNetwork:
         return summary.summary(self, print_fn)
 
     def __repr__(self) -> str:
-        lines = [f"  ({i}): {layer.describe()}" for i, layer in enumerate(self.layers)]
+        lines = [f"  ({key}): {layer.describe()}" for key, layer in self.model.children()]
         shape = "not built" if self.input_shape is None else f"input_shape={self.input_shape}"
         tail = ""
         if self.model.built:
