@@ -113,12 +113,18 @@ def to_onnx(net, *, classes=None, logits: bool = False):
     x = "input"
     shape = net.input_shape
     layers = list(net.layers)
-    if logits and layers and isinstance(layers[-1], Softmax):
-        layers = layers[:-1]
-    for i, layer in enumerate(layers):
-        graph.current_channels = shape[0] if len(shape) == 3 else None
-        x = _add_tracking_shape(graph, layer, x, f"layers[{i}]")
-        shape = layer.output_shape(shape)
+    if getattr(net, "is_graph", False):        # a graph: its nodes in order (dcnn.io.export_graph)
+        from .export_graph import add_graph
+        model = net.model.logits_graph(lambda layer: isinstance(layer, Softmax)) if logits else net.model
+        x = add_graph(graph, model, x, "", _add_tracking_shape)
+        layers = [model.outputs[0].node.layer] if model.outputs[0].node is not None else []
+    else:
+        if logits and layers and isinstance(layers[-1], Softmax):
+            layers = layers[:-1]
+        for i, layer in enumerate(layers):
+            graph.current_channels = shape[0] if len(shape) == 3 else None
+            x = _add_tracking_shape(graph, layer, x, f"layers[{i}]")
+            shape = layer.output_shape(shape)
     if not logits and not (layers and isinstance(layers[-1], Softmax)):
         x = graph.node("Softmax", [x], axis=1)
     out_name = "logits" if logits else "probabilities"

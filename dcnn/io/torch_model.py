@@ -35,7 +35,12 @@ class TorchGlobalAvgPool(nn.Module):
 
 
 def to_torch(layer) -> nn.Module:
-    """The equivalent module of a built dcnn layer (a whole model: ``net.model``)."""
+    """The equivalent module of a built dcnn layer (a whole model: ``net.model``; a graph gives
+    a generated module, ``dcnn.io.torch_graph.TorchGraph``)."""
+    from ..layers.graph import Graph
+    from .torch_graph import TorchGraph
+    if isinstance(layer, Graph):
+        return TorchGraph(layer, {name: to_torch(sub) for name, sub in layer.children() if not sub.takes_many})
     if isinstance(layer, Sequential):
         return nn.Sequential(*[to_torch(child) for child in layer.layers])
     if isinstance(layer, Residual):
