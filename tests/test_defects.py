@@ -50,7 +50,7 @@ def diverged_resume(tmp_path, capsys):
     """The issue's case on the real Fashion-MNIST: one good epoch of lenet, then --resume at lr 1000,
     as a user runs it: in another process (so with another process id for .lock)."""
     out = tmp_path / "D"
-    rc, _, err = run_cli(capsys, "train", "--model", "lenet", "--limit", 640, "--epochs", 1, "--out", out,
+    rc, _, err = run_cli(capsys, "train", "--model", "lenet", "--limit", 3000, "--epochs", 1, "--out", out,
                          "--data-dir", SYSTEM_FASHION, "--no-progress")
     assert rc == 0, err
     before = folder_hashes(out)
@@ -188,6 +188,25 @@ def test_a_runaway_training_loss_still_stops_before_its_epoch_is_checkpointed(tm
               progress=False, callbacks=[Inflate(1, 0)], echo=quiet)
     assert "last good checkpoint (epoch 1)" in str(err.value)
     assert checkpoint.read_epoch(out) == 1
+
+
+@pytest.mark.parametrize("streak, val_loss, stopped", [
+    (0, 1.0, False),     # a high start, recovered by the end: spared
+    (1, 1.0, True),      # still running away in its last logging interval
+    (0, 5.0, True),      # its weights are bad on the test set too
+    (0, None, False),    # no test set: the last interval decides
+])
+def test_an_epoch_whose_mean_training_loss_ran_away_is_stopped_unless_it_recovered(streak, val_loss, stopped):
+    from types import SimpleNamespace
+    from dcnn.train.monitor import Monitor
+    m = Monitor(progress=False)
+    m.net, m.uniform_loss, m.lowest = SimpleNamespace(stop_training=False, num_classes=10), np.log(10), 0.4
+    m.streak, m.last_step, m.epochs, m.bar = streak, 2, 3, None
+    logs = {"loss": 3.0, "accuracy": 0.5, **({} if val_loss is None else {"val_loss": val_loss, "val_accuracy": 0.5})}
+    m.on_epoch_end(0, logs)
+    assert (m.failure is not None) == stopped and m.net.stop_training == stopped
+    if stopped:
+        assert "diverged in epoch 1: its mean training loss was 3" in m.describe_failure()
 
 
 # --- 5: no empty run folder after a run that never finished an epoch ---------------------------------

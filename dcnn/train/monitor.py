@@ -24,12 +24,12 @@ class Monitor(Callback):
     this run so far (on resume, also the checkpoint's last epoch loss).  So: worse than a uniform
     guess (ln C), and 3x worse than the loss the run had reached (at most ln C, so a run that
     blows up at its very start is caught too).  Training stops after ``patience`` runaway
-    intervals in a row, or at the end of an epoch whose last interval was runaway and whose
-    mean training loss is above the limit too (checked before that epoch's checkpoint is
-    written, so the run folder keeps the last good epoch).  A NaN or infinite loss, training or
-    test, stops at once.  The test loss is not judged: a test loss that rises while the training
-    loss falls is overfitting, which best.safetensors (the epoch of the best test accuracy) and
-    early stopping handle.
+    intervals in a row, or at the end of an epoch whose mean training loss is above the limit
+    (checked before that epoch's checkpoint is written, so the run folder keeps the last good
+    epoch) unless the epoch recovered by its end: its last interval, and its test loss, under the
+    limit.  A NaN or infinite loss, training or test, stops at once.  The test loss never stops
+    a run on its own: a test loss that rises while the training loss falls is overfitting, which
+    best.safetensors (the epoch of the best test accuracy) and early stopping handle.
     """
 
     FACTOR = 3.0
@@ -121,6 +121,12 @@ class Monitor(Callback):
             self.streak = 0
             self.lowest = mean_loss if self.lowest is None else min(self.lowest, mean_loss)
 
+    def _recovered(self, logs) -> bool:
+        """An epoch whose mean training loss was runaway may still end well (a high start, since
+        recovered): its last logging interval and, when there is one, its test loss under the limit.
+        The test loss can only spare an epoch here, never stop one."""
+        return not self.streak and logs.get("val_loss", -math.inf) <= self.limit
+
     def describe_failure(self) -> str:
         epoch, step = self.failure
         if self.reason == "nonfinite":
@@ -130,8 +136,8 @@ class Monitor(Callback):
         rule = (f"above {self.limit:.3g}, the divergence limit (the larger of ln({self.net.num_classes}) = "
                 f"{self.uniform_loss:.3g}, a uniform guess, and {self.FACTOR:g}x the lowest loss reached)")
         if self.reason == "epoch":
-            return (f"the loss diverged in epoch {epoch}: its mean training loss was {self.runaway_loss:.4g}, {rule}; "
-                    "its last logging interval was above the limit too")
+            return (f"the loss diverged in epoch {epoch}: its mean training loss was {self.runaway_loss:.4g}, {rule}, "
+                    "and it had not recovered by the epoch's end")
         return (f"the loss diverged at epoch {epoch}, step {step}: the mean training loss was "
                 f"{self.runaway_loss:.4g} for {self.patience} logging intervals in a row, {rule}")
 
@@ -143,10 +149,8 @@ class Monitor(Callback):
         if self.failure is None and "val_loss" in logs and not math.isfinite(logs["val_loss"]):
             self.failure, self.reason = (epoch + 1, self.last_step + 1), "nonfinite-test"
             self.net.stop_training = True
-        if self.failure is None and self.streak and logs["loss"] > self.limit:
-            # The epoch ends while its training loss runs away: its weights are not checkpointed.
-            # (Both conditions: a single spike at the end, or a high start that has since recovered,
-            # is not divergence.)
+        if self.failure is None and logs["loss"] > self.limit and not self._recovered(logs):
+            # The epoch's training loss ran away: its weights are not checkpointed.
             self.failure, self.reason, self.runaway_loss = (epoch + 1, self.last_step + 1), "epoch", logs["loss"]
             self.net.stop_training = True
         if self.bar is not None:
