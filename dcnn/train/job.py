@@ -8,7 +8,9 @@ callbacks on ``DCNNetwork.fit``:
 - ``Monitor`` (dcnn.train.monitor), the divergence guard and progress bar;
 - ``Checkpointer`` writes the checkpoint after each complete epoch (see ``dcnn.io.checkpoint``).
 
-Ctrl-C finishes the current batch, writes a checkpoint and raises ``Interrupted``.
+Ctrl-C finishes the current batch, writes a checkpoint and raises ``Interrupted``.  A run that
+stops (diverged, failed) keeps the run folder as it was after its last good epoch; one that never
+wrote a checkpoint removes the folder it created, so that the next run takes its name again.
 """
 from __future__ import annotations
 
