@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import numpy as np
@@ -61,16 +62,18 @@ def fraction(text):
     return value
 
 
+_IMAGE_SIZE = re.compile(r"([0-9]+)(?:x([0-9]+))?")
+
+
 def image_size(text):
-    parts = text.lower().replace(",", "x").split("x")
-    try:
-        size = [int(p) for p in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW or one number, such as 28x28 or 64; got {text!r}") from None
-    if len(size) == 1:
-        size *= 2
-    if len(size) != 2 or min(size) < 1:
-        raise argparse.ArgumentTypeError(f"expected HxW of positive numbers; got {text!r}")
+    """Exactly ``HxW`` (28x28) or one number (64, for 64x64): no spaces, commas or other separators."""
+    from ..utils.checks import MAX_IMAGE_SIDE
+    match = _IMAGE_SIZE.fullmatch(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected HxW or one number, such as 28x28 or 64; got {text!r}")
+    size = [int(match.group(1)), int(match.group(2) or match.group(1))]
+    if not all(1 <= side <= MAX_IMAGE_SIDE for side in size):
+        raise argparse.ArgumentTypeError(f"expected HxW with each side from 1 to {MAX_IMAGE_SIDE}; got {text!r}")
     return size
 
 

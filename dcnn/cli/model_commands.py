@@ -13,7 +13,7 @@ from .common import EXIT_FAILED, error, use_backend
 
 def cmd_evaluate(args) -> int:
     from ..data import datasets
-    from ..io.loading import load_trained, run_config
+    from ..io.loading import load_trained, model_name, run_config
     from ..train.metrics import confusion_matrix, per_class_accuracy
     backend = use_backend(args.backend)
     net, meta, path = load_trained(args.weights, args.model, backend)
@@ -36,11 +36,12 @@ def cmd_evaluate(args) -> int:
     accuracy = float(np.trace(cm) / cm.sum())
     if args.json:
         print(json.dumps({"weights": str(path), "dataset": data.name, "model": meta.get("preset"),
+                          "name": model_name(meta, path),
                           "images": int(cm.sum()), "accuracy": accuracy,
                           "per_class_accuracy": dict(zip(classes, map(float, per_class))),
                           "confusion_matrix": cm.tolist(), "classes": classes}))
         return 0
-    print(f"{path}: {meta.get('preset')} on the {data.name} test set ({cm.sum():,} images)")
+    print(f"{path}: {model_name(meta, path)} on the {data.name} test set ({cm.sum():,} images)")
     print(f"accuracy: {accuracy:.4f}  ({int(np.trace(cm)):,}/{int(cm.sum()):,})")
     print()
     width = max(len(c) for c in classes)
@@ -99,13 +100,13 @@ def cmd_predict(args) -> int:
 
 def cmd_export(args) -> int:
     from ..io.export import export_onnx
-    from ..io.loading import load_trained
+    from ..io.loading import load_trained, model_name
     net, meta, path = load_trained(args.weights, args.model, use_backend("numpy"))
     try:
         out = export_onnx(net, args.out, classes=meta["classes"], logits=args.logits)
     except ImportError as exc:
         raise ValueError(str(exc)) from None
-    print(f"{out}: {meta.get('preset') or 'model'} from {path}, input (N, {', '.join(map(str, net.input_shape))}), "
+    print(f"{out}: {model_name(meta, path)} from {path}, input (N, {', '.join(map(str, net.input_shape))}), "
           f"{'logits' if args.logits else 'probabilities'} for {len(meta['classes'])} classes")
     return 0
 

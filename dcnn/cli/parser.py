@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hold out this share (e.g. 0.1) of the training images as a validation set, reported "
                         "each epoch as 'val'; the test set is then used once, at the end")
     p.add_argument("--image-size", type=image_size, metavar="HxW",
-                   help="with --data FOLDER: the size pictures are scaled to, aspect kept (default: the first's)")
-    p.add_argument("--channels", type=int, choices=(1, 3), help="with --data FOLDER: 1 grayscale or 3 RGB "
+                   help="with --data FOLDER only: the size pictures are scaled to, aspect kept: HxW (28x28) or one "
+                        "number (64 for 64x64) (default: the first picture's)")
+    p.add_argument("--channels", type=int, choices=(1, 3), help="with --data FOLDER only: 1 grayscale or 3 RGB "
                                                                  "(default: the first picture's)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random shifts (up to 2 px) and left-right flips of training images")

@@ -5,11 +5,12 @@ import json
 import sys
 from pathlib import Path
 
-from .common import echo_to, expected, fmt_seconds, use_backend
+from .common import UsageError, echo_to, expected, fmt_seconds, use_backend
 
 # --- train --------------------------------------------------------------------------------------
 
 def _default_out(dataset: str, model: str, resume: bool) -> Path:
+    from ..io import runfolder
     base = Path("runs")
     stem = f"{dataset}-{model}"
     taken = sorted((p for p in base.glob(f"{stem}*") if p.name == stem or p.name[len(stem):].lstrip("-").isdigit()),
@@ -20,16 +21,31 @@ def _default_out(dataset: str, model: str, resume: bool) -> Path:
         if not with_ckpt:
             raise FileNotFoundError(f"no run of {model} on {dataset} to resume under {base}/; pass --out FOLDER")
         return with_ckpt[-1]
-    if not (base / stem).exists():
+    free = lambda p: not p.exists() or runfolder.is_unused(p)   # a run killed before its first epoch left it
+    if free(base / stem):
         return base / stem
     n = 2
-    while (base / f"{stem}-{n}").exists():
+    while not free(base / f"{stem}-{n}"):
         n += 1
     return base / f"{stem}-{n}"
 
 
+def _check_image_options(args) -> None:
+    """--image-size and --channels shape the pictures of an image folder: refused where they would do nothing."""
+    for option, value in (("--image-size", args.image_size), ("--channels", args.channels)):
+        if value is None:
+            continue
+        if args.data is None:
+            raise UsageError(f"{option} has no effect without --data: it applies to the pictures of your own image "
+                             "folder (--data FOLDER) (see dcnn train --help)")
+        if not Path(args.data).is_dir():
+            raise UsageError(f"{option} has no effect with --data {args.data}: it applies to image folders only, "
+                             "not to .npz files (see dcnn train --help)")
+
+
 def cmd_train(args) -> int:
     from .. import distributed
+    _check_image_options(args)
     if args.workers and args.workers > 1 and distributed.launched_size() <= 1:
         return distributed.relaunch(args.workers, _without_option(args.argv, "--workers"))
     try:

@@ -89,9 +89,10 @@ def draw(args) -> list[Path]:
                          "filters); without weights only the seed's edge-filter demo (--model seed) is drawn")
     backend = backends.use(args.backend) if args.backend else backends.get_backend()
     if args.weights is not None:
+        from ..io.loading import model_name as name_of
         net, meta, history = load_trained(args.weights, args.model, backend)
         dataset_name = args.dataset or meta.get("dataset") or "fashion-mnist"
-        model_name = f"{meta.get('preset') or args.model} ({args.weights})"
+        model_name = f"{args.model or name_of(meta, args.weights)} ({args.weights})"
     else:
         from ..viz.seed import edge_filter_demo
         net, history = edge_filter_demo(max_activation=args.max_activation, backend=backend), None

@@ -96,19 +96,44 @@ def write_derived(out_dir, net, *, epoch: int, config: dict, history: dict, weig
                   new_best: bool | None = None) -> None:
     """weights.safetensors, best.safetensors (when ``epoch`` is the best one), config.json and history.json.
 
-    ``new_best=None`` (on resume) rewrites best.safetensors only if it should hold this epoch but
-    does not, as after a kill between the checkpoint and it.
+    ``new_best=None`` (on resume) repairs: each file is rewritten only if it does not hold what the
+    checkpoint says, as after a kill between the checkpoint and it.  A resumed run that then fails
+    leaves the folder byte for byte as it was (safetensors' metadata order varies, so an identical
+    file written again would not be).
     """
     out_dir = Path(out_dir)
+    repair = new_best is None
     meta = {**(weights_metadata or {}), "epoch": int(epoch)}
-    net.save_weights(out_dir / WEIGHTS, metadata=meta)
+    if not (repair and _holds(out_dir / WEIGHTS, net, meta)):
+        net.save_weights(out_dir / WEIGHTS, metadata=meta)
     best = best_epoch(history)
-    if new_best is None:
+    if repair:
         new_best = best == epoch and _file_epoch(out_dir / BEST) != epoch
     if new_best:
         net.save_weights(out_dir / BEST, metadata={**meta, "val_accuracy": history["val_accuracy"][epoch - 1]})
-    atomic_write_text(out_dir / CONFIG, json.dumps(config, indent=2) + "\n")
-    atomic_write_text(out_dir / HISTORY, json.dumps({"epochs_done": int(epoch), **history}, indent=2) + "\n")
+    _write_text_if_changed(out_dir / CONFIG, json.dumps(config, indent=2) + "\n")
+    _write_text_if_changed(out_dir / HISTORY, json.dumps({"epochs_done": int(epoch), **history}, indent=2) + "\n")
+
+
+def _holds(path: Path, net, meta: dict) -> bool:
+    """Whether the weights file ``path`` holds ``net``'s state exactly, with ``meta`` in its metadata."""
+    try:
+        arrays, stored = load_arrays(path)
+    except (OSError, ValueError):
+        return False
+    state = net.state_dict()
+    return (all(stored.get(k) == v for k, v in {**meta, "input_shape": list(net.input_shape)}.items())
+            and arrays.keys() == state.keys()
+            and all(arrays[k].dtype == v.dtype and np.array_equal(arrays[k], v) for k, v in state.items()))
+
+
+def _write_text_if_changed(path: Path, text: str) -> None:
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except (OSError, ValueError):
+        pass
+    atomic_write_text(path, text)
 
 
 def _file_epoch(path: Path):

@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
+from ..layers import Conv2D, Dense, Residual, Sequential
 from ..model import spec as model_spec
-from ..utils.checks import check_input_shape
+from ..utils.checks import MAX_SAMPLE_VALUES, check_image_shape
 
 MAX_CLASSES = 100_000
 
@@ -45,7 +48,13 @@ def load(path, *, model: str | None = None, backend=None):
 
 
 def load_trained(path, model: str | None = None, backend=None):
-    """(net, metadata, weights path) for a weights file or run folder."""
+    """(net, metadata, weights path) for a weights file or run folder.
+
+    The metadata's shapes are checked before anything is allocated: the input shape against sane
+    bounds (``check_image_shape``), then the model it describes against the weights in the file
+    (``_check_fits``), so a damaged or hostile file is one error naming the field, not a 50 GiB
+    allocation."""
+    from ..model.network import DCNNetwork
     from ..utils.files import load_arrays
     folder = Path(path)
     path = weights_path(folder)
@@ -57,12 +66,12 @@ def load_trained(path, model: str | None = None, backend=None):
     input_shape = _checked_input_shape(path, meta)
     stored = meta.get("spec")
     if stored is not None and model is None:
-        try:
-            net = model_spec.build_network({**stored, "input_shape": list(input_shape)}
-                                           if isinstance(stored, dict) else stored, backend=backend)
+        try:     # built below, once checked: no input shape yet
+            net = model_spec.build_network({**stored, "input_shape": None} if isinstance(stored, dict) else stored,
+                                           backend=backend)
         except model_spec.SpecError as exc:
             raise ValueError(f"{path}: its model spec cannot be built: {exc}") from None
-        what = "its stored architecture"
+        what = "its stored architecture (metadata 'spec')"
     else:
         from ..model import presets
         name = model or meta.get("preset")
@@ -71,8 +80,11 @@ def load_trained(path, model: str | None = None, backend=None):
         if not meta.get("classes"):
             raise ValueError(f"{path} lacks its class names (was it written by dcnn train?)")
         preset = presets.get_preset(name)
-        net = preset.build(input_shape, len(meta["classes"]), backend=backend)
+        _checked_classes(path, meta, None)
+        net = DCNNetwork(preset.layers(input_shape, len(meta["classes"])), backend=backend)
         what = f"the {preset.name!r} preset"
+    _check_fits(path, net.model, input_shape, arrays, what)
+    net.build(input_shape)
     classes = _checked_classes(path, meta, net.num_classes)
     try:
         net.load_state_dict(arrays, source=str(path))
@@ -83,24 +95,80 @@ def load_trained(path, model: str | None = None, backend=None):
     return net, meta, path
 
 
+def model_name(meta: dict, path) -> str:
+    """What to call a loaded model: the ``name`` saved with it (``net.save(path, metadata={"name": ...})``),
+    else its preset, else the file's name (a model saved from Python has no preset)."""
+    for key in ("name", "preset"):
+        value = meta.get(key)
+        if isinstance(value, str) and value.strip():
+            text = " ".join(value.split())
+            return text if len(text) <= 80 else text[:77] + "..."
+    path = Path(path)
+    return path.parent.name if path.name == "weights.safetensors" else path.stem
+
+
 def _checked_input_shape(path, meta: dict) -> tuple:
     try:
-        shape = check_input_shape(meta["input_shape"], name="metadata 'input_shape'")
+        return check_image_shape(meta["input_shape"], name="metadata 'input_shape'")
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{path}: {exc}; the file is damaged or was not written by dcnn") from None
-    if len(shape) != 3:
-        raise ValueError(f"{path}: metadata 'input_shape' must be (channels, height, width); got {shape}")
-    return shape
 
 
-def _checked_classes(path, meta: dict, outputs: int) -> list[str]:
+def _check_fits(path, model, input_shape: tuple, arrays: dict, what: str) -> None:
+    """The unbuilt ``model`` at ``input_shape``, layer by layer, against the weights in the file: the
+    shapes its Dense and Conv2D layers would allocate, and the size of every layer's output, are
+    checked before the build allocates them."""
+    def fail(problem, field=None):     # field=None: the architecture (``what``), not the input shape
+        if field is None:
+            raise ValueError(f"the weights in {path} do not fit {what}: {problem}")
+        raise ValueError(f"{path}: {field} does not fit the weights in the file: {problem}; the file is damaged "
+                         "or was not written by dcnn")
+
+    def walk(layer, shape, key):
+        if isinstance(layer, Sequential):
+            for name, child in layer.children():
+                shape = walk(child, shape, f"{key}{name}.")
+            return shape
+        try:
+            out = tuple(layer.output_shape(shape))
+        except ValueError as exc:
+            fail(f"layer {key.rstrip('.') or 'model'} ({layer.describe()}) cannot take {shape}: {exc}",
+                 f"metadata 'input_shape' {input_shape}")
+        if isinstance(layer, Residual):
+            walk(layer.body, shape, key + "body.")
+            if layer.shortcut is not None:
+                walk(layer.shortcut, shape, key + "shortcut.")
+        elif isinstance(layer, (Dense, Conv2D)):
+            # torch layouts, Dense (units, features in) and Conv2D (filters, channels in, k, k): only the
+            # second axis follows from the input shape.
+            want = ((layer.units, int(np.prod(shape))) if isinstance(layer, Dense)
+                    else (layer.filters, shape[0], layer.kernel_size, layer.kernel_size))
+            have = arrays.get(key + "weight")
+            if have is None:
+                fail(f"it lacks {key + 'weight'!r} for layer {key.rstrip('.')} ({layer.describe()})")
+            if tuple(have.shape) != want:
+                input_only = have.ndim == len(want) and all(h == w for i, (h, w) in enumerate(zip(have.shape, want))
+                                                            if i != 1)
+                fail(f"layer {key.rstrip('.')} ({layer.describe()}) would need {key + 'weight'!r} of shape "
+                     f"{want}, the file holds {tuple(have.shape)}",
+                     f"metadata 'input_shape' {input_shape}" if input_only else None)
+        if int(np.prod(out, dtype=np.float64)) > MAX_SAMPLE_VALUES:
+            fail(f"layer {key.rstrip('.')} ({layer.describe()}) would output {out}, more than "
+                 f"{MAX_SAMPLE_VALUES:,} values per image", f"metadata 'input_shape' {input_shape}")
+        return out
+
+    walk(model, tuple(input_shape), "")
+
+
+def _checked_classes(path, meta: dict, outputs: int | None) -> list[str]:
+    """The class names, checked (``outputs=None``: before the model is built, their form alone)."""
     classes = meta.get("classes")
     if classes is None:
-        return [str(i) for i in range(outputs)]
+        return [str(i) for i in range(outputs or 0)]
     if not (isinstance(classes, list) and 0 < len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes)):
         raise ValueError(f"{path}: metadata 'classes' must be a list of names (at most {MAX_CLASSES:,}); "
                          "the file is damaged or was not written by dcnn")
-    if len(classes) != outputs:
+    if outputs is not None and len(classes) != outputs:
         raise ValueError(f"{path}: {len(classes)} class names for a model with {outputs} outputs; the file is damaged")
     return list(classes)
 

@@ -8,10 +8,13 @@ callbacks on ``DCNNetwork.fit``:
 - ``Monitor`` (dcnn.train.monitor), the divergence guard and progress bar;
 - ``Checkpointer`` writes the checkpoint after each complete epoch (see ``dcnn.io.checkpoint``).
 
-Ctrl-C finishes the current batch, writes a checkpoint and raises ``Interrupted``.
+Ctrl-C finishes the current batch, writes a checkpoint and raises ``Interrupted``.  A run that
+stops (diverged, failed) keeps the run folder as it was after its last good epoch; one that never
+wrote a checkpoint removes the folder it created, so that the next run takes its name again.
 """
 from __future__ import annotations
 
+import shlex
 import signal
 import threading
 import time
@@ -25,6 +28,7 @@ import backends
 from .. import distributed
 from ..data import datasets
 from ..io import checkpoint, runfolder
+from ..model import presets
 from ..model.callbacks import Callback
 from .augment import RandomShiftFlip
 from .callbacks import LRSchedule
@@ -122,7 +126,8 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict
           callbacks=(), echo=print) -> dict:
     """Run (or resume) a training job into ``out_dir``; returns the summary.
 
-    Raises ``Diverged`` on a non-finite loss (the last good checkpoint is kept) and
+    Raises ``Diverged`` on a non-finite or runaway training loss (see ``Monitor``; the last good
+    checkpoint is kept, and the message ends with a learning rate to try, from ``suggest_lr``) and
     ``Interrupted`` after Ctrl-C (a checkpoint of the current state is written).
     ``dataset`` bypasses loading (tests pass small arrays).
     """
@@ -134,13 +139,46 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict
                       log_every=log_every, dataset=dataset, callbacks=callbacks, echo=echo)
     # Checked, locked and tidied before any data is loaded or any epoch is spent.
     with runfolder.open_run_folder(out_dir) as folder:
-        if not resume and (out_dir / checkpoint.CHECKPOINT).exists():   # checked again under the lock
-            raise ValueError(f"{out_dir} already holds a run; pass --resume to continue it, or choose another --out")
-        if folder.removed_leftovers:
-            echo(f"removed {len(folder.removed_leftovers)} temporary file(s) left in {out_dir} by an earlier, "
-                 f"interrupted write: {', '.join(folder.removed_leftovers)}")
-        return _train(config, out_dir, resume=resume, requested=requested, backend=backend, progress=progress,
-                      log_every=log_every, dataset=dataset, callbacks=callbacks, echo=echo)
+        try:
+            if not resume and (out_dir / checkpoint.CHECKPOINT).exists():   # checked again under the lock
+                raise ValueError(f"{out_dir} already holds a run; pass --resume to continue it, or choose another "
+                                 "--out")
+            if folder.removed_leftovers:
+                echo(f"removed {len(folder.removed_leftovers)} temporary file(s) left in {out_dir} by an earlier, "
+                     f"interrupted write: {', '.join(folder.removed_leftovers)}")
+            return _train(config, out_dir, resume=resume, requested=requested, backend=backend, progress=progress,
+                          log_every=log_every, dataset=dataset, callbacks=callbacks, echo=echo)
+        except BaseException:
+            # A run that never finished an epoch leaves no folder (holding only .lock) behind, so that
+            # its name is free again; a folder that was there before is left as it was.
+            if not (out_dir / checkpoint.CHECKPOINT).exists():
+                folder.discard()
+            raise
+
+
+# The top of each optimiser's usual learning-rate range: a suggestion never goes above it.
+USUAL_MAX_LR = {"adam": 1e-2, "adamw": 1e-2, "sgd": 0.1}
+
+
+def suggest_lr(optimizer: str, failed_lr: float, preset: presets.Preset) -> float:
+    """A learning rate to try after ``failed_lr`` diverged (see ``_suggestion``)."""
+    return _suggestion(optimizer, failed_lr, preset)[0]
+
+
+def _suggestion(optimizer: str, failed_lr: float, preset: presets.Preset) -> tuple[float, str]:
+    """(lr, why): the preset's default if the run went above it with the preset's optimiser, else a
+    tenth of ``failed_lr``; never above the optimiser's usual range."""
+    if optimizer == preset.optimizer and failed_lr > preset.lr:
+        lr, why = preset.lr, f"the {preset.name} preset's default"
+    else:
+        lr, why = failed_lr / 10, f"a tenth of {failed_lr:g}"
+    top = USUAL_MAX_LR.get(optimizer, 1e-2)
+    return (top, f"the top of {optimizer}'s usual range") if lr > top else (lr, why)
+
+
+def _lr_text(lr: float) -> str:
+    """A learning rate as a short decimal that parses back (0.002, 0.0003)."""
+    return f"{float(f'{lr:.2g}'):g}" if lr >= 1e-4 else f"{lr:.2g}"
 
 
 def _train(config, out_dir, *, resume, requested, backend, progress, log_every, dataset, callbacks, echo) -> dict:
@@ -230,7 +268,7 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
                     initial_epoch=initial_epoch, augment=augment)
 
     if monitor.failure is not None:
-        lower = f"{config.lr / 3:.3g}"
+        lower, why = _suggestion(config.optimizer, config.lr, preset)
         if (out_dir / checkpoint.CHECKPOINT).is_file():
             good = initial_epoch if saver.saved_epoch is None else saver.saved_epoch
             best = checkpoint.best_epoch(history)
@@ -238,9 +276,12 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
             if best is not None:
                 kept += (f", and the best weights (epoch {best}, test accuracy {history['val_accuracy'][best - 1]:.4f})"
                          f" in {out_dir / checkpoint.BEST}")
-            kept += f". Try a lower learning rate: dcnn train --resume --out {out_dir} --lr {lower}"
+            # The whole command: it continues to the epochs asked for, at a rate that should not diverge.
+            kept += (f". Continue at a lower learning rate ({why}): dcnn train --resume --out "
+                     f"{shlex.quote(str(out_dir))} --epochs {config.epochs} --lr {_lr_text(lower)}")
         else:
-            kept = f"no checkpoint was written. Try a lower learning rate, e.g. --lr {lower}, or a smaller --batch-size"
+            kept = (f"no checkpoint was written. Try a lower learning rate ({why}), e.g. --lr {_lr_text(lower)}, "
+                    "or a smaller --batch-size")
         raise Diverged(f"training stopped: {monitor.describe_failure()}; {kept}")
     if sigint.requested:
         where = (f"epoch {saver.partial[0]}, step {saver.partial[1]}" if saver.partial

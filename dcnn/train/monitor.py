@@ -18,13 +18,18 @@ class Monitor(Callback):
     """Progress bar, epoch timing and the watch for a loss that is not finite or runs away,
     reading the device every ``log_every`` steps.
 
-    Divergence rule (also in the README): with C classes, a logging interval's mean training
-    loss is *runaway* when it is above ``limit = max(ln C, 3 * min(lowest, ln C))``, where
-    ``lowest`` is the lowest interval mean of this run so far (on resume, also the checkpoint's
-    last epoch loss).  So: worse than a uniform guess (ln C), and 3x worse than the loss the
-    run had reached (at most ln C, so a run that blows up at its very start is caught too).
-    ``patience`` runaway intervals in a row stop training; so does a test loss above the limit
-    at the end of an epoch, before that epoch's checkpoint is written.
+    Divergence rule (also in the README), judged on the *training* loss: with C classes, a
+    logging interval's mean training loss is *runaway* when it is above
+    ``limit = max(ln C, 3 * min(lowest, ln C))``, where ``lowest`` is the lowest interval mean of
+    this run so far (on resume, also the checkpoint's last epoch loss).  So: worse than a uniform
+    guess (ln C), and 3x worse than the loss the run had reached (at most ln C, so a run that
+    blows up at its very start is caught too).  Training stops after ``patience`` runaway
+    intervals in a row, or at the end of an epoch whose mean training loss is above the limit
+    (checked before that epoch's checkpoint is written, so the run folder keeps the last good
+    epoch) unless the epoch recovered by its end: its last interval, and its test loss, under the
+    limit.  A NaN or infinite loss, training or test, stops at once.  The test loss never stops
+    a run on its own: a test loss that rises while the training loss falls is overfitting, which
+    best.safetensors (the epoch of the best test accuracy) and early stopping handle.
     """
 
     FACTOR = 3.0
@@ -38,7 +43,7 @@ class Monitor(Callback):
         self.streak = 0
         self.bad_step = None
         self.failure = None          # (epoch, step) of the first non-finite or runaway loss, 1-based
-        self.reason = None           # "nonfinite", "runaway" or "test"
+        self.reason = None           # "nonfinite", "nonfinite-test", "runaway" or "epoch"
         self.runaway_loss = None
         self.epoch_seconds = []
         self.images = 0
@@ -116,14 +121,23 @@ class Monitor(Callback):
             self.streak = 0
             self.lowest = mean_loss if self.lowest is None else min(self.lowest, mean_loss)
 
+    def _recovered(self, logs) -> bool:
+        """An epoch whose mean training loss was runaway may still end well (a high start, since
+        recovered): its last logging interval and, when there is one, its test loss under the limit.
+        The test loss can only spare an epoch here, never stop one."""
+        return not self.streak and logs.get("val_loss", -math.inf) <= self.limit
+
     def describe_failure(self) -> str:
         epoch, step = self.failure
         if self.reason == "nonfinite":
             return f"the loss became NaN or infinite at epoch {epoch}, step {step}"
+        if self.reason == "nonfinite-test":
+            return f"the {self.held_out} loss became NaN or infinite after epoch {epoch}"
         rule = (f"above {self.limit:.3g}, the divergence limit (the larger of ln({self.net.num_classes}) = "
                 f"{self.uniform_loss:.3g}, a uniform guess, and {self.FACTOR:g}x the lowest loss reached)")
-        if self.reason == "test":
-            return f"the loss diverged: after epoch {epoch} the test loss was {self.runaway_loss:.4g}, {rule}"
+        if self.reason == "epoch":
+            return (f"the loss diverged in epoch {epoch}: its mean training loss was {self.runaway_loss:.4g}, {rule}, "
+                    "and it had not recovered by the epoch's end")
         return (f"the loss diverged at epoch {epoch}, step {step}: the mean training loss was "
                 f"{self.runaway_loss:.4g} for {self.patience} logging intervals in a row, {rule}")
 
@@ -132,11 +146,13 @@ class Monitor(Callback):
             bad = int(self.bad_step)
             self.failure, self.reason = (epoch + 1, bad + 1 if bad >= 0 else self.last_step + 1), "nonfinite"
             self.net.stop_training = True
-        if self.failure is None and "val_loss" in logs:
-            # The epoch's weights, judged on held-out data before the Checkpointer keeps them.
-            if not math.isfinite(logs["val_loss"]) or logs["val_loss"] > self.limit:
-                self.failure, self.reason, self.runaway_loss = (epoch + 1, self.last_step + 1), "test", logs["val_loss"]
-                self.net.stop_training = True
+        if self.failure is None and "val_loss" in logs and not math.isfinite(logs["val_loss"]):
+            self.failure, self.reason = (epoch + 1, self.last_step + 1), "nonfinite-test"
+            self.net.stop_training = True
+        if self.failure is None and logs["loss"] > self.limit and not self._recovered(logs):
+            # The epoch's training loss ran away: its weights are not checkpointed.
+            self.failure, self.reason, self.runaway_loss = (epoch + 1, self.last_step + 1), "epoch", logs["loss"]
+            self.net.stop_training = True
         if self.bar is not None:
             if "val_accuracy" in logs:
                 rate = f" {self.seen / self.epoch_seconds[-1]:,.0f} img/s" if self.epoch_seconds else ""

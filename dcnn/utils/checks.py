@@ -44,6 +44,24 @@ def check_input_shape(shape, name: str = "input_shape") -> tuple:
     return dims
 
 
+# A model's input: at most this many pixels a side and this many channels (--image-size is held to the
+# same side).  A weights file that claims more is damaged or hostile, and is refused before any allocation.
+MAX_IMAGE_SIDE = 4096
+MAX_CHANNELS = 1024
+
+
+def check_image_shape(shape, name: str = "input_shape") -> tuple:
+    """``shape`` as (channels, height, width) within the bounds above (and ``check_input_shape``'s)."""
+    dims = check_input_shape(shape, name)
+    if len(dims) != 3:
+        raise ValueError(f"{name} must be (channels, height, width); got {dims}")
+    c, h, w = dims
+    if c > MAX_CHANNELS or h > MAX_IMAGE_SIDE or w > MAX_IMAGE_SIDE:
+        raise ValueError(f"{name} {dims} is beyond what dcnn accepts: at most {MAX_CHANNELS} channels and "
+                         f"{MAX_IMAGE_SIDE} pixels a side")
+    return dims
+
+
 def as_batch(backend: Backend, x, expected_shape: tuple | None, name: str = "x"):
     """Validate images or features and return them as a float32 array on ``backend``.
 
