@@ -259,3 +259,16 @@ def test_a_chain_written_as_a_graph_runs_the_list_forms_steps_and_numbers():
         net.fit(xs, ys, epochs=2, batch_size=4, verbose=0, shuffle=False)
     for a, b in zip(chain.state_dict().values(), graph.state_dict().values()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_graph_file_claiming_absurd_shapes_is_refused_before_building(tmp_path):
+    from dcnn.utils.files import load_arrays, save_arrays
+    x = Input((1, 8, 8))
+    net = DCNNetwork(inputs=x, outputs=Dense(3, name="head")(Flatten()(Conv2D(2, 3, name="c")(x)))).build()
+    net.save(tmp_path / "g.safetensors")
+    arrays, meta = load_arrays(tmp_path / "g.safetensors")
+    meta["input_shape"] = [1, 3000, 3000]
+    meta["spec"]["graph"]["inputs"][0]["shape"] = [1, 3000, 3000]
+    save_arrays(tmp_path / "big.safetensors", arrays, meta)
+    with pytest.raises(ValueError, match=r"metadata 'input_shape'.*'head.weight' of shape \(3, 17976008\)"):
+        dcnn.load(tmp_path / "big.safetensors")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..layers import Conv2D, Dense, Residual, Sequential
+from ..layers.graph import Graph
 from ..model import spec as model_spec
 from ..utils.checks import MAX_SAMPLE_VALUES, check_image_shape
 
@@ -125,6 +126,19 @@ def _check_fits(path, model, input_shape: tuple, arrays: dict, what: str) -> Non
                          "or was not written by dcnn")
 
     def walk(layer, shape, key):
+        if isinstance(layer, Graph):     # each call at the shapes its tensors carry; weights by layer name
+            try:
+                out = layer.output_shape(shape)
+            except ValueError as exc:
+                fail(str(exc), f"metadata 'input_shape' {input_shape}")
+            for node in layer.nodes:
+                if node.many:
+                    if int(np.prod(node.output.shape, dtype=np.float64)) > MAX_SAMPLE_VALUES:
+                        fail(f"layer {node.layer.name} would output {node.output.shape}, more than "
+                             f"{MAX_SAMPLE_VALUES:,} values per image", f"metadata 'input_shape' {input_shape}")
+                elif walk(node.layer, node.inputs[0].shape, f"{key}{node.layer.name}.") != node.output.shape:
+                    fail(f"layer {node.layer.name} does not give the shape its graph records")
+            return out
         if isinstance(layer, Sequential):
             for name, child in layer.children():
                 shape = walk(child, shape, f"{key}{name}.")

@@ -21,7 +21,8 @@ def build_network(spec: dict, *, backend=None, seed: int = 0):
     if spec["version"] == GRAPH_VERSION:
         inputs, outputs = build_graph(spec.get("graph"))
         net = DCNNetwork(inputs=inputs, outputs=outputs, seed=seed, backend=backend)
-        return net.build()
+        # "input_shape": None asks for the network unbuilt (the loader checks its shapes against the file first).
+        return net if "input_shape" in spec and spec["input_shape"] is None else net.build()
     layers = spec.get("layers")
     if not isinstance(layers, list) or not layers:
         raise SpecError("a model spec needs a non-empty list 'layers'")
