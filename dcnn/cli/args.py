@@ -90,3 +90,10 @@ def backend_name(text):
     if key not in ("numpy", "cupy", "auto"):
         raise argparse.ArgumentTypeError(f"unknown backend {text!r}; valid ones are: numpy, cupy, auto")
     return key
+
+
+def add_custom_layers(parser) -> None:
+    """``--custom-layers FILE.py`` (repeatable): import the user's own Layer classes before loading a model."""
+    parser.add_argument("--custom-layers", action="append", metavar="FILE.py", default=None,
+                        help="a .py file (or module) defining your own Layer classes that the model uses; "
+                             "it is imported first (repeat for several)")

@@ -11,6 +11,7 @@ import sys
 
 from .common import (EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, error, expected,
                       silence_stdout)
+from ..layers.custom import import_layers
 from .parser import build_parser
 
 
@@ -22,6 +23,8 @@ def main(argv=None) -> int:
         if getattr(args, "func", None) is None:
             parser.print_help()
             return EXIT_USAGE
+        for source in getattr(args, "custom_layers", None) or ():   # the user's own Layer classes, by request
+            import_layers(source)
         return args.func(args) or 0
     except UsageError as exc:
         error(str(exc))

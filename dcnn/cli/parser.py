@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from . import visualize
-from .args import (backend_name, data_path, dataset_name, fraction, image_size, learning_rate, non_negative_int,
+from .args import (add_custom_layers, backend_name, data_path, dataset_name, fraction, image_size, learning_rate, non_negative_int,
                    positive_int, preset_name)
 from .common import Parser
 from .model_commands import cmd_evaluate, cmd_export, cmd_info, cmd_predict
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", type=backend_name)
     p.add_argument("--batch-size", type=positive_int, default=500)
     p.add_argument("--json", action="store_true")
+    add_custom_layers(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify image files (PNG, JPEG) with trained weights")
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="invert grey images to light-on-dark like (Fashion-)MNIST; auto: when the border is light")
     p.add_argument("--backend", type=backend_name)
     p.add_argument("--json", action="store_true")
+    add_custom_layers(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="write a trained model as an ONNX file (for ONNX Runtime and other tools)",
@@ -96,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, help="the .onnx file to write")
     p.add_argument("--model", type=preset_name, help="the preset, for older weights files without a model spec")
     p.add_argument("--logits", action="store_true", help="output the scores before the softmax")
+    add_custom_layers(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="the backend chosen and why, the device, versions, datasets found")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .args import add_custom_layers
+
 EXAMPLES = """\
 examples:
   dcnn visualize --model seed --index 0 --out figures/seed     # the seed's edge-filter demo
@@ -49,6 +51,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     image.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
                        help="as in dcnn predict: invert a light-background picture for a one-channel model")
     out = p.add_argument_group("output")
+    add_custom_layers(model)
     out.add_argument("--out", type=Path, default=Path("figures"), help="folder for the PNGs (default: %(default)s)")
     out.add_argument("--max-maps", type=int, default=16, help="feature maps drawn per stage (default: %(default)s)")
     out.add_argument("--results", action="store_true",

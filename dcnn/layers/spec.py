@@ -75,7 +75,8 @@ def build_layer(spec, where: str = "layer", depth: int = 0) -> Layer:
     cls = LAYER_CLASSES.get(name)
     if cls is None:
         raise SpecError(f"{where}: unknown layer class {name!r}; known ones are: {', '.join(sorted(LAYER_CLASSES))}. "
-                        "If it is your own Layer subclass, define (import) it before loading")
+                        "If it is your own Layer subclass, import it before loading (on the command line: "
+                        "--custom-layers FILE.py)")
     args = {k: _decode(v, f"{where}.{k}", depth) for k, v in spec.get("args", {}).items()}
     positional, keywords = [], {}
     try:

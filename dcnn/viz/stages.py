@@ -28,8 +28,9 @@ class Stage:
 
 
 def feature_maps(net, image) -> tuple[np.ndarray, list[Stage]]:
-    """Run one image through ``net`` layer by layer in eval mode, up to the first Flatten.
-    Inside a Residual the stages are its body's layers, then the sum body + shortcut.
+    """Run one image through ``net`` layer by layer in eval mode: every layer (every call of a
+    graph's layers) whose output is still feature maps.  Inside a Residual the stages are its
+    body's layers, then the sum body + shortcut.
 
     Returns the input as a (C, H, W) host array and one Stage per layer whose
     output is still a stack of maps (Dropout, the identity in eval mode, is skipped).
@@ -47,8 +48,8 @@ def feature_maps(net, image) -> tuple[np.ndarray, list[Stage]]:
     try:
         # The layer tree's own walk: a Residual shows its body's steps, then the sum.
         for key, layer, x in net.model.forward_stages(x):
-            if x.ndim != 4:
-                break
+            if x.ndim != 4:          # flat features (after a Flatten or a global pool) are not maps
+                continue
             if not isinstance(layer, Dropout):
                 stages.append(Stage(len(stages) + 1, key + ".", layer, net.backend.to_numpy(x[0, ...])))
     finally:
