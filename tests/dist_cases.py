@@ -1,7 +1,7 @@
 """Models and data shared by tests/test_distributed.py and the ranks it starts (tests/dist_worker.py)."""
 import numpy as np
 
-from dcnn import BatchNorm2D, Conv2D, DCNNetwork, Dense, Flatten, MaxPool2D, ReLU
+from dcnn import BatchNorm2D, Concatenate, Conv2D, DCNNetwork, Dense, Flatten, Input, MaxPool2D, ReLU
 
 # 65 images at batch 16: shards of 8 and 8, and a last global batch of one image, which leaves
 # rank 0 of 2 with nothing (its weight is 0).  BatchNorm needs two values per channel, so its
@@ -12,6 +12,9 @@ CASES = {
     "adam": {"optimizer": "adam", "options": {"lr": 0.003}, "n": 65, "batch": 16, "epochs": 2, "bn": False},
     "bn": {"optimizer": "sgd", "options": {"lr": 0.05, "momentum": 0.9}, "n": 29, "batch": 12, "epochs": 2,
            "bn": True},
+    # A graph model: a fan-out, a shared layer called twice and a concatenation.
+    "graph": {"optimizer": "adam", "options": {"lr": 0.003}, "n": 65, "batch": 16, "epochs": 2, "bn": False,
+              "graph": True},
 }
 
 
@@ -25,6 +28,14 @@ def make_data(case, seed=1):
 
 
 def make_net(case, seed=3):
+    if case.get("graph"):
+        x = Input((1, 10, 10))
+        a = ReLU()(Conv2D(4, 3, padding=1)(x))
+        shared = Conv2D(4, 3, padding=1)
+        b = shared(ReLU()(shared(a)))
+        y = Dense(5)(Flatten()(MaxPool2D(2)(Concatenate()([a, b]))))
+        net = DCNNetwork(inputs=x, outputs=y, seed=seed, backend="numpy").build()
+        return net.compile(case["optimizer"], **case["options"])
     layers = [Conv2D(4, 3, padding=1)] + ([BatchNorm2D()] if case["bn"] else []) + [
         ReLU(), MaxPool2D(2), Flatten(), Dense(5)]
     net = DCNNetwork(layers, input_shape=(1, 10, 10), seed=seed, backend="numpy").build()

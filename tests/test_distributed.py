@@ -132,7 +132,7 @@ def _reference(case):
 
 
 @needs_mpi
-@pytest.mark.parametrize("name", ["sgd", "adam"])
+@pytest.mark.parametrize("name", ["sgd", "adam", "graph"])
 def test_two_ranks_match_one_process_at_the_same_global_batch(two_rank_fit, name):
     got = two_rank_fit
     net, history = _reference(CASES[name])
