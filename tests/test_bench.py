@@ -37,3 +37,16 @@ def test_flop_count_of_the_reference_network():
     forward = 2 * (784 * 9 * 32 + 196 * 288 * 64 + 3136 * 128 + 128 * 10)   # per image
     assert bench.flops("ref", 1, training=False) == pytest.approx(forward)
     assert bench.flops("ref", 2, training=True) == pytest.approx(2 * (3 * forward - 2 * 784 * 9 * 32))
+
+
+def test_quick_graph_benchmark_runs_and_writes_json(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "graph.json"
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_graph.py"), "--quick", "--threads", "1",
+                          "--json", str(out)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "functional API" in run.stdout and "DenseNet-style block" in run.stdout
+    result = json.loads(out.read_text())
+    assert set(result["convnet_ms"]) == {"list", "functional"} and set(result["dense_block_ms"]) == {"dcnn", "torch"}
+    for side in ("list", "functional"):
+        assert result["convnet_peak_mib"][side]["peak_mib"] >= result["convnet_peak_mib"][side]["before_mib"] > 0
