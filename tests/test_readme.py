@@ -127,6 +127,34 @@ def test_the_checks_catch_a_moved_file_and_module():
     assert missing_paths(new) == [] and unresolved_names(new) == []
 
 
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_to_a_readme_section_lands():
+    text = re.sub(r"^```.*?^```", "", README.read_text(), flags=re.S | re.M)     # no headings in code
+    anchors, seen = set(), {}
+    for heading in re.findall(r"^#+ (.*)$", text, flags=re.M):
+        base = slug(heading)
+        anchors.add(base if base not in seen else f"{base}-{seen[base]}")
+        seen[base] = seen.get(base, 0) + 1
+    assert slug("Training: `dcnn train`") == "training-dcnn-train" and slug("GPU (CuPy)") == "gpu-cupy"
+    links = re.findall(r"\]\(#([^)]+)\)", text)
+    assert links and not [link for link in links if link not in anchors]
+
+
+def test_the_layer_list_names_every_exported_layer_loss_and_optimiser():
+    from dcnn.model.optimizers import Optimizer
+    text = README.read_text()
+    start = text.index("\nLayers, ")
+    listed = set(re.findall(r"`(\w+)`", text[start:text.index("\n\n", start)]))
+    exported = {name for name in dcnn.__all__ if isinstance(getattr(dcnn, name), type)
+                and issubclass(getattr(dcnn, name), (dcnn.Layer, Optimizer, dcnn.SoftmaxCrossEntropy))}
+    assert {"Residual", "Sequential", "AvgPool2D", "GlobalAvgPool2D", "AdamW"} <= exported
+    assert sorted(exported - listed) == []
+
+
 def _small(real_load):
     def load(name="fashion-mnist", data_dir=None, **kwargs):
         if datasets.is_path(name):
