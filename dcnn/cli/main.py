@@ -1,4 +1,4 @@
-"""The ``dcnn`` command: train, evaluate, predict, info (and visualize, from dcnn.viz).
+"""The ``dcnn`` command: train, evaluate, predict, export, info and visualize (dcnn.cli.visualize).
 
 Mistakes (an unknown dataset or preset, a batch size of 0, a missing or unfitting
 weights file) end with one ``dcnn: error: ...`` line and a non-zero status, never a traceback.
