@@ -279,8 +279,8 @@ def test_the_benchmark_runs(tmp_path):
 @needs_mpi
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="the real Fashion-MNIST is not installed")
 def test_workers_option_starts_the_ranks_itself(tmp_path):
-    """``dcnn train --workers 2`` runs mpiexec -n 2 python -m dcnn train (real data: 256 images, 1 epoch)."""
-    proc = subprocess.run([sys.executable, "-m", "dcnn", "train", "--workers", "2", "--model", "lenet", "--limit", "256",
+    """``dcnn train --ranks 2`` runs mpiexec -n 2 python -m dcnn train (real data: 256 images, 1 epoch)."""
+    proc = subprocess.run([sys.executable, "-m", "dcnn", "train", "--ranks", "2", "--model", "lenet", "--limit", "256",
                            "--epochs", "1", "--out", str(tmp_path / "run"), "--json", "--no-progress"],
                           capture_output=True, text=True, timeout=180,
                           env={**os.environ, "PYTHONPATH": str(ROOT), "DCNN_BACKEND": "numpy"})

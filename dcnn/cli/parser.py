@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                        "(each update waits for the device)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print one JSON object with the results at the end")
-    p.add_argument("--workers", type=positive_int, metavar="N",
+    p.add_argument("--ranks", type=positive_int, metavar="N",
                    help="train data-parallel in N processes on this machine (runs mpiexec -n N; needs "
                         "pip install -e '.[dist]'); across machines use mpirun -n N dcnn train")
     p.set_defaults(func=cmd_train)

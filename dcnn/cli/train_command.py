@@ -46,8 +46,8 @@ def _check_image_options(args) -> None:
 def cmd_train(args) -> int:
     from .. import distributed
     _check_image_options(args)
-    if args.workers and args.workers > 1 and distributed.launched_size() <= 1:
-        return distributed.relaunch(args.workers, _without_option(args.argv, "--workers"))
+    if args.ranks and args.ranks > 1 and distributed.launched_size() <= 1:
+        return distributed.relaunch(args.ranks, _without_option(args.argv, "--ranks"))
     try:
         comm = distributed.init()           # under mpirun: join the job (a no-op in one process)
     except ImportError as exc:

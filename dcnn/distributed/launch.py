@@ -169,7 +169,7 @@ def mpiexec_command(n: int, *, bind: bool = False) -> tuple[list[str], dict]:
 
 
 def relaunch(n: int, argv: list[str]) -> int:
-    """Run ``python -m dcnn ARGV`` as ``n`` ranks under mpiexec (``dcnn train --workers N``); its exit status."""
+    """Run ``python -m dcnn ARGV`` as ``n`` ranks under mpiexec (``dcnn train --ranks N``); its exit status."""
     prefix, env = mpiexec_command(n)
     try:
         return subprocess.run([*prefix, sys.executable, "-m", "dcnn", *argv], env={**os.environ, **env}).returncode
