@@ -108,14 +108,20 @@ def exif_orientation(data: bytes) -> int:
 
 def orient(a: np.ndarray, orientation: int) -> np.ndarray:
     """(H, W, C) as a viewer shows it, given its EXIF orientation (as ``ImageOps.exif_transpose``)."""
-    if orientation in (2, 4, 5, 7):
-        a = a[:, ::-1]
-    if orientation in (3, 4):
-        a = a[::-1, ::-1]
-    elif orientation in (5, 6):
-        a = np.rot90(a, -1)
-    elif orientation in (7, 8):
-        a = np.rot90(a, 1)
+    if orientation == 2:
+        return a[:, ::-1]
+    if orientation == 3:
+        return a[::-1, ::-1]
+    if orientation == 4:
+        return a[::-1]
+    if orientation == 5:
+        return a.transpose(1, 0, 2)
+    if orientation == 6:
+        return np.rot90(a, -1)
+    if orientation == 7:
+        return a[::-1, ::-1].transpose(1, 0, 2)
+    if orientation == 8:
+        return np.rot90(a, 1)
     return a
 
 

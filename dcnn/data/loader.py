@@ -20,9 +20,10 @@ What a loader promises:
   ``load_state_dict`` on a loader built alike continues with exactly the remaining batches.
 - **Sharded**: with ``rank``/``ranks``, each rank gets its contiguous part of every global batch
   (``batch_size`` is the global batch), so the ranks read disjoint parts of every epoch whose union
-  is the epoch.
+  is the epoch.  Every rank takes every step, even when its part is empty (a last global batch
+  smaller than the ranks), so that they stay in step.
 - **Bad data** (truncated, empty, not an image, unreadable, deleted since indexing) is skipped:
-  its rows are dropped from the batch, and at the end of the epoch one ``SkippedImagesWarning``
+  its rows are dropped from the batch (a batch left empty is left out, on one rank), and at the end of the epoch one ``SkippedImagesWarning``
   gives the count and the first few paths with the reasons.  ``strict=True`` raises instead.
 - **Visible**: ``last_wait`` is how long the last batch was waited for (``waits``: each step's of this
   epoch); ``fit`` passes it to callbacks as ``data_wait``.
@@ -158,13 +159,17 @@ class Loader:
             self.waits = []
         while self.step < steps:
             t = time.perf_counter()
-            batch = next(engine)
+            try:
+                batch = next(engine)
+            except BaseException:             # a dead worker, Ctrl-C while waiting: stop them all
+                self._stop_engine()
+                raise
             self.last_wait = time.perf_counter() - t
             self.waits.append(self.last_wait)
             self.step += 1
             if batch.bad:
                 self._bad(batch.bad)
-            if len(batch.y):
+            if len(batch.y) or self.ranks > 1:       # ranks stay in step: each takes every step
                 yield batch.x, batch.y
         self._next_epoch()
 

@@ -120,7 +120,8 @@ class ArrayImages:
         if len(self.classes) < n_classes:
             raise CorruptDataError(f"{name}: labels go up to {n_classes - 1} but there are {len(self.classes)} classes")
         self.name = name
-        c, h, w = {"NHW": (1, *shape[1:3]), "NCHW": shape[1:4], "NHWC": (shape[3], *shape[1:3])}[self.layout]
+        c, h, w = (1, *shape[1:3]) if self.layout == "NHW" else shape[1:4] if self.layout == "NCHW" else \
+            (shape[3], *shape[1:3])
         self.channels, self.size = int(c), (int(h), int(w))
         self.dtype = np.dtype(np.uint8) if dtype == np.uint8 else np.dtype(np.float32)
 

@@ -109,7 +109,7 @@ class GrainWorkers:
             died = "terminated unexpectedly" in str(exc)
             what = ("a data loader worker process died" + (" (killed, or out of memory?)" if died else "")
                     if died else f"a data loader worker failed: {type(exc).__name__}")
-            raise WorkerError(f"{what}: {exc}. The other workers have been stopped.") from exc
+            raise WorkerError(f"{what}: {str(exc).rstrip('. ')}. The other workers have been stopped.") from exc
         self.next_step += 1
         # The arrays arrive in shared memory (grain unlinks it when they are freed); np.asarray keeps
         # them alive as plain ndarray views.

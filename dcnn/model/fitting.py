@@ -52,8 +52,11 @@ def device_images(net, xb):
 
 
 def _batch(net, batch):
+    """(images, labels) on the device, or None for an empty batch (its images were all unreadable)."""
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
         raise TypeError(f"a loader must give (images, labels) pairs; got {type(batch).__name__}")
+    if len(batch[0]) == 0:
+        return None
     xd = device_images(net, batch[0])
     return xd, as_targets(net.backend, np.asarray(batch[1]), xd.shape[0], net.num_classes)
 
@@ -73,8 +76,10 @@ def evaluate_loader(net, loader) -> dict:
     loss_sum = xp.zeros((), dtype=xp.float32, device=net.backend.device)
     correct = xp.zeros((), dtype=xp.int64, device=net.backend.device)
     n = 0
-    for batch in loader:
-        xb, yb = _batch(net, batch)
+    for batch in map(lambda b: _batch(net, b), loader):
+        if batch is None:
+            continue
+        xb, yb = batch
         logits = net.logits(xb, training=False)
         loss_sum += net.loss.forward(logits, yb) * xb.shape[0]
         correct += net._correct(logits, yb)
@@ -137,7 +142,10 @@ def fit_loader(net, loader, epochs: int = 1, validation_data=None, verbose: int 
             seen, complete = 0, True
             cbs.on_epoch_begin(epoch)
             for step, batch in enumerate(loader, start=first):
-                xb, yb = _batch(net, batch)
+                batch = _batch(net, batch)
+                if batch is None:               # nothing readable in this batch
+                    continue
+                xb, yb = batch
                 if augment is not None:
                     xb = augment(xb)
                 loss, hits = net.train_on_batch(xb, yb)
