@@ -6,14 +6,16 @@
 
 ``--decoders``: decode only, one process, the same files through Pillow, simplejpeg and PyTurboJPEG.
 
-Pools: every contender makes the same batches (decode + resize + augment + batch, handing over
+Pools: every contender makes the same batches (over several epochs when --batches asks for more) (decode + resize + augment + batch, handing over
 uint8 (B, C, H, W) NumPy arrays to the main process) with the same number of worker processes:
 
+- ``dcnn``: ``dcnn.data.loader.Loader(workers=N)``, the loader itself (grain, as below, and its bookkeeping);
 - ``grain``: ``grain.MapDataset.range(steps).map(plan).to_iter_dataset(ReadOptions(num_threads=0)).mp_prefetch(workers)``
   (grain's processes and shared memory, one element = one batch made by dcnn's ``BatchPlan``);
 - ``torch``: ``torch.utils.data.DataLoader`` over the same batch function (``batch_size=None``);
 - ``torch-per-image``: the idiomatic PyTorch way: a Dataset of images, DataLoader batching and
-  collating them (``batch_size=B``); the images then come back as tensors (turned into NumPy);
+  collating them (``batch_size=B``, ``persistent_workers``); the images then come back as tensors
+  (turned into NumPy); the same decoder and augmentation, one image at a time;
 - ``pool``: a small hand-written pool, ``scripts/handmade_pool.py`` (forkserver processes, a ring of
   shared-memory slots, results in order).
 
@@ -100,10 +102,43 @@ def _consume(get, batches):
         get().sum(dtype=np.uint64)
     t2 = time.perf_counter()
     cpu1 = _cpu_seconds()
-    return t1 - t0, t2 - t1, sum(v - cpu0.get(pid, 0.0) for pid, v in cpu1.items())
+    return t1 - t0, t2 - t1, sum(v - cpu0.get(pid, 0.0) for pid, v in cpu1.items()), _rss_mib()
+
+
+def _rss_mib() -> tuple[float, float]:
+    """(RSS of this process, summed RSS of its descendants) in MiB, while the workers run."""
+    import psutil
+    me = psutil.Process()
+    kids = 0
+    for proc in me.children(recursive=True):
+        try:
+            kids += proc.memory_info().rss
+        except psutil.Error:
+            pass
+    return me.memory_info().rss / 2**20, kids / 2**20
 
 
 # --- contenders --------------------------------------------------------------------------------------
+
+def run_dcnn(plan, workers, batches, prefetch):
+    """dcnn's Loader (grain underneath, as run_grain, plus its own bookkeeping), over as many epochs as needed."""
+    from dcnn.data.loader import Loader
+    p = plan
+    loader = Loader(p.source, p.batch_size, seed=p.seed, augment=p.augment, decoder=p.decoder, workers=workers,
+                    prefetch=prefetch, image_size=p.size, channels=p.channels)
+    state = {"it": iter(loader)}
+
+    def get():
+        try:
+            return next(state["it"])[0]
+        except StopIteration:
+            state["it"] = iter(loader)
+            return next(state["it"])[0]
+    try:
+        return _consume(get, batches)
+    finally:
+        loader.close()
+
 
 def run_grain(plan, workers, batches, prefetch):
     import grain
@@ -122,11 +157,11 @@ def run_grain(plan, workers, batches, prefetch):
 
 
 class _TorchBatches:
-    def __init__(self, plan):
-        self.plan = plan
+    def __init__(self, plan, batches):
+        self.plan, self.batches = plan, batches
 
     def __len__(self):
-        return self.plan.steps
+        return self.batches
 
     def __getitem__(self, g):
         b = self.plan(g)
@@ -155,15 +190,23 @@ def run_torch(plan, workers, batches, prefetch, per_image=False):
     from torch.utils.data import DataLoader
     if per_image:
         dl = DataLoader(_TorchImages(plan), batch_size=plan.batch_size, shuffle=True, num_workers=workers,
-                        prefetch_factor=prefetch if workers else None, generator=torch.Generator().manual_seed(0))
+                        prefetch_factor=prefetch if workers else None, generator=torch.Generator().manual_seed(0),
+                        persistent_workers=workers > 0, drop_last=True)
     else:
-        dl = DataLoader(_TorchBatches(plan), batch_size=None, shuffle=False, num_workers=workers,
+        dl = DataLoader(_TorchBatches(plan, batches), batch_size=None, shuffle=False, num_workers=workers,
                         prefetch_factor=prefetch if workers else None)
-    it = iter(dl)
+    state = {"it": iter(dl)}
+
+    def get():
+        try:
+            return next(state["it"])[0].numpy()
+        except StopIteration:                   # the next epoch (the workers persist)
+            state["it"] = iter(dl)
+            return next(state["it"])[0].numpy()
     try:
-        return _consume(lambda: next(it)[0].numpy(), batches)
+        return _consume(get, batches)
     finally:
-        del it
+        del state["it"], dl
 
 
 def run_pool(plan, workers, batches, prefetch):
@@ -175,7 +218,7 @@ def run_pool(plan, workers, batches, prefetch):
         pool.close()
 
 
-CONTENDERS = {"grain": run_grain, "torch": run_torch,
+CONTENDERS = {"dcnn": run_dcnn, "grain": run_grain, "torch": run_torch,
               "torch-per-image": lambda *a: run_torch(*a, per_image=True), "pool": run_pool}
 
 
@@ -189,7 +232,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--decoder", default="auto")
     p.add_argument("--decoders", action="store_true", help="also time the decoders alone")
-    p.add_argument("--pools", default="grain,torch,torch-per-image,pool")
+    p.add_argument("--pools", default="dcnn,grain,torch,torch-per-image,pool")
     p.add_argument("--augment", default="flip,crop", help="flip,crop,shift,jitter or none")
     p.add_argument("--json")
     args = p.parse_args(argv)
@@ -206,37 +249,42 @@ def main(argv=None) -> int:
                       **({"brightness": 0.2, "contrast": 0.2, "saturation": 0.2} if "jitter" in kinds else {}))
     plan = BatchPlan(train, args.batch, channels, size, seed=0, augment=augment,
                      decoder=resolve_decoder(args.decoder))
-    if args.batches > plan.steps:
-        raise SystemExit(f"{args.folder} has {plan.steps} batches of {args.batch}; ask for fewer --batches")
     names = args.pools.split(",")
     times = {name: [] for name in names}
     starts = {name: [] for name in names}
     cpus = {name: [] for name in names}
+    rss = {name: [] for name in names}
     print(f"{len(train)} images {channels}x{size[0]}x{size[1]}, decoder {plan.decoder}, augment {augment}, "
           f"{args.workers} workers, {args.batches} batches of {args.batch} per run")
     for r in range(args.rounds):
         for k in range(len(names)):
             name = names[(k + r) % len(names)]
-            start, rest, cpu = CONTENDERS[name](plan, args.workers, args.batches, args.prefetch)
+            start, rest, cpu, memory = CONTENDERS[name](plan, args.workers, args.batches, args.prefetch)
+            rss[name].append(memory)
             starts[name].append(start)
             times[name].append(rest)
             cpus[name].append(cpu)
             print(f"  round {r + 1} {name:16s} first batch after {start:5.2f} s, then "
                   f"{(args.batches - 1) * args.batch / rest:8.0f} images/s, {cpu / ((args.batches - 1) * args.batch) * 1e6:6.1f} "
-                  "CPU-us per image", flush=True)
+                  f"CPU-us per image; RSS main {memory[0]:.0f} MiB, workers {memory[1]:.0f} MiB", flush=True)
     images = (args.batches - 1) * args.batch
     report["pools"] = {name: {"images_per_s_best": images / min(ts), "images_per_s_median": images / statistics.median(ts),
                               "first_batch_s_median": statistics.median(starts[name]), "seconds": ts,
                               "cpu_us_per_image_median": statistics.median(cpus[name]) / images * 1e6,
+                              "rss_main_mib_max": max(m[0] for m in rss[name]),
+                              "rss_workers_mib_max": max(m[1] for m in rss[name]),
                               "first_batch_s": starts[name]} for name, ts in times.items()}
     ref = report["pools"].get("torch", {}).get("images_per_s_best")
     print("after the first batch: best (median) images/s" + (", ratio of the best to torch's DataLoader on the same "
                                                             "batch function" if ref else "")
-          + "; CPU-us per image, all processes (median); first batch after (median)")
+          + "; CPU-us per image, all processes (median); first batch after (median); workers' RSS, summed (max)")
     for name, v in report["pools"].items():
         ratio = f"  {v['images_per_s_best'] / ref:5.2f}x" if ref else ""
-        print(f"  {name:16s} {v['images_per_s_best']:8.0f} ({v['images_per_s_median']:6.0f}){ratio}   "
-              f"{v['cpu_us_per_image_median']:6.1f} us   {v['first_batch_s_median']:.2f} s")
+        ratio_median = (f" (median {v['images_per_s_median'] / report['pools']['torch']['images_per_s_median']:4.2f}x)"
+                        if ref else "")
+        print(f"  {name:16s} {v['images_per_s_best']:8.0f} ({v['images_per_s_median']:6.0f}){ratio}{ratio_median}   "
+              f"{v['cpu_us_per_image_median']:6.1f} us   {v['first_batch_s_median']:.2f} s   "
+              f"{v['rss_workers_mib_max']:.0f} MiB")
     report["load_average_end"] = os.getloadavg()[0]
     if args.json:
         with open(args.json, "w") as f:

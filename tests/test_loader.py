@@ -243,8 +243,22 @@ def test_a_batch_of_only_bad_files_is_left_out(tmp_path):
 def test_each_step_reports_how_long_it_waited_for_data():
     loader = Loader(index_images(30), 4)
     for k, _ in enumerate(loader):
-        assert loader.last_wait >= 0 and len(loader.waits) == k + 1
+        assert loader.last_wait >= 0 and len(loader.waits) == k + 1 and loader.last_step == k
     assert len(loader.waits) == len(loader) == 8 and loader.last_wait == loader.waits[-1]
+    assert (loader.epoch, loader.step) == (1, 0)          # the position is the next batch's
+
+
+def test_prefetching_workers_hide_the_loading_behind_a_slow_consumer(tmp_path):
+    import time
+    root = make_folder(tmp_path / "pics", per_class=(20, 20, 20), size=64)
+    with Loader(image_folder(root)[0], 6, workers=2, prefetch=2, augment=AUG) as loader:
+        for _ in loader:
+            time.sleep(0.15)                              # the "training step"
+        waits = loader.waits
+    in_process = Loader(image_folder(root)[0], 6, augment=AUG)
+    batches(in_process)
+    # after the first batch (worker start-up), the batches are ready before they are asked for
+    assert np.median(waits[2:]) < 0.5 * np.median(in_process.waits) and np.median(waits[2:]) < 0.02
 
 
 # --- arguments ---------------------------------------------------------------------------------------------

@@ -88,6 +88,13 @@ def test_npz_members_are_memory_mapped_in_every_layout(tmp_path, layout):
     assert len(pickle.dumps(train)) < 4000                         # the workers map the file themselves
 
 
+def test_a_memmap_given_as_it_is_pickles_as_its_file(tmp_path):
+    np.save(tmp_path / "x.npy", np.arange(200 * 3 * 8 * 8, dtype=np.uint32).astype(np.uint8).reshape(200, 3, 8, 8))
+    x = np.load(tmp_path / "x.npy", mmap_mode="r")
+    source = ArrayImages(x, np.zeros(200, int))
+    assert len(pickle.dumps(source)) < 200 * 8 + 2000 and np.array_equal(pickle.loads(pickle.dumps(source)).x, x)
+
+
 def test_npy_files_and_float_arrays(tmp_path):
     x = np.random.default_rng(1).random((10, 1, 4, 4)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)

@@ -26,7 +26,8 @@ What a loader promises:
   its rows are dropped from the batch (a batch left empty is left out, on one rank), and at the end of the epoch one ``SkippedImagesWarning``
   gives the count and the first few paths with the reasons.  ``strict=True`` raises instead.
 - **Visible**: ``last_wait`` is how long the last batch was waited for (``waits``: each step's of this
-  epoch); ``fit`` passes it to callbacks as ``data_wait``.
+  epoch); ``fit`` passes it to callbacks as ``data_wait``.  ``last_step`` is that batch's step number,
+  ``(epoch, step)`` the position of the next one.
 - **Clean**: ``close()`` (or ``with Loader(...)``, or the end of the program) stops the workers; a
   dead worker raises ``WorkerError`` within seconds (``dcnn.data.workers``).
 """
@@ -102,7 +103,7 @@ class Loader:
                               rank=rank, ranks=ranks)
         if self.plan.steps == 0:
             raise ValueError(f"{len(source)} images make no whole batch of {batch_size} (drop_last=True)")
-        self.epoch, self.step = 0, 0
+        self.epoch, self.step, self.last_step = 0, 0, None
         self.last_wait, self.waits = 0.0, []
         self.skipped, self.skipped_total = [], 0
         self._engine = None
@@ -150,14 +151,15 @@ class Loader:
             self.epoch, self.step = epoch, 0
 
     def __iter__(self):
-        """The remaining batches of the current epoch; at its end the loader moves to the next one."""
+        """The remaining batches of the current epoch.  The position is always that of the next batch:
+        with the last batch of an epoch the loader moves on to the start of the next one."""
         if self.step >= len(self):
             self._next_epoch()
         steps = len(self)
         engine = self._engine_at(self.epoch * steps + self.step)
         if self.step == 0:
             self.waits = []
-        while self.step < steps:
+        for step in range(self.step, steps):
             t = time.perf_counter()
             try:
                 batch = next(engine)
@@ -166,12 +168,13 @@ class Loader:
                 raise
             self.last_wait = time.perf_counter() - t
             self.waits.append(self.last_wait)
-            self.step += 1
+            self.last_step, self.step = step, step + 1
             if batch.bad:
                 self._bad(batch.bad)
+            if self.step == steps:
+                self._next_epoch()
             if len(batch.y) or self.ranks > 1:       # ranks stay in step: each takes every step
                 yield batch.x, batch.y
-        self._next_epoch()
 
     def _engine_at(self, g: int):
         if self._engine is None or self._engine.next_step != g:

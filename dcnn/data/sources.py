@@ -14,6 +14,7 @@ small (paths as one UTF-8 blob, arrays as their file and offset), for worker pro
 """
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,9 @@ class ArrayImages:
     """Images in an array (memory-mapped or in memory) with their labels."""
 
     def __init__(self, x, y, classes=None, name: str = "arrays"):
+        if isinstance(x, np.memmap) and isinstance(x.base, mmap.mmap) and x.filename:
+            # a whole np.memmap (np.load(..., mmap_mode="r")): workers map the file, not a pickled copy
+            x = MappedArray(x.filename, x.offset, x.dtype, x.shape, x.flags.f_contiguous and not x.flags.c_contiguous)
         self._x = x if isinstance(x, MappedArray) else np.asarray(x)
         shape, dtype = tuple(self._x.shape), np.dtype(self._x.dtype)
         self.layout = _layout(shape, name)

@@ -8,7 +8,8 @@ Metrics are summed on the device and read once per epoch (each read waits for a 
 uint8 images are moved as they are and cast to float32 / 255 on the device (4x fewer bytes to move);
 float images are checked and moved as arrays are.  A loader may also have ``set_epoch(epoch)`` (called
 at the start of each epoch: a loader restored mid-epoch keeps its place), ``step`` (its position in
-the epoch) and ``last_wait`` (seconds the last batch was waited for; callbacks get it as
+the epoch, for one resumed mid-epoch), ``last_step`` (the number of the batch it gave last, when
+it leaves some out) and ``last_wait`` (seconds the last batch was waited for; callbacks get it as
 ``data_wait``).  This module never imports ``dcnn.data``: the protocol is all it knows of loaders.
 """
 from __future__ import annotations
@@ -136,12 +137,14 @@ def fit_loader(net, loader, epochs: int = 1, validation_data=None, verbose: int 
         for epoch in range(initial_epoch, epochs):
             if hasattr(loader, "set_epoch"):
                 loader.set_epoch(epoch)
-            first = getattr(loader, "step", 0) % max(len(loader), 1)
+            first = getattr(loader, "step", 0) % max(len(loader), 1)     # a loader resumed mid-epoch
             loss_sum = xp.zeros((), dtype=xp.float32, device=net.backend.device)
             correct = xp.zeros((), dtype=xp.int64, device=net.backend.device)
             seen, complete = 0, True
             cbs.on_epoch_begin(epoch)
             for step, batch in enumerate(loader, start=first):
+                numbered = getattr(loader, "last_step", None)        # the loader's number, past any left out
+                step = step if numbered is None else numbered
                 batch = _batch(net, batch)
                 if batch is None:               # nothing readable in this batch
                     continue
@@ -155,7 +158,7 @@ def fit_loader(net, loader, epochs: int = 1, validation_data=None, verbose: int 
                 cbs.on_batch_end(step, {"loss": loss, "loss_sum": loss_sum, "correct": correct, "seen": seen,
                                         "data_wait": getattr(loader, "last_wait", None)})
                 if net.stop_training:
-                    complete = getattr(loader, "step", len(loader)) >= len(loader)
+                    complete = step + 1 >= len(loader)
                     break
             if seen == 0:
                 raise ValueError(f"epoch {epoch + 1}: the loader gave no images (are all of them unreadable?)")
