@@ -226,3 +226,15 @@ def test_what_is_not_an_image_raises_bad_image():
         for name in ("pillow", "simplejpeg"):
             with pytest.raises(BadImage, match=reason):
                 decode(data, 3, None, name)
+
+
+@pytest.mark.parametrize("name", ["simplejpeg", "pillow"])
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_first(name):
+    if name == "simplejpeg":
+        pytest.importorskip("simplejpeg")
+    yy, xx = np.mgrid[:480, :640]
+    a = np.stack([xx * 255 // 640, yy * 255 // 480, (xx + yy) % 256], -1).astype(np.uint8)
+    data = _jpeg(a)
+    full = np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((64, 48), Image.Resampling.BILINEAR))
+    got = decode(data, 3, (48, 64), name)
+    assert got.shape == (48, 64, 3) and np.abs(got.astype(int) - full).mean() < 1

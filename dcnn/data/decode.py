@@ -127,26 +127,31 @@ def orient(a: np.ndarray, orientation: int) -> np.ndarray:
 
 # --- decoding -------------------------------------------------------------------------------------------
 
-def _jpeg(data: bytes, channels: int, decoder: str) -> np.ndarray:
+def _jpeg(data: bytes, channels: int, decoder: str, least: int = 0) -> np.ndarray:
+    """A JPEG decoded by a fast decoder; ``least``: decode at a reduced scale (libjpeg's DCT scaling,
+    1/2, 1/4, 1/8) as long as both sides stay at least that long."""
     if decoder == "simplejpeg":
         import simplejpeg
         h, w, _, _ = simplejpeg.decode_jpeg_header(data)
         if h * w > MAX_PIXELS:
             raise BadImage(f"{w}x{h} pixels is more than the limit of {MAX_PIXELS:,} (a decompression bomb?)")
-        a = simplejpeg.decode_jpeg(data, colorspace="GRAY" if channels == 1 else "RGB", strict=True)
+        a = simplejpeg.decode_jpeg(data, colorspace="GRAY" if channels == 1 else "RGB", strict=True,
+                                   min_height=least, min_width=least)
     else:
         from turbojpeg import TJPF_GRAY, TJPF_RGB
-        a = _turbo().decode(data, pixel_format=TJPF_GRAY if channels == 1 else TJPF_RGB)
+        a = _turbo().decode(data, pixel_format=TJPF_GRAY if channels == 1 else TJPF_RGB)    # (no scaling)
     if a.ndim == 2:
         a = a[..., None]
     return orient(a, exif_orientation(data))
 
 
-def _with_pillow(data: bytes, channels: int) -> np.ndarray:
+def _with_pillow(data: bytes, channels: int, least: int = 0) -> np.ndarray:
     Image, ImageOps = _pillow()
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(io.BytesIO(data)) as img:
+            if least and img.format == "JPEG":
+                img.draft(img.mode, (least, least))      # DCT scaling, both sides kept >= least
             img = ImageOps.exif_transpose(img)
             img.load()
             mode = img.mode
@@ -202,22 +207,25 @@ def decode(data: bytes, channels: int, size=None, decoder: str = "pillow") -> np
     """Encoded image bytes -> uint8 (H, W, channels), resized to ``size`` (H, W) when given.
 
     ``decoder`` is a resolved name (``resolve_decoder``); JPEGs the fast decoders refuse are tried
-    with Pillow before the file counts as bad.  Raises ``BadImage`` naming the reason.
+    with Pillow before the file counts as bad.  A JPEG much larger than ``size`` is decoded at a
+    reduced scale (1/2, 1/4 or 1/8, both sides kept at least max(size)) before it is resized: several
+    times faster on photos.  Raises ``BadImage`` naming the reason.
     """
     if not data:
         raise BadImage("empty file (0 bytes)")
     a = None
     error = None
+    least = max(size) if size is not None else 0       # whatever the orientation, both sides suffice
     if decoder != "pillow" and data[:3] == JPEG_MAGIC:
         try:
-            a = _jpeg(data, channels, decoder)
+            a = _jpeg(data, channels, decoder, least)
         except BadImage:
             raise
         except Exception as exc:                  # noqa: BLE001 - Pillow gets a second try, below
             error = exc
     if a is None:
         try:
-            a = _with_pillow(data, channels)
+            a = _with_pillow(data, channels, least)
         except ImportError:
             if error is not None:
                 raise BadImage(f"not a readable JPEG ({error})") from None

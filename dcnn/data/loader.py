@@ -212,7 +212,7 @@ class Loader:
         return {"images": len(p.source), "batch_size": p.batch_size, "seed": p.seed, "shuffle": p.shuffle,
                 "drop_last": p.drop_last, "rank": p.rank, "ranks": p.ranks,
                 "augment": None if p.augment is None else asdict(p.augment),
-                "input_shape": list(self.input_shape)}
+                "input_shape": list(self.input_shape), "decoder": p.decoder}
 
     def state_dict(self) -> dict:
         """The position and what fixes its random streams, as plain JSON-friendly values."""
