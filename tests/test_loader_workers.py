@@ -65,6 +65,9 @@ def test_a_worker_killed_with_kill_9_is_a_clear_error_within_seconds(folder):
     loader = Loader(image_folder(folder)[0], 4, workers=2)
     it = iter(loader)
     next(it)
+    prefix = loader._engine.prefix                 # its batches' shared memory is named after it
+    time.sleep(0.5)                                # let the workers fill their buffers
+    assert not SHM.is_dir() or list(SHM.glob(prefix + "*"))
     victims = workers_of(os.getpid())
     assert len(victims) == 2
     os.kill(victims[0].pid, signal.SIGKILL)
@@ -75,6 +78,7 @@ def test_a_worker_killed_with_kill_9_is_a_clear_error_within_seconds(folder):
     assert time.monotonic() - start < 10
     gone, alive = psutil.wait_procs(victims, timeout=30)
     assert not alive
+    assert not SHM.is_dir() or not list(SHM.glob(prefix + "*"))     # nothing left behind by the dead one
     # the loader can be iterated again: new workers, from where it stood
     step = loader.step
     x, _ = next(iter(loader))

@@ -17,16 +17,22 @@ faster than a hand-written pool (``scripts/handmade_pool.py``), and it is kept b
   SIGINT (the main process closes them) and exit when the main process is gone (a watchdog thread),
   so Ctrl-C or a kill of the main process leaves no orphans;
 - a worker killed (kill -9, out of memory) is noticed by grain within about a second and raised
-  here as ``WorkerError``.
+  here as ``WorkerError``;
+- a batch's images are written once, by the worker, into a shared-memory segment named after the
+  loader and the step: whatever a killed worker leaves there is unlinked by name when the loader
+  closes (or, if the main process was killed, by the workers' watchdog).
 """
 from __future__ import annotations
 
 import functools
 import logging
 import os
+import secrets
 import signal
 import threading
 import time
+from multiprocessing import shared_memory
+from pathlib import Path
 
 import numpy as np
 
@@ -57,17 +63,51 @@ def import_grain():
     return grain
 
 
-def _watch_parent(parent: int) -> None:
+SHM_DIR = Path("/dev/shm")
+
+
+def unlink_segments(prefix: str) -> int:
+    """Unlink the shared-memory segments whose names start with ``prefix`` (Linux: listed in /dev/shm;
+    elsewhere nothing is found); how many.  What a dead worker made and no one will free."""
+    count = 0
+    for entry in SHM_DIR.glob(prefix + "*") if SHM_DIR.is_dir() else ():
+        try:
+            shared_memory.SharedMemory(entry.name).unlink()     # (unregisters it from the resource tracker)
+            count += 1
+        except (FileNotFoundError, OSError):
+            pass
+    return count
+
+
+def _watch_parent(parent: int, prefix: str) -> None:
     while True:
         time.sleep(POLL_S)
         if os.getppid() != parent:         # the main process is gone (killed): do not outlive it
+            unlink_segments(prefix)
             os._exit(0)
 
 
-def _worker_init(parent: int, index: int, count: int) -> None:
+def _worker_init(parent: int, prefix: str, index: int, count: int) -> None:
     """Run in each worker before it starts: Ctrl-C is the main process's to handle (it closes us)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="dcnn-parent-watch").start()
+    threading.Thread(target=_watch_parent, args=(parent, prefix), daemon=True, name="dcnn-parent-watch").start()
+
+
+class _IntoSharedMemory:
+    """The plan's batch with its images written once into a shared-memory segment named
+    ``<prefix><step>``: grain passes it on as it is (no second copy), and the loader can find and
+    unlink, by name, whatever a worker that died had made."""
+
+    def __init__(self, plan, prefix: str):
+        self.plan, self.prefix = plan, prefix
+
+    def __call__(self, g: int) -> Batch:
+        from grain._src.python.ipc.shared_memory_array import SharedMemoryArray
+        b = self.plan(g)
+        shm = shared_memory.SharedMemory(name=f"{self.prefix}{g:x}", create=True, size=max(1, b.x.nbytes))
+        x = SharedMemoryArray.from_shared_memory(shm, b.x.shape, b.x.dtype)
+        x[...] = b.x
+        return Batch(b.epoch, b.step, x, b.y, b.bad)
 
 
 class InProcess:
@@ -93,10 +133,13 @@ class GrainWorkers:
     def __init__(self, plan, workers: int, prefetch: int, start: int):
         grain = import_grain()
         self.workers, self.next_step = int(workers), int(start)
-        ds = grain.MapDataset.range(start, start + SPAN).map(plan)
+        self.prefix = f"dcnn{os.getpid():x}_{secrets.token_hex(3)}_"      # short: macOS allows 31 characters
+        ds = grain.MapDataset.range(start, start + SPAN).map(_IntoSharedMemory(plan, self.prefix))
         ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=1))
+        # the labels and the rest travel pickled; only the images go through shared memory
+        ds = grain.experimental.WithOptionsIterDataset(ds, grain.experimental.DatasetOptions(min_shm_size=1 << 16))
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers, per_worker_buffer_size=prefetch),
-                            worker_init_fn=functools.partial(_worker_init, os.getpid()))
+                            worker_init_fn=functools.partial(_worker_init, os.getpid(), self.prefix))
         self._it = iter(ds)
 
     def __next__(self) -> Batch:
@@ -116,10 +159,12 @@ class GrainWorkers:
         return Batch(int(b.epoch), int(b.step), np.asarray(b.x), np.asarray(b.y), tuple(map(tuple, b.bad)))
 
     def close(self):
-        """Stop the workers and free their shared memory (grain joins them, killing any that hang)."""
+        """Stop the workers (grain joins them, killing any that hang) and free their shared memory,
+        also what a worker that died left behind."""
         it, self._it = getattr(self, "_it", None), None
         if it is not None:
             it.close()
+            unlink_segments(self.prefix)
 
     def __del__(self):
         self.close()
