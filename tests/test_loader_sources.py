@@ -3,6 +3,7 @@ built-in datasets unchanged; and the decoders the loader's workers use."""
 import io
 import pickle
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,11 +42,18 @@ def test_image_folder_indexes_names_only_in_the_layouts_of_userdata(tmp_path, mo
 
 
 def test_a_source_pickles_small_and_keeps_odd_file_names(tmp_path):
-    names = [str(tmp_path / f"caf\u00e9 {i}.jpg") for i in range(1000)] + [str(tmp_path / "bad-\udcff.jpg")]
+    """Workers get the index of paths and labels as mapped temporary files (removed with the source)."""
+    import gc
+    names = [str(tmp_path / f"caf\u00e9 {i}.jpg") for i in range(3000)] + [str(tmp_path / "bad-\udcff.jpg")]
     source = ImageFiles(names, np.zeros(len(names)), ("a",))
-    copy = pickle.loads(pickle.dumps(source))
-    text = sum(len(n.encode("utf-8", "surrogateescape")) for n in names)
-    assert copy.paths == names and len(pickle.dumps(source)) < text + 16 * len(names) + 1000   # one blob, offsets, labels
+    data = pickle.dumps(source)
+    copy = pickle.loads(data)
+    assert copy.paths == names and len(data) < 2000 and isinstance(copy._blob, np.memmap)
+    folder = source._spilled["folder"]
+    assert len(list(Path(folder).iterdir())) == 3
+    del source
+    gc.collect()
+    assert not Path(folder).exists() and copy.paths == names          # (the mapping outlives the file)
 
 
 def test_fast_decoders_give_pillows_pixels(tmp_path):

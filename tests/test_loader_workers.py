@@ -72,7 +72,7 @@ def test_a_worker_killed_with_kill_9_is_a_clear_error_within_seconds(folder):
     assert len(victims) == 2
     os.kill(victims[0].pid, signal.SIGKILL)
     start = time.monotonic()
-    with pytest.raises(WorkerError, match="worker process died .*exit code -9.* other workers have been stopped"):
+    with pytest.raises(WorkerError, match="worker process was killed by SIGKILL .*; the other workers have been stopped"):
         for _ in it:
             pass
     assert time.monotonic() - start < 10
@@ -147,3 +147,16 @@ def test_stopping_the_main_process_leaves_no_worker_and_no_shared_memory(folder,
         assert code != 0 and "KeyboardInterrupt" in proc.stderr.read()
     time.sleep(1)                                  # the resource tracker cleans up after the last of them
     assert leaked_shm(before) == []
+
+
+def test_a_script_without_a_main_guard_gets_an_error_not_a_hang(folder, tmp_path):
+    """Workers import the main script as they start; unguarded, it would make loaders of its own."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+                      "from dcnn.data.loader import Loader\nfrom dcnn.data.sources import image_folder\n"
+                      f"for x, y in Loader(image_folder({str(folder)!r})[0], 4, workers=2):\n    break\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 1
+    assert 'WorkerError: a data loader worker process exited with status 1' in result.stderr
+    assert 'must do so under `if __name__ == "__main__":`' in result.stderr

@@ -8,11 +8,21 @@ they raise a ``DatasetError`` that says to re-save them with ``np.savez`` (or to
 memory with ``dcnn.datasets.load``).  Arrays of Python objects are refused: nothing is unpickled.
 
 A ``MappedArray`` pickles as its file, offset, dtype and shape, so a worker process maps the file
-itself instead of receiving a copy of the data.
+itself instead of receiving a copy of the data.  ``Spilling`` gives a source the same for the arrays
+it holds in memory (an image folder's index of paths and labels, arrays given as they are): the first
+time the source is pickled for workers, each large one is written once to a temporary .npy file that
+the workers map (shared pages, not a private copy each), and that is removed with the source.  This
+also keeps what is sent to a starting worker small (a pipe's worth), which matters: a worker that
+dies as it starts, before reading a large payload, would leave the sender blocked on the pipe.
 """
 from __future__ import annotations
 
+import mmap
+import os
+import shutil
 import struct
+import tempfile
+import weakref
 import zipfile
 from pathlib import Path
 
@@ -138,3 +148,49 @@ def map_npz_member(path, key: str) -> MappedArray:
                                f"({member_end - data_start:,} against {info.file_size:,} bytes); the archive is damaged")
     _check_size(where, path, offset, dtype, shape)
     return MappedArray(path, offset, dtype, shape, fortran)
+
+
+# --- spilling in-memory arrays for worker processes ------------------------------------------------------
+
+SPILL_BYTES = 16 * 1024     # arrays larger than this travel to workers as a mapped temporary file
+
+
+def _remove(folder: str, owner: int) -> None:
+    if os.getpid() == owner:             # never from a forked copy of the owner
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class Spilling:
+    """Mixin for sources: the attributes named in ``_spill`` pickle as MappedArrays of temporary
+    files when they are in-memory arrays larger than SPILL_BYTES (a memory map of a file pickles as
+    that file), and come back as read-only memory maps."""
+
+    _spill: tuple[str, ...] = ()
+
+    def __getstate__(self):
+        state = {k: v for k, v in self.__dict__.items() if k != "_spilled"}
+        for name in self._spill:
+            value = state.get(name)
+            if isinstance(value, np.memmap) and isinstance(getattr(value, "base", None), mmap.mmap) and value.filename:
+                state[name] = MappedArray(value.filename, value.offset, value.dtype, value.shape,
+                                          value.flags.f_contiguous and not value.flags.c_contiguous)
+            elif isinstance(value, np.ndarray) and value.nbytes > SPILL_BYTES:
+                state[name] = self._spilled_copy(name, value)
+        return state
+
+    def __setstate__(self, state):
+        for name in self._spill:
+            if isinstance(state.get(name), MappedArray):
+                state[name] = state[name].array
+        self.__dict__.update(state)
+
+    def _spilled_copy(self, name: str, value: np.ndarray) -> MappedArray:
+        spilled = self.__dict__.setdefault("_spilled", {})
+        if name not in spilled:
+            if "folder" not in spilled:
+                spilled["folder"] = tempfile.mkdtemp(prefix="dcnn-source-")
+                weakref.finalize(self, _remove, spilled["folder"], os.getpid())
+            path = Path(spilled["folder"]) / f"{name.strip('_')}.npy"
+            np.save(path, np.ascontiguousarray(value), allow_pickle=False)
+            spilled[name] = map_npy(path)
+        return spilled[name]

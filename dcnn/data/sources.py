@@ -14,23 +14,25 @@ small (paths as one UTF-8 blob, arrays as their file and offset), for worker pro
 """
 from __future__ import annotations
 
-import mmap
 from pathlib import Path
 
 import numpy as np
 
-from .arrays import MappedArray, map_npy, map_npz_member, npz_members
+from .arrays import MappedArray, Spilling, map_npy, map_npz_member, npz_members
 from .dataset import CorruptDataError, DataNotFoundError, Dataset, DatasetError
 from .decode import BadImage, decode
 from .userdata import _labels, _scan, _split_files
 
 
-class ImageFiles:
-    """Image files and their labels; nothing is opened until ``load``."""
+class ImageFiles(Spilling):
+    """Image files and their labels; nothing is opened until ``load``.  The paths are held as one
+    UTF-8 blob and its offsets (no Python object per file); workers map them (``Spilling``)."""
+
+    _spill = ("_blob", "_ends", "labels")
 
     def __init__(self, paths, labels, classes, name: str = "images"):
         encoded = [str(p).encode("utf-8", "surrogateescape") for p in paths]
-        self._blob = b"".join(encoded)
+        self._blob = np.frombuffer(b"".join(encoded), np.uint8)
         self._ends = np.cumsum([len(e) for e in encoded], dtype=np.int64)
         self.labels = np.asarray(labels, np.int64)
         self.classes, self.name = tuple(classes), name
@@ -42,7 +44,7 @@ class ImageFiles:
 
     def describe(self, i: int) -> str:
         start = int(self._ends[i - 1]) if i else 0
-        return self._blob[start:int(self._ends[i])].decode("utf-8", "surrogateescape")
+        return self._blob[start:int(self._ends[i])].tobytes().decode("utf-8", "surrogateescape")
 
     @property
     def paths(self) -> list[str]:
@@ -106,14 +108,14 @@ def _layout(shape, where: str) -> str:
     return "NHWC" if shape[1] not in (1, 2, 3, 4) and shape[-1] in (1, 2, 3, 4) else "NCHW"
 
 
-class ArrayImages:
-    """Images in an array (memory-mapped or in memory) with their labels."""
+class ArrayImages(Spilling):
+    """Images in an array (memory-mapped or in memory) with their labels; workers map the array's
+    file (an array given in memory is written to a temporary one first: ``Spilling``)."""
+
+    _spill = ("_x", "labels")
 
     def __init__(self, x, y, classes=None, name: str = "arrays"):
-        if isinstance(x, np.memmap) and isinstance(x.base, mmap.mmap) and x.filename:
-            # a whole np.memmap (np.load(..., mmap_mode="r")): workers map the file, not a pickled copy
-            x = MappedArray(x.filename, x.offset, x.dtype, x.shape, x.flags.f_contiguous and not x.flags.c_contiguous)
-        self._x = x if isinstance(x, MappedArray) else np.asarray(x)
+        self._x = x if isinstance(x, MappedArray) else x if isinstance(x, np.memmap) else np.asarray(x)
         shape, dtype = tuple(self._x.shape), np.dtype(self._x.dtype)
         self.layout = _layout(shape, name)
         if not (dtype == np.uint8 or np.issubdtype(dtype, np.floating)):

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import multiprocessing
 import os
+import re
 import secrets
 import signal
 import threading
@@ -41,6 +43,8 @@ from .batches import Batch
 POLL_S = 0.5          # how often a worker checks that the main process is still there
 SPAN = 1 << 40        # steps a grain pipeline runs for: more than any run takes
 GRAIN_HINT = "pip install grain (in a clone of dcnn: pip install -e '.[stream]')"
+MAIN_GUARD = ("a loader's worker processes start by importing the main script, so a script that makes a loader "
+              "with workers > 0 must do so under `if __name__ == \"__main__\":` (as with multiprocessing)")
 
 
 class WorkerError(RuntimeError):
@@ -110,6 +114,24 @@ class _IntoSharedMemory:
         return Batch(b.epoch, b.step, x, b.y, b.bad)
 
 
+def _explain(exc: Exception) -> str:
+    """What grain's error means, for someone who has never heard of grain."""
+    found = re.search(r"terminated unexpectedly with exit code (-?\d+)", str(exc))
+    if found is None:
+        return f"a data loader worker failed: {type(exc).__name__}: {exc}"
+    code = int(found.group(1))
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        how = f"was killed by {name}" + (" (kill -9, or the system ran out of memory)" if -code == signal.SIGKILL else "")
+    else:
+        how = f"exited with status {code}"
+    hint = f" If it stopped as it started: {MAIN_GUARD}." if code == 1 else ""
+    return f"a data loader worker process {how}; the other workers have been stopped.{hint}"
+
+
 class InProcess:
     """Batches made in the calling process, one at a time, when asked."""
 
@@ -131,6 +153,10 @@ class GrainWorkers:
     """``workers`` grain processes making the plan's batches from global step ``start`` on."""
 
     def __init__(self, plan, workers: int, prefetch: int, start: int):
+        if getattr(multiprocessing.current_process(), "_inheriting", False):
+            # A worker re-imports the main script as it starts; a script without a main guard then
+            # makes loaders of its own, which would start workers of their own, and so on.
+            raise RuntimeError(MAIN_GUARD)
         grain = import_grain()
         self.workers, self.next_step = int(workers), int(start)
         self.prefix = f"dcnn{os.getpid():x}_{secrets.token_hex(3)}_"      # short: macOS allows 31 characters
@@ -149,10 +175,7 @@ class GrainWorkers:
             b = next(self._it)
         except Exception as exc:                  # noqa: BLE001 - a worker died or raised
             self.close()
-            died = "terminated unexpectedly" in str(exc)
-            what = ("a data loader worker process died" + (" (killed, or out of memory?)" if died else "")
-                    if died else f"a data loader worker failed: {type(exc).__name__}")
-            raise WorkerError(f"{what}: {str(exc).rstrip('. ')}. The other workers have been stopped.") from exc
+            raise WorkerError(_explain(exc)) from exc
         self.next_step += 1
         # The arrays arrive in shared memory (grain unlinks it when they are freed); np.asarray keeps
         # them alive as plain ndarray views.
