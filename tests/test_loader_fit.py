@@ -7,8 +7,7 @@ from dcnn import Conv2D, DCNNetwork, Dense, Flatten, MaxPool2D, ReLU
 from dcnn.data.loader import Loader
 from dcnn.data.sources import ArrayImages
 from dcnn.model.callbacks import Callback
-
-pytest.importorskip("grain")
+from test_loader import needs_grain
 
 
 def data(n=40, seed=0):
@@ -80,6 +79,7 @@ def test_a_stop_mid_epoch_continues_with_the_remaining_batches(numpy_active):
     assert same_weights(weights(whole), weights(net))
 
 
+@needs_grain
 def test_validation_with_a_loader_and_the_data_wait_in_the_callbacks(numpy_active):
     x, y = data()
     stop = Stop()
@@ -134,6 +134,7 @@ class _Odd:
         yield np.zeros((2, 3, 8, 8), np.uint8)
 
 
+@needs_grain
 def test_an_error_in_training_stops_the_loaders_workers(numpy_active):
     x, y = data()
 

@@ -44,7 +44,7 @@ from .batches import BatchPlan
 from .dataset import CorruptDataError
 from .decode import resolve_decoder
 from .transforms import Augment
-from .workers import GrainWorkers, InProcess, WorkerError  # noqa: F401 (WorkerError: part of the API)
+from .workers import GrainWorkers, InProcess, WorkerError, import_grain  # noqa: F401 (WorkerError: API)
 
 STATE_FORMAT = "dcnn.loader/1"
 SHOWN_PATHS = 5
@@ -79,6 +79,8 @@ class Loader:
         if augment is not None and not isinstance(augment, Augment):
             raise TypeError(f"augment must be a dcnn.data.transforms.Augment; got {type(augment).__name__}")
         self.workers = _positive_int("workers", workers, 0)
+        if self.workers:
+            import_grain()                    # now, not at the first batch: a clear ImportError when missing
         self.prefetch = _positive_int("prefetch", prefetch)
         ranks, rank = _positive_int("ranks", ranks), _positive_int("rank", rank, 0)
         if rank >= ranks:
