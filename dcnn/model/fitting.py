@@ -1,11 +1,22 @@
 """The fit loop behind ``DCNNetwork.fit``: shuffling, batches, callbacks, validation.
 
 Metrics are summed on the device and read once per epoch (each read waits for a GPU).
+
+``fit`` and ``evaluate`` also take a *loader* in place of arrays (``y`` left out), as Keras takes a
+``tf.data.Dataset``: any object with ``len()`` (batches per epoch) whose iteration gives the epoch's
+(images, labels) batches as host arrays (``dcnn.data.loader.Loader``; also a PyTorch ``DataLoader``).
+uint8 images are moved as they are and cast to float32 / 255 on the device (4x fewer bytes to move);
+float images are checked and moved as arrays are.  A loader may also have ``set_epoch(epoch)`` (called
+at the start of each epoch: a loader restored mid-epoch keeps its place), ``step`` (its position in
+the epoch, for one resumed mid-epoch), ``last_step`` (the number of the batch it gave last, when
+it leaves some out) and ``last_wait`` (seconds the last batch was waited for; callbacks get it as
+``data_wait``).  This module never imports ``dcnn.data``: the protocol is all it knows of loaders.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..utils.checks import as_targets
 from .callbacks import CallbackList, History, ProgbarLogger
 
 
@@ -19,7 +30,156 @@ def spans(n: int, batch_size: int):
     return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
 
 
-def fit(net, x, y, epochs: int = 1, batch_size: int = 32, validation_data=None, shuffle: bool = True,
+def is_loader(x) -> bool:
+    """Whether ``x`` is a loader of batches rather than an array of samples."""
+    return (hasattr(x, "__iter__") and hasattr(x, "__len__") and not hasattr(x, "shape")
+            and not hasattr(x, "__array__") and not isinstance(x, (list, tuple, str, bytes, dict)))
+
+
+def device_images(net, xb):
+    """A host batch of images on the device as float32: uint8 cast and scaled there (x / 255),
+    floats checked on the host first (as arrays given to fit are)."""
+    xb = np.asarray(xb)
+    if xb.dtype != np.uint8:
+        return net._prepare(xb)
+    if not net.model.built and net.input_shape is None:
+        net.input_shape = tuple(int(d) for d in xb.shape[1:])
+    net._require_built()
+    if tuple(xb.shape[1:]) != tuple(net.input_shape):
+        raise ValueError(f"the loader's batch has shape {tuple(xb.shape)}; the model takes "
+                         f"(N, {', '.join(map(str, net.input_shape))})")
+    xp = net.backend.xp
+    return xp.astype(net.backend.from_numpy(xb), xp.float32) / 255
+
+
+def _batch(net, batch):
+    """(images, labels) on the device, or None for an empty batch (its images were all unreadable)."""
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise TypeError(f"a loader must give (images, labels) pairs; got {type(batch).__name__}")
+    if len(batch[0]) == 0:
+        return None
+    xd = device_images(net, batch[0])
+    return xd, as_targets(net.backend, np.asarray(batch[1]), xd.shape[0], net.num_classes)
+
+
+def evaluate_loader(net, loader) -> dict:
+    """Mean loss and accuracy over one pass of ``loader``, in eval mode."""
+    if not is_loader(loader):
+        raise TypeError(f"evaluate takes images and labels (x, y), or a loader of (images, labels) batches as x; "
+                        f"got {type(loader).__name__} and no labels")
+    if net.data_parallel is not None:
+        raise NotImplementedError("evaluating a loader in a data-parallel (MPI) run is not supported yet; "
+                                  "give the test set as arrays")
+    if net.loss is None:
+        from .losses import get_loss
+        net.loss = get_loss("cross_entropy")
+    xp = net.backend.xp
+    loss_sum = xp.zeros((), dtype=xp.float32, device=net.backend.device)
+    correct = xp.zeros((), dtype=xp.int64, device=net.backend.device)
+    n = 0
+    for batch in map(lambda b: _batch(net, b), loader):
+        if batch is None:
+            continue
+        xb, yb = batch
+        logits = net.logits(xb, training=False)
+        loss_sum += net.loss.forward(logits, yb) * xb.shape[0]
+        correct += net._correct(logits, yb)
+        n += xb.shape[0]
+    net.model.release()
+    if n == 0:
+        raise ValueError(f"{loader!r} gave no images to evaluate")
+    return {"loss": float(loss_sum) / n, "accuracy": int(correct) / n}
+
+
+def _validation(net, validation_data):
+    if validation_data is None:
+        return None
+    if is_loader(validation_data):
+        return validation_data
+    if len(validation_data) != 2:
+        raise ValueError("validation_data must be a pair (x_val, y_val) or a loader")
+    return net._prepare(*validation_data)
+
+
+def _evaluate(net, val) -> dict:
+    if is_loader(val):
+        return evaluate_loader(net, val)
+    return net._evaluate_device(*val, batch_size=256)
+
+
+def _check_common(epochs, initial_epoch, verbose):
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative int; got {epochs!r}")
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
+        raise ValueError(f"initial_epoch must be an int >= 0 (the number of epochs already done); "
+                         f"got {initial_epoch!r}")
+    if verbose not in (0, 1, 2, True, False):
+        raise ValueError(f"verbose must be 0 (silent), 1 (a progress bar) or 2 (one line per epoch); got {verbose!r}")
+
+
+def fit_loader(net, loader, epochs: int = 1, validation_data=None, verbose: int = 1, callbacks=(),
+               initial_epoch: int = 0, augment=None) -> History:
+    """``fit`` on a loader: each epoch is one pass of it (the remaining batches, for a loader resumed
+    mid-epoch).  A loader that raises (a dead worker, Ctrl-C) is closed, so no worker outlives the run."""
+    _check_common(epochs, initial_epoch, verbose)
+    net._require_compiled()
+    if net.data_parallel is not None:
+        raise NotImplementedError("training from a loader in a data-parallel (MPI) run is not supported yet; "
+                                  "give the data as arrays")
+    if not net.model.built and net.input_shape is None and getattr(loader, "input_shape", None) is not None:
+        net.input_shape = tuple(loader.input_shape)
+    val = _validation(net, validation_data)
+    xp = net.backend.xp
+    net.stop_training = False
+    cbs = CallbackList(list(callbacks) + ([ProgbarLogger(int(verbose))] if verbose else []))
+    cbs.on_train_begin(net, epochs=epochs, steps=len(loader))
+    try:
+        for epoch in range(initial_epoch, epochs):
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)
+            first = getattr(loader, "step", 0) % max(len(loader), 1)     # a loader resumed mid-epoch
+            loss_sum = xp.zeros((), dtype=xp.float32, device=net.backend.device)
+            correct = xp.zeros((), dtype=xp.int64, device=net.backend.device)
+            seen, complete = 0, True
+            cbs.on_epoch_begin(epoch)
+            for step, batch in enumerate(loader, start=first):
+                numbered = getattr(loader, "last_step", None)        # the loader's number, past any left out
+                step = step if numbered is None else numbered
+                batch = _batch(net, batch)
+                if batch is None:               # nothing readable in this batch
+                    continue
+                xb, yb = batch
+                if augment is not None:
+                    xb = augment(xb)
+                loss, hits = net.train_on_batch(xb, yb)
+                loss_sum += loss * xb.shape[0]
+                correct += hits
+                seen += xb.shape[0]
+                cbs.on_batch_end(step, {"loss": loss, "loss_sum": loss_sum, "correct": correct, "seen": seen,
+                                        "data_wait": getattr(loader, "last_wait", None)})
+                if net.stop_training:
+                    complete = step + 1 >= len(loader)
+                    break
+            if seen == 0:
+                raise ValueError(f"epoch {epoch + 1}: the loader gave no images (are all of them unreadable?)")
+            logs = {"loss": float(loss_sum) / seen, "accuracy": int(correct) / seen}  # one sync per epoch
+            if val is not None and complete:
+                logs.update({f"val_{k}": v for k, v in _evaluate(net, val).items()})
+            if complete:
+                net.history.on_epoch_end(epoch, logs)
+            cbs.on_epoch_end(epoch, logs)
+            if net.stop_training:
+                break
+    except BaseException:
+        for used in (loader, val):
+            if is_loader(used) and hasattr(used, "close"):
+                used.close()
+        raise
+    cbs.on_train_end()
+    return net.history
+
+
+def fit(net, x, y=None, epochs: int = 1, batch_size: int = 32, validation_data=None, shuffle: bool = True,
             verbose: int = 1, callbacks=(), initial_epoch: int = 0, augment=None,
             validation_split: float = 0.0) -> History:
         """Train; returns the History (per-epoch loss, accuracy and validation metrics).
@@ -29,14 +189,19 @@ def fit(net, x, y, epochs: int = 1, batch_size: int = 32, validation_data=None, 
         to each training batch (e.g. random crops); ``initial_epoch`` resumes a run.
         ``verbose``: 0 silent, 1 a live progress bar per epoch (tqdm.auto: a widget in notebooks), 2 one line
         per epoch, as in Keras.
-        Metrics are summed on the device and read once per epoch.
+        Metrics are summed on the device and read once per epoch.  ``x`` may be a loader (``y`` left out):
+        see ``fit_loader``.
         """
+        if y is None and is_loader(x):
+            if validation_split:
+                raise ValueError("validation_split cannot split a loader; pass validation_data (arrays or a loader)")
+            return fit_loader(net, x, epochs=epochs, validation_data=validation_data, verbose=verbose,
+                              callbacks=callbacks, initial_epoch=initial_epoch, augment=augment)
+        if y is None:
+            raise TypeError(f"fit takes images and labels (x, y), or a loader of (images, labels) batches as x; "
+                            f"got {type(x).__name__} and no labels")
         check_batch_size(batch_size)
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-            raise ValueError(f"epochs must be a non-negative int; got {epochs!r}")
-        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
-            raise ValueError(f"initial_epoch must be an int >= 0 (the number of epochs already done); "
-                             f"got {initial_epoch!r}")
+        _check_common(epochs, initial_epoch, verbose)
         net._require_compiled()
         xd, yd = net._prepare(x, y)
         val = None
@@ -49,15 +214,11 @@ def fit(net, x, y, epochs: int = 1, batch_size: int = 32, validation_data=None, 
             val = (xd[keep:, ...], yd[keep:, ...])
             xd, yd = xd[:keep, ...], yd[:keep, ...]
         if validation_data is not None:
-            if len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (x_val, y_val)")
-            val = net._prepare(*validation_data)
+            val = _validation(net, validation_data)
         xp = net.backend.xp
         n = xd.shape[0]
         steps = -(-n // batch_size)
         net.stop_training = False
-        if verbose not in (0, 1, 2, True, False):
-            raise ValueError(f"verbose must be 0 (silent), 1 (a progress bar) or 2 (one line per epoch); got {verbose!r}")
         cbs = CallbackList(list(callbacks) + ([ProgbarLogger(int(verbose))] if verbose else []))
         cbs.on_train_begin(net, epochs=epochs, steps=steps)
         for epoch in range(initial_epoch, epochs):
@@ -83,7 +244,7 @@ def fit(net, x, y, epochs: int = 1, batch_size: int = 32, validation_data=None, 
             logs = {"loss": float(loss_sum) / seen, "accuracy": int(correct) / seen}  # one sync per epoch
             complete = seen == n
             if val is not None and complete:   # a mid-epoch stop (Ctrl-C) skips the test pass
-                logs.update({f"val_{k}": v for k, v in net._evaluate_device(*val, batch_size=256).items()})
+                logs.update({f"val_{k}": v for k, v in _evaluate(net, val).items()})
             if complete:
                 net.history.on_epoch_end(epoch, logs)   # first, so callbacks see this epoch in it
             cbs.on_epoch_end(epoch, logs)

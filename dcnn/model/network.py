@@ -210,7 +210,7 @@ class DCNNetwork:
             return xd
         return xd, as_targets(self.backend, y, xd.shape[0], self.num_classes)
 
-    def fit(self, x, y, epochs: int = 1, batch_size: int = 32, validation_data=None, shuffle: bool = True,
+    def fit(self, x, y=None, epochs: int = 1, batch_size: int = 32, validation_data=None, shuffle: bool = True,
             verbose: int = 1, callbacks=(), initial_epoch: int = 0, augment=None,
             validation_split: float = 0.0) -> History:
         """Train; returns the History (per-epoch loss, accuracy and validation metrics).
@@ -244,8 +244,10 @@ class DCNNetwork:
             correct += self._correct(logits, yb)
         return {"loss": float(loss_sum) / n, "accuracy": int(correct) / n}
 
-    def evaluate(self, x, y, batch_size: int = 256) -> dict:
-        """Mean loss and accuracy, in eval mode."""
+    def evaluate(self, x, y=None, batch_size: int = 256) -> dict:
+        """Mean loss and accuracy, in eval mode; ``x`` may be a loader of (images, labels) batches (no ``y``)."""
+        if y is None:
+            return fitting.evaluate_loader(self, x)
         fitting.check_batch_size(batch_size)
         if self.loss is None:
             self.loss = get_loss("cross_entropy")
