@@ -53,3 +53,23 @@ def test_logits_and_unknown_layers(tmp_path):
 
     with pytest.raises(ValueError, match=r"layers\[0\]: Odd has no ONNX mapping"):
         to_onnx(dcnn.DCNNetwork([Odd(), dcnn.Flatten(), dcnn.Dense(2)], input_shape=(1, 2, 2)))
+
+
+def check_onnx(layers, input_shape, tmp_path, seed=0, batch=5, rtol=1e-4, atol=1e-5):
+    """The layers (+ Flatten and Dense when they do not end flat), exported and run by ONNX Runtime."""
+    from dcnn.layers.container import Sequential
+    out = Sequential(list(layers)).output_shape(tuple(input_shape))
+    head = ([] if len(out) == 1 else [dcnn.Flatten()]) + [dcnn.Dense(4)]
+    net = trained_like(dcnn.DCNNetwork(list(layers) + head, input_shape=input_shape, seed=seed).build(), seed)
+    from dcnn.io.export import export_onnx
+    export_onnx(net, tmp_path / "m.onnx", logits=True)
+    x = np.random.default_rng(seed + 1).standard_normal((batch, *input_shape)).astype(np.float32)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"input": x})
+    np.testing.assert_allclose(got, net.logits(net.backend.from_numpy(x)), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_global_avg_pool(tmp_path, keepdims):
+    from dcnn.layers.pooling import GlobalAvgPool2D
+    check_onnx([dcnn.Conv2D(3, 3), GlobalAvgPool2D(keepdims=keepdims)], (2, 6, 5), tmp_path)

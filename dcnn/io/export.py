@@ -90,7 +90,8 @@ class _Graph:
         if isinstance(layer, AvgPool2D):
             return self.node("AveragePool", [x], kernel_shape=[layer.pool_size] * 2, strides=[layer.stride] * 2)
         if isinstance(layer, GlobalAvgPool2D):
-            return self.node("Flatten", [self.node("GlobalAveragePool", [x])], axis=1)
+            pooled = self.node("GlobalAveragePool", [x])
+            return pooled if layer.keepdims else self.node("Flatten", [pooled], axis=1)
         if isinstance(layer, Residual):
             channels = self.current_channels
             body = _add_tracking_shape(self, layer.body, x, f"{where}.body")

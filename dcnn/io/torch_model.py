@@ -30,8 +30,12 @@ class TorchResidual(nn.Module):
 
 
 class TorchGlobalAvgPool(nn.Module):
+    def __init__(self, keepdims: bool = False):
+        super().__init__()
+        self.keepdims = keepdims
+
     def forward(self, x):
-        return x.mean(dim=(2, 3))
+        return x.mean(dim=(2, 3), keepdim=self.keepdims)
 
 
 def to_torch(layer) -> nn.Module:
@@ -57,7 +61,7 @@ def to_torch(layer) -> nn.Module:
     if isinstance(layer, MaxPool2D):
         return nn.MaxPool2d(layer.pool_size, layer.stride)
     if isinstance(layer, GlobalAvgPool2D):
-        return TorchGlobalAvgPool()
+        return TorchGlobalAvgPool(layer.keepdims)
     if isinstance(layer, Flatten):
         return nn.Flatten()
     if isinstance(layer, Dropout):

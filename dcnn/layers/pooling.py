@@ -58,16 +58,40 @@ class AvgPool2D(MaxPool2D):
 
 class GlobalAvgPool2D(Layer):
     """Each feature map's mean: (N, C, H, W) -> (N, C), as torch.nn.AdaptiveAvgPool2d(1)
-    followed by torch.nn.Flatten (no Flatten needed before a Dense)."""
+    followed by torch.nn.Flatten (no Flatten needed before a Dense); ``keepdims=True``
+    keeps the map axes: (N, C, 1, 1), as torch.nn.AdaptiveAvgPool2d(1) alone (for a
+    squeeze-and-excitation gate multiplied back onto the maps)."""
+
+    def __init__(self, keepdims: bool = False):
+        super().__init__()
+        if not isinstance(keepdims, bool):
+            raise ValueError(f"{type(self).__name__}: keepdims must be True or False; got {keepdims!r}")
+        self.keepdims = keepdims
+
+    def describe(self) -> str:
+        return f"{type(self).__name__}({'keepdims=True' if self.keepdims else ''})"
 
     def output_shape(self, input_shape):
         if len(input_shape) != 3:
-            raise ValueError(f"GlobalAvgPool2D expects (channels, height, width) inputs; got {input_shape}")
-        return (input_shape[0],)
+            raise ValueError(f"{type(self).__name__} expects (channels, height, width) inputs; got {input_shape}")
+        return (input_shape[0], 1, 1) if self.keepdims else (input_shape[0],)
+
+    def _pool(self, backend, x):
+        return backend.global_avg_pool2d(x)
+
+    def _unpool(self, backend, dy, saved):
+        return backend.global_avg_pool2d_backward(dy, saved)
 
     def apply(self, x):
         check_rank(self, x, 4, "(N, C, H, W) feature maps")
-        return backend_of(x).global_avg_pool2d(x)
+        backend = backend_of(x)
+        y, saved = self._pool(backend, x)
+        if self.keepdims:
+            y = backend.xp.reshape(y, (x.shape[0], x.shape[1], 1, 1))
+        return y, saved
 
     def backprop(self, dy, saved):
-        return backend_of(dy).global_avg_pool2d_backward(dy, saved)
+        backend = backend_of(dy)
+        if self.keepdims:
+            dy = backend.xp.reshape(dy, tuple(dy.shape[:2]))
+        return self._unpool(backend, dy, saved)
