@@ -130,3 +130,35 @@ def test_batchnorm_network(backend, rng):
     _whole_network_check(backend, rng, [
         Conv2D(4, 3, stride=2, padding=1), BatchNorm2D(), ReLU(), MaxPool2D(2),
         Flatten(), Dense(3)], (4, 1, 9, 9))
+
+
+# --- issue 20's layer families ---------------------------------------------------------------------
+from dcnn.layers.activations import (ELU, GELU, HardSigmoid, HardSwish, LeakyReLU, ReLU6, Sigmoid,  # noqa: E402
+                                     SiLU, Tanh)
+from dcnn.layers.normalization import BatchNorm1D, GroupNorm, LayerNorm  # noqa: E402
+
+KINKED = {"leaky_relu": LeakyReLU, "elu": ELU, "relu6": ReLU6, "hardsigmoid": HardSigmoid, "hardswish": HardSwish}
+SMOOTH = {"sigmoid": Sigmoid, "tanh": Tanh, "silu": SiLU, "gelu": GELU, "gelu_tanh": lambda: GELU("tanh"),
+          "elu_0.3": lambda: ELU(0.3), "leaky_relu_0.2": lambda: LeakyReLU(0.2)}
+
+
+@pytest.mark.parametrize("name", sorted({**KINKED, **SMOOTH}))
+def test_activation(backend, rng, name):
+    x = untied(rng, (2, 3, 4, 5), gap=0.0731) * 1.3
+    for kink in (0.0, -3.0, 3.0, 6.0):      # keep the kinks away from the values
+        x = np.where(np.abs(x - kink) < 0.02, x + 0.05, x)
+    check_layer(backend, {**KINKED, **SMOOTH}[name](), x, rng)
+
+
+def test_layer_norm(backend, rng):
+    check_layer(backend, LayerNorm(), rng.standard_normal((3, 2, 4, 5)) * 3 + 1, rng)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 6])
+def test_group_norm(backend, rng, groups):
+    check_layer(backend, GroupNorm(groups), rng.standard_normal((3, 6, 3, 4)) * 2 - 1, rng)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_1d(backend, rng, training):
+    check_layer(backend, BatchNorm1D(), rng.standard_normal((5, 4)) * 2 + 0.5, rng, training=training)

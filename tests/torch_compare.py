@@ -17,11 +17,11 @@ TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-9, atol=
 TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
 
 
-def _close(ours, theirs, dtype, what, scale=1.0):
+def _close(ours, theirs, dtype, what, scale=1.0, tol=None):
     theirs = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
     ours = np.asarray(ours)
     assert ours.shape == theirs.shape, f"{what}: shape {ours.shape} vs torch {theirs.shape}"
-    tol = dict(TOL[dtype])
+    tol = dict(tol or TOL[dtype])
     tol["atol"] *= max(1.0, scale)
     np.testing.assert_allclose(ours, theirs, err_msg=what, **tol)
 
@@ -32,7 +32,8 @@ def twin(model, dtype):
     return module.to(TORCH_DTYPE[dtype])
 
 
-def compare_layers(layers, input_shape, dtype=np.float32, *, seed=0, batch=3, training=True, x=None, what=""):
+def compare_layers(layers, input_shape, dtype=np.float32, *, seed=0, batch=3, training=True, x=None, what="",
+                   tol=None):
     """Forward and backward of ``Sequential(layers)`` against its torch twin; returns the model."""
     be = backends.resolve("numpy")
     model = Sequential(layers)
@@ -58,7 +59,7 @@ def compare_layers(layers, input_shape, dtype=np.float32, *, seed=0, batch=3, tr
     dx = model.backward(dy)
     np.testing.assert_array_equal(dy, dy_copy, err_msg=f"backward wrote into dy: {what}")
     gscale = float(np.abs(xt.grad.numpy()).max()) if xt.grad.numel() else 1.0
-    _close(dx, xt.grad, dtype, f"dx: {what}", gscale)
+    _close(dx, xt.grad, dtype, f"dx: {what}", gscale, tol)
     modules = dict(model.named_modules())
     for key, param in module.named_parameters():
         prefix, name = key.rsplit(".", 1) if "." in key else ("", key)
@@ -71,7 +72,7 @@ def compare_layers(layers, input_shape, dtype=np.float32, *, seed=0, batch=3, tr
 
 
 def compare_training(layers, input_shape, dtype=np.float32, *, seed=0, batch=6, classes=3, steps=3,
-                     optimizer="sgd", what=""):
+                     optimizer="sgd", what="", tol=None):
     """Three optimiser steps of ``layers`` (+ Flatten and Dense when they do not end flat) on
     random data: the losses and then every parameter and buffer against torch's."""
     be = backends.resolve("numpy")
@@ -95,8 +96,8 @@ def compare_training(layers, input_shape, dtype=np.float32, *, seed=0, batch=6, 
         ref = torch.nn.functional.cross_entropy(module(torch.from_numpy(x.copy())), torch.from_numpy(y))
         ref.backward()
         opt.step()
-        _close(loss, ref, dtype, f"loss at step {step + 1}: {what}")
+        _close(loss, ref, dtype, f"loss at step {step + 1}: {what}", tol=tol)
     theirs = module.state_dict()
     for key, value in net.model.state().items():
-        _close(value, theirs[key], dtype, f"{key} after {steps} steps: {what}", float(theirs[key].abs().max()))
+        _close(value, theirs[key], dtype, f"{key} after {steps} steps: {what}", float(theirs[key].abs().max()), tol)
     return net

@@ -14,6 +14,8 @@ except ImportError as exc:   # pragma: no cover - depends on the environment
 
 from ..layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, FeatureMapNorm, Flatten, GlobalAvgPool2D,
                        MaxPool2D, ReLU, Residual, Sequential, Softmax)
+from ..layers.activations import ELU, GELU, HardSigmoid, HardSwish, LeakyReLU, ReLU6, Sigmoid, SiLU, Tanh
+from ..layers.normalization import BatchNorm1D, GroupNorm, LayerNorm
 
 
 class TorchResidual(nn.Module):
@@ -46,6 +48,9 @@ def to_torch(layer) -> nn.Module:
         return TorchResidual(to_torch(layer.body), None if layer.shortcut is None else to_torch(layer.shortcut))
     if not layer.built and isinstance(layer, (Conv2D, Dense, BatchNorm2D)):
         raise ValueError(f"{layer.describe()} is not built yet: build the model first")
+    special = _activation_or_norm(layer)
+    if special is not None:
+        return special
     if isinstance(layer, Conv2D):
         f, c, k, _ = layer.params["weight"].shape
         return nn.Conv2d(c, f, k, layer.stride, layer.padding, bias=layer.use_bias)
@@ -71,6 +76,28 @@ def to_torch(layer) -> nn.Module:
     if isinstance(layer, Softmax):
         return nn.Softmax(dim=-1)
     raise TypeError(f"no torch equivalent known for {layer.describe()}")
+
+
+_ACTIVATIONS = {Sigmoid: nn.Sigmoid, Tanh: nn.Tanh, SiLU: nn.SiLU, HardSigmoid: nn.Hardsigmoid,
+                HardSwish: nn.Hardswish, ReLU6: nn.ReLU6}
+
+
+def _activation_or_norm(layer):
+    if type(layer) in _ACTIVATIONS:
+        return _ACTIVATIONS[type(layer)]()
+    if isinstance(layer, LeakyReLU):
+        return nn.LeakyReLU(layer.negative_slope)
+    if isinstance(layer, ELU):
+        return nn.ELU(layer.alpha)
+    if isinstance(layer, GELU):
+        return nn.GELU(approximate=layer.approximate)
+    if isinstance(layer, BatchNorm1D):
+        return nn.BatchNorm1d(layer.params["weight"].shape[0], eps=layer.eps, momentum=layer.momentum)
+    if isinstance(layer, LayerNorm):
+        return nn.LayerNorm(tuple(layer.params["weight"].shape), eps=layer.eps)
+    if isinstance(layer, GroupNorm):
+        return nn.GroupNorm(layer.num_groups, layer.params["weight"].shape[0], eps=layer.eps)
+    return None
 
 
 def load_into_torch(module: nn.Module, state: dict) -> None:
