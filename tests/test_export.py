@@ -73,3 +73,29 @@ def check_onnx(layers, input_shape, tmp_path, seed=0, batch=5, rtol=1e-4, atol=1
 def test_global_avg_pool(tmp_path, keepdims):
     from dcnn.layers.pooling import GlobalAvgPool2D
     check_onnx([dcnn.Conv2D(3, 3), GlobalAvgPool2D(keepdims=keepdims)], (2, 6, 5), tmp_path)
+
+
+def _families():
+    from dcnn.layers.activations import ELU, GELU, HardSigmoid, HardSwish, LeakyReLU, ReLU6, Sigmoid, SiLU, Tanh
+    from dcnn.layers.conv import DepthwiseConv2D
+    from dcnn.layers.conv_variants import Conv2DTranspose, SeparableConv2D
+    from dcnn.layers.normalization import BatchNorm1D, GroupNorm, LayerNorm
+    C = dcnn.Conv2D
+    return {
+        "conv_grouped_dilated": ([C(4, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2)], (4, 9, 8)),
+        "conv_same_even": ([C(3, (2, 4), padding="same")], (2, 6, 7)),
+        "depthwise": ([DepthwiseConv2D((3, 5), 2, (1, 2), depth_multiplier=2, dilation=(1, 2))], (3, 9, 9)),
+        "separable": ([SeparableConv2D(5, 3, padding=1, depth_multiplier=2)], (3, 6, 6)),
+        "transpose": ([Conv2DTranspose(6, (3, 4), stride=(2, 3), padding=(2, 1), output_padding=(1, 2), groups=2,
+                                       dilation=(2, 1))], (4, 5, 4)),
+        "activations": ([C(4, 3, padding=1), LeakyReLU(0.1), ELU(0.7), ReLU6(), C(4, 1), Sigmoid(), C(4, 1), Tanh(),
+                         C(4, 1), SiLU(), C(4, 1), GELU(), C(4, 1), GELU("tanh"), C(4, 1), HardSigmoid(), C(4, 1),
+                         HardSwish()], (2, 5, 5)),
+        "norms": ([C(6, 3), LayerNorm(), GroupNorm(3), dcnn.Flatten(), dcnn.Dense(5), BatchNorm1D()], (2, 6, 6)),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_families()))
+def test_layer_families_export(tmp_path, name):
+    layers, shape = _families()[name]
+    check_onnx(layers, shape, tmp_path)

@@ -162,3 +162,24 @@ def test_group_norm(backend, rng, groups):
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_norm_1d(backend, rng, training):
     check_layer(backend, BatchNorm1D(), rng.standard_normal((5, 4)) * 2 + 0.5, rng, training=training)
+
+
+from dcnn.layers.conv import DepthwiseConv2D  # noqa: E402
+from dcnn.layers.conv_variants import Conv2DTranspose, SeparableConv2D  # noqa: E402
+
+CONV_FAMILY = {
+    "grouped_dilated_rect": lambda: Conv2D(4, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2),
+    "same_even": lambda: Conv2D(3, (2, 4), padding="same"),
+    "depthwise": lambda: DepthwiseConv2D(3, 2, 1),
+    "depthwise_multiplier_dilated": lambda: DepthwiseConv2D((3, 2), (1, 2), (2, 1), depth_multiplier=2,
+                                                            dilation=(2, 1)),
+    "separable": lambda: SeparableConv2D(3, 3, padding=1),
+    "transpose": lambda: Conv2DTranspose(3, 3, stride=2, padding=1, output_padding=1),
+    "transpose_grouped_dilated": lambda: Conv2DTranspose(4, (2, 3), stride=(1, 2), padding=(1, 0), groups=2,
+                                                         dilation=(2, 1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONV_FAMILY))
+def test_conv_family(backend, rng, name):
+    check_layer(backend, CONV_FAMILY[name](), rng.standard_normal((2, 4, 7, 6)), rng)

@@ -97,3 +97,83 @@ def test_batch_norm_1d(dtype, training):
 def test_norm_errors(make, shape, message):
     with pytest.raises(ValueError, match=message):
         make().output_shape(shape) if shape else make()
+
+
+# --- convolutions ----------------------------------------------------------------------------------
+from dcnn.layers.conv import DepthwiseConv2D  # noqa: E402
+from dcnn.layers.conv_variants import Conv2DTranspose, SeparableConv2D  # noqa: E402
+
+CONVS = {   # name: (layer maker, input shape)
+    "plain": (lambda: Conv2D(4, 3, padding=1), (2, 7, 6)),
+    "rect_stride_dilation_groups": (lambda: Conv2D(4, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2),
+                                                   groups=2), (6, 9, 8)),
+    "same_dilated_grouped": (lambda: Conv2D(6, 4, padding="same", dilation=2, groups=3, use_bias=False), (3, 7, 8)),
+    "same_even": (lambda: Conv2D(3, (2, 4), padding="same"), (2, 5, 7)),
+    "valid_dilated": (lambda: Conv2D(3, 3, padding="valid", dilation=3), (2, 9, 8)),
+    "grouped_1x1": (lambda: Conv2D(6, 1, groups=3), (3, 4, 4)),
+    "groups_equal_channels_times_2": (lambda: Conv2D(8, 3, 1, 1, groups=4), (4, 5, 5)),
+    "depthwise": (lambda: DepthwiseConv2D(3, 2, 1), (4, 7, 8)),
+    "depthwise_multiplier": (lambda: DepthwiseConv2D((3, 5), (1, 2), (2, 1), depth_multiplier=3, dilation=(2, 1)),
+                             (2, 9, 8)),
+    "depthwise_7x7_same": (lambda: DepthwiseConv2D(7, padding="same", use_bias=False), (3, 8, 9)),
+    "separable": (lambda: SeparableConv2D(5, 3, padding=1, depth_multiplier=2), (3, 6, 6)),
+    "separable_strided": (lambda: SeparableConv2D(4, 3, stride=2, use_bias=False), (2, 7, 8)),
+    "transpose": (lambda: Conv2DTranspose(4, 3), (2, 5, 4)),
+    "transpose_upsampling": (lambda: Conv2DTranspose(4, 3, stride=2, padding=1, output_padding=1), (2, 5, 4)),
+    "transpose_everything": (lambda: Conv2DTranspose(6, (3, 4), stride=(2, 3), padding=(2, 1), output_padding=(1, 2),
+                                                     groups=2, dilation=(2, 1)), (4, 5, 4)),
+    "transpose_output_padding_below_dilation": (lambda: Conv2DTranspose(4, 2, stride=3, output_padding=2,
+                                                                        dilation=3, use_bias=False), (2, 3, 3)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(CONVS))
+def test_convolution(name, dtype):
+    make, shape = CONVS[name]
+    compare_layers([make()], shape, dtype)
+    compare_training([make()], shape, dtype)
+
+
+def test_depthwise_and_separable_state_keys():
+    from dcnn.layers.container import Sequential
+    import backends
+    model = Sequential([SeparableConv2D(5, 3, depth_multiplier=2), DepthwiseConv2D(3)])
+    model.build((3, 9, 9), np.random.default_rng(0), backends.resolve("numpy"))
+    shapes = {k: tuple(v.shape) for k, v in model.state().items()}
+    assert shapes == {"0.depthwise.weight": (6, 1, 3, 3), "0.pointwise.weight": (5, 6, 1, 1),
+                      "0.pointwise.bias": (5,), "1.weight": (5, 1, 3, 3), "1.bias": (5,)}
+
+
+@pytest.mark.parametrize("make,shape,message", [
+    (lambda: Conv2D(4, 3, groups=3), None, r"Conv2D: groups=3 must divide filters=4"),
+    (lambda: Conv2D(4, 3, groups=2), (3, 5, 5), r"groups=2 must divide the 3 input channels"),
+    (lambda: Conv2D(4, 3, dilation=0), None, r"Conv2D: dilation must be an int >= 1"),
+    (lambda: Conv2D(4, 3, dilation=-1), None, r"Conv2D: dilation must be an int >= 1"),
+    (lambda: Conv2D(4, (3, 0)), None, r"Conv2D: kernel_size must be an int >= 1 or a pair"),
+    (lambda: Conv2D(4, 3, stride=(1, 2, 3)), None, r"Conv2D: stride must be an int >= 1 or a pair"),
+    (lambda: Conv2D(4, 3, stride=2, padding="same"), None, r"Conv2D: padding='same' needs stride 1"),
+    (lambda: Conv2D(4, 3, padding="full"), None, r"Conv2D: padding must be 'same', 'valid'"),
+    (lambda: Conv2D(4, 3, padding=-1), None, r"Conv2D: padding must be an int >= 0"),
+    (lambda: Conv2D(4, 5, dilation=2), (1, 8, 8), r"is smaller than the kernel's reach 9x9"),
+    (lambda: DepthwiseConv2D(3, depth_multiplier=0), None, "DepthwiseConv2D: depth_multiplier must be a positive"),
+    (lambda: SeparableConv2D(0, 3), None, "SeparableConv2D: filters must be a positive int"),
+    (lambda: Conv2DTranspose(4, 3, stride=2, output_padding=2), None,
+     r"Conv2DTranspose: output_padding=2 must be smaller than the stride \(2\) or the dilation \(1\)"),
+    (lambda: Conv2DTranspose(4, 3, output_padding=1), None, r"output_padding=1 must be smaller than the stride"),
+    (lambda: Conv2DTranspose(3, 3, groups=2), None, r"Conv2DTranspose: groups=2 must divide filters=3"),
+    (lambda: Conv2DTranspose(4, 3, groups=2), (3, 4, 4), r"groups=2 must divide the 3 input channels"),
+    (lambda: Conv2DTranspose(4, 3, padding=3), (2, 2, 2), r"gives an empty output"),
+    (lambda: Conv2DTranspose(4, 3, dilation=-2), None, r"Conv2DTranspose: dilation must be an int >= 1"),
+])
+def test_convolution_errors(make, shape, message):
+    with pytest.raises(ValueError, match=message):
+        make().output_shape(shape) if shape else make()
+
+
+def test_wrong_channel_count_names_the_layer(rng):
+    import backends
+    layer = DepthwiseConv2D(3)
+    layer.build((3, 6, 6), np.random.default_rng(0), backends.resolve("numpy"))
+    with pytest.raises(ValueError, match=r"DepthwiseConv2D\(3x3.*was built for 3 input channels; got 4"):
+        layer.forward(rng.standard_normal((2, 4, 6, 6)).astype(np.float32))

@@ -72,7 +72,7 @@ def test_the_architectures_cover_the_tricky_cases():
         shape, layers = random_architecture(seed)
         for layer in Sequential(layers).named_modules():
             layer = layer[1]
-            if isinstance(layer, Conv2D) and layer.stride == 1 and layer.padding < layer.kernel_size < 2 * layer.padding + 1:
+            if isinstance(layer, Conv2D) and layer.stride == (1, 1) and layer.pads[0] < layer.kernel_size[0] < 2 * layer.pads[0] + 1:
                 kinds.add("bigger")
             kinds.add(type(layer).__name__ + ("_proj" if isinstance(layer, Residual) and layer.shortcut else ""))
     assert {"bigger", "Residual", "Residual_proj", "AvgPool2D", "MaxPool2D", "BatchNorm2D"} <= kinds

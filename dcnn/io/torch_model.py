@@ -14,6 +14,8 @@ except ImportError as exc:   # pragma: no cover - depends on the environment
 
 from ..layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, FeatureMapNorm, Flatten, GlobalAvgPool2D,
                        MaxPool2D, ReLU, Residual, Sequential, Softmax)
+from ..layers.conv import DepthwiseConv2D
+from ..layers.conv_variants import Conv2DTranspose, SeparableConv2D
 from ..layers.activations import ELU, GELU, HardSigmoid, HardSwish, LeakyReLU, ReLU6, Sigmoid, SiLU, Tanh
 from ..layers.normalization import BatchNorm1D, GroupNorm, LayerNorm
 
@@ -31,6 +33,17 @@ class TorchResidual(nn.Module):
         return self.body(x) + (self.shortcut(x) if hasattr(self, "shortcut") else x)
 
 
+class TorchSeparable(nn.Module):
+    """pointwise(depthwise(x)), with those two children (Keras' SeparableConv2D)."""
+
+    def __init__(self, depthwise: nn.Module, pointwise: nn.Module):
+        super().__init__()
+        self.depthwise, self.pointwise = depthwise, pointwise
+
+    def forward(self, x):
+        return self.pointwise(self.depthwise(x))
+
+
 class TorchGlobalAvgPool(nn.Module):
     def __init__(self, keepdims: bool = False):
         super().__init__()
@@ -46,14 +59,22 @@ def to_torch(layer) -> nn.Module:
         return nn.Sequential(*[to_torch(child) for child in layer.layers])
     if isinstance(layer, Residual):
         return TorchResidual(to_torch(layer.body), None if layer.shortcut is None else to_torch(layer.shortcut))
-    if not layer.built and isinstance(layer, (Conv2D, Dense, BatchNorm2D)):
+    if isinstance(layer, SeparableConv2D):
+        return TorchSeparable(to_torch(layer.depthwise), to_torch(layer.pointwise))
+    if not layer.built and isinstance(layer, (Conv2D, Conv2DTranspose, Dense, BatchNorm2D, LayerNorm, GroupNorm)):
         raise ValueError(f"{layer.describe()} is not built yet: build the model first")
     special = _activation_or_norm(layer)
     if special is not None:
         return special
     if isinstance(layer, Conv2D):
-        f, c, k, _ = layer.params["weight"].shape
-        return nn.Conv2d(c, f, k, layer.stride, layer.padding, bias=layer.use_bias)
+        f, cg, _, _ = layer.params["weight"].shape
+        groups = layer.input_shape[0] if isinstance(layer, DepthwiseConv2D) else layer.groups
+        return nn.Conv2d(cg * groups, f, layer.kernel_size, layer.stride, layer.padding, layer.dilation, groups,
+                         bias=layer.use_bias)
+    if isinstance(layer, Conv2DTranspose):
+        c = layer.params["weight"].shape[0]
+        return nn.ConvTranspose2d(c, layer.filters, layer.kernel_size, layer.stride, layer.padding,
+                                  layer.output_padding, layer.groups, bias=layer.use_bias, dilation=layer.dilation)
     if isinstance(layer, Dense):
         units, features = layer.params["weight"].shape
         return nn.Linear(features, units, bias=layer.use_bias)
