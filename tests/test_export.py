@@ -99,3 +99,26 @@ def _families():
 def test_layer_families_export(tmp_path, name):
     layers, shape = _families()[name]
     check_onnx(layers, shape, tmp_path)
+
+
+def _resampling():
+    from dcnn.layers.pooling import AvgPool2D, GlobalMaxPool2D, MaxPool2D
+    from dcnn.layers.resampling import Cropping2D, UpSampling2D, ZeroPadding2D
+    from dcnn.layers.shape import Identity, Reshape
+    from dcnn.layers.core import Dropout2D
+    return {
+        "pools": ([MaxPool2D(3, 2, 1), AvgPool2D(3, 1, 1), AvgPool2D(2), MaxPool2D(2, 1)], (2, 9, 8)),
+        "global_max": ([dcnn.Conv2D(3, 3), GlobalMaxPool2D()], (2, 6, 5)),
+        "global_max_keepdims": ([dcnn.Conv2D(3, 3), GlobalMaxPool2D(keepdims=True)], (2, 6, 5)),
+        "upsample_nearest": ([UpSampling2D((2, 3))], (2, 3, 4)),
+        "upsample_bilinear": ([UpSampling2D((3, 2), "bilinear")], (2, 4, 3)),
+        "pad_crop": ([ZeroPadding2D(((1, 2), (0, 3))), Cropping2D(((0, 2), (1, 0))), Cropping2D(1)], (2, 5, 6)),
+        "reshape_identity_dropout2d": ([Reshape((4, 3, -1)), Identity(), Dropout2D(0.5), dcnn.Conv2D(2, 1)],
+                                       (2, 6, 5)),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_resampling()))
+def test_resampling_export(tmp_path, name):
+    layers, shape = _resampling()[name]
+    check_onnx(layers, shape, tmp_path)

@@ -183,3 +183,26 @@ CONV_FAMILY = {
 @pytest.mark.parametrize("name", sorted(CONV_FAMILY))
 def test_conv_family(backend, rng, name):
     check_layer(backend, CONV_FAMILY[name](), rng.standard_normal((2, 4, 7, 6)), rng)
+
+
+from dcnn.layers.pooling import AvgPool2D, GlobalMaxPool2D  # noqa: E402
+from dcnn.layers.resampling import Cropping2D, UpSampling2D, ZeroPadding2D  # noqa: E402
+from dcnn.layers.shape import Identity, Reshape  # noqa: E402
+
+RESAMPLING = {
+    "upsample_nearest": lambda: UpSampling2D((2, 3)),
+    "upsample_bilinear": lambda: UpSampling2D((3, 2), "bilinear"),
+    "maxpool_padded": lambda: MaxPool2D(3, 2, 1),
+    "avgpool_padded": lambda: AvgPool2D(3, 2, 1),
+    "global_max": lambda: GlobalMaxPool2D(),
+    "global_max_keepdims": lambda: GlobalMaxPool2D(keepdims=True),
+    "zero_padding": lambda: ZeroPadding2D(((1, 2), (0, 3))),
+    "cropping": lambda: Cropping2D(((0, 2), (1, 1))),
+    "reshape": lambda: Reshape((5, -1)),
+    "identity": lambda: Identity(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESAMPLING))
+def test_resampling(backend, rng, name):
+    check_layer(backend, RESAMPLING[name](), untied(rng, (2, 3, 5, 6), gap=0.031), rng)

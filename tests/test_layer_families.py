@@ -177,3 +177,98 @@ def test_wrong_channel_count_names_the_layer(rng):
     layer.build((3, 6, 6), np.random.default_rng(0), backends.resolve("numpy"))
     with pytest.raises(ValueError, match=r"DepthwiseConv2D\(3x3.*was built for 3 input channels; got 4"):
         layer.forward(rng.standard_normal((2, 4, 6, 6)).astype(np.float32))
+
+
+# --- resampling, pooling, shape ---------------------------------------------------------------------
+from dcnn.layers.core import Dropout2D  # noqa: E402
+from dcnn.layers.pooling import AvgPool2D, GlobalMaxPool2D, MaxPool2D  # noqa: E402
+from dcnn.layers.resampling import Cropping2D, UpSampling2D, ZeroPadding2D  # noqa: E402
+from dcnn.layers.shape import Identity, Reshape  # noqa: E402
+
+
+def untied(rng, shape):
+    return rng.permutation(int(np.prod(shape))).reshape(shape) / 7.0 - 3.0
+
+
+RESAMPLING = {
+    "upsample_nearest": (lambda: UpSampling2D(), (2, 3, 4)),
+    "upsample_nearest_rect": (lambda: UpSampling2D((3, 2)), (2, 3, 5)),
+    "upsample_bilinear": (lambda: UpSampling2D(2, "bilinear"), (2, 4, 5)),
+    "upsample_bilinear_rect": (lambda: UpSampling2D((3, 4), "bilinear"), (1, 3, 2)),
+    "upsample_bilinear_1x1": (lambda: UpSampling2D(3, "bilinear"), (2, 1, 1)),
+    "maxpool_padded": (lambda: MaxPool2D(3, 2, 1), (2, 7, 6)),
+    "maxpool_padded_overlap": (lambda: MaxPool2D(2, 1, 1), (2, 4, 5)),
+    "avgpool_padded": (lambda: AvgPool2D(3, 2, 1), (2, 7, 6)),
+    "avgpool_padded_k2": (lambda: AvgPool2D(2, 2, 1), (2, 5, 4)),
+    "global_max": (lambda: GlobalMaxPool2D(), (3, 4, 5)),
+    "global_max_keepdims": (lambda: GlobalMaxPool2D(keepdims=True), (3, 4, 5)),
+    "zero_padding": (lambda: ZeroPadding2D(), (2, 3, 4)),
+    "zero_padding_keras": (lambda: ZeroPadding2D(((1, 2), (0, 3))), (2, 3, 4)),
+    "cropping": (lambda: Cropping2D((1, 2)), (2, 5, 6)),
+    "cropping_keras": (lambda: Cropping2D(((0, 2), (1, 0))), (2, 5, 6)),
+    "reshape": (lambda: Reshape((4, -1)), (2, 3, 4)),
+    "reshape_flat": (lambda: Reshape(24), (2, 3, 4)),
+    "identity": (lambda: Identity(), (2, 3, 4)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(RESAMPLING))
+def test_resampling_and_shape(name, dtype, rng):
+    make, shape = RESAMPLING[name]
+    compare_layers([make()], shape, dtype, x=untied(rng, (3,) + shape))
+    compare_training([Conv2D(shape[0], 1), make()], shape, dtype)
+
+
+def test_max_pool_padding_is_never_the_maximum():
+    x = -np.ones((1, 1, 4, 4)) * 50        # every value far below 0: the padding must not win
+    compare_layers([MaxPool2D(3, 1, 1)], (1, 4, 4), np.float64, x=x - np.arange(16).reshape(1, 1, 4, 4))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout2d_drops_whole_channels(dtype):
+    import backends
+    be = backends.resolve("numpy")
+    layer = Dropout2D(0.5)
+    layer.build((8, 3, 3), np.random.default_rng(0), be)
+    x = np.ones((20, 8, 3, 3), dtype)
+    y = layer.forward(x)
+    assert y.dtype == dtype and set(np.unique(y)) <= {0.0, 2.0}
+    per_map = y.reshape(20, 8, 9)
+    assert (per_map.min(axis=2) == per_map.max(axis=2)).all()            # a map is kept or dropped whole
+    assert 0.35 < (per_map[:, :, 0] == 0).mean() < 0.65
+    dy = np.arange(20 * 8 * 9, dtype=dtype).reshape(20, 8, 3, 3)
+    np.testing.assert_array_equal(layer.backward(dy), dy * (y / 1.0))    # dy through the same mask
+    layer.train(False)
+    np.testing.assert_array_equal(layer.forward(x), x)
+    compare_layers([Dropout2D(0.3)], (3, 4, 4), dtype, training=False)   # eval: torch's identity too
+
+
+def test_dropout2d_stream_is_seeded_and_resumable():
+    import backends
+    be = backends.resolve("numpy")
+    masks = []
+    for _ in range(2):
+        layer = Dropout2D(0.5)
+        layer.build((6, 2, 2), np.random.default_rng(3), be)
+        masks.append(layer.forward(np.ones((4, 6, 2, 2), np.float32)))
+    np.testing.assert_array_equal(*masks)
+
+
+@pytest.mark.parametrize("make,shape,message", [
+    (lambda: UpSampling2D(0), None, "UpSampling2D: size must be an int >= 1"),
+    (lambda: UpSampling2D(2, "bicubic"), None, "UpSampling2D: interpolation must be 'nearest' or 'bilinear'"),
+    (lambda: MaxPool2D(2, padding=2), None, r"MaxPool2D: padding must be an int from 0 to pool_size // 2 = 1"),
+    (lambda: AvgPool2D(3, padding=-1), None, r"AvgPool2D: padding must be an int from 0"),
+    (lambda: ZeroPadding2D(-1), None, "ZeroPadding2D: padding must be an int >= 0"),
+    (lambda: ZeroPadding2D(((1, 2), (3,))), None, "ZeroPadding2D: padding must be"),
+    (lambda: Cropping2D((2, 1)), (1, 4, 4), r"Cropping2D\(\(2, 2, 1, 1\)\): crops all of an input 4x4"),
+    (lambda: Reshape((2, -1, -1)), None, "Reshape: target_shape must be positive ints, at most one of them -1"),
+    (lambda: Reshape((0, 3)), None, "Reshape: target_shape must be positive ints"),
+    (lambda: Reshape((5, -1)), (2, 3, 4), r"Reshape\(\(5, -1\)\): cannot reshape samples of shape \(2, 3, 4\)"),
+    (lambda: Reshape((5, 5)), (2, 3, 4), r"cannot reshape samples of shape \(2, 3, 4\) \(24 values\) to \(5, 5\)"),
+    (lambda: Dropout2D(1.0), None, r"rate must be in \[0, 1\)"),
+])
+def test_resampling_errors(make, shape, message):
+    with pytest.raises(ValueError, match=message):
+        make().output_shape(shape) if shape else make()

@@ -15,5 +15,6 @@ from .loss import LossOps
 from .norm import NormOps
 from .optim import OptimOps
 from .pool import PoolOps
+from .resample import ResampleOps
 
-__all__ = ["ActivationOps", "ConvOps", "GeneralConvOps", "LossOps", "NormOps", "OptimOps", "PoolOps"]
+__all__ = ["ActivationOps", "ConvOps", "GeneralConvOps", "LossOps", "NormOps", "OptimOps", "PoolOps", "ResampleOps"]

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from . import export_layers
-from ..layers import (AvgPool2D, BatchNorm2D, Dense, Dropout, FeatureMapNorm, Flatten, GlobalAvgPool2D,
-                       MaxPool2D, ReLU, Residual, Sequential, Softmax)
+from ..layers import (BatchNorm2D, Dense, Dropout, FeatureMapNorm, Flatten, GlobalAvgPool2D, ReLU, Residual,
+                       Sequential, Softmax)
 
 OPSET = 17
 
@@ -70,8 +70,6 @@ class _Graph:
                 return self.node("Relu", [x])
             return self.node("Clip", [x, self.constant("min", np.float32(0)),
                                       self.constant("max", np.float32(layer.max_activation))])
-        if isinstance(layer, MaxPool2D):
-            return self.node("MaxPool", [x], kernel_shape=[layer.pool_size] * 2, strides=[layer.stride] * 2)
         if isinstance(layer, BatchNorm2D):
             return self.node("BatchNormalization", [x] + [self.constant(key, self.host(layer, key)) for key in
                                                           ("weight", "bias", "running_mean", "running_var")],
@@ -90,8 +88,6 @@ class _Graph:
             return self.node("Gemm", inputs, transB=1)
         if isinstance(layer, Dropout):       # the identity at inference
             return x
-        if isinstance(layer, AvgPool2D):
-            return self.node("AveragePool", [x], kernel_shape=[layer.pool_size] * 2, strides=[layer.stride] * 2)
         if isinstance(layer, GlobalAvgPool2D):
             pooled = self.node("GlobalAveragePool", [x])
             return pooled if layer.keepdims else self.node("Flatten", [pooled], axis=1)

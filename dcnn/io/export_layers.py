@@ -14,6 +14,11 @@ from ..layers.activations import ELU, GELU, HardSigmoid, HardSwish, LeakyReLU, S
 from ..layers.conv import Conv2D, DepthwiseConv2D
 from ..layers.conv_variants import Conv2DTranspose, SeparableConv2D
 from ..layers.normalization import GroupNorm, LayerNorm
+from ..layers.pooling import AvgPool2D, GlobalMaxPool2D, MaxPool2D
+from ..layers.resampling import Cropping2D, UpSampling2D, ZeroPadding2D
+from ..layers.shape import Identity, Reshape
+
+BIG = np.iinfo(np.int64).max
 
 
 def _conv(graph, layer, x):
@@ -58,8 +63,42 @@ def _group_norm(graph, layer, x):
     return graph.node("Add", [graph.node("Mul", [back, per_channel("weight")]), per_channel("bias")])
 
 
+def _resampling(graph, layer, x):
+    if isinstance(layer, AvgPool2D):
+        return graph.node("AveragePool", [x], kernel_shape=[layer.pool_size] * 2, strides=[layer.stride] * 2,
+                          pads=[layer.padding] * 4, count_include_pad=1)
+    if isinstance(layer, MaxPool2D):
+        return graph.node("MaxPool", [x], kernel_shape=[layer.pool_size] * 2, strides=[layer.stride] * 2,
+                          pads=[layer.padding] * 4)
+    if isinstance(layer, GlobalMaxPool2D):
+        pooled = graph.node("GlobalMaxPool", [x])
+        return pooled if layer.keepdims else graph.node("Flatten", [pooled], axis=1)
+    if isinstance(layer, UpSampling2D):
+        scales = graph.constant("scales", np.array([1.0, 1.0, *layer.size], np.float32))
+        if layer.interpolation == "nearest":
+            return graph.node("Resize", [x, "", scales], mode="nearest", nearest_mode="floor",
+                              coordinate_transformation_mode="asymmetric")
+        return graph.node("Resize", [x, "", scales], mode="linear", coordinate_transformation_mode="pytorch_half_pixel")
+    if isinstance(layer, ZeroPadding2D):
+        top, bottom, left, right = layer.pads
+        return graph.node("Pad", [x, graph.int_constant("pads", [0, 0, top, left, 0, 0, bottom, right])])
+    if isinstance(layer, Cropping2D):
+        top, bottom, left, right = layer.crops
+        return graph.node("Slice", [x, graph.int_constant("starts", [top, left]),
+                                    graph.int_constant("ends", [-bottom if bottom else BIG, -right if right else BIG]),
+                                    graph.int_constant("axes", [2, 3])])
+    if isinstance(layer, Reshape):
+        return graph.node("Reshape", [x, graph.int_constant("shape", [0, *layer.target_shape])])
+    if isinstance(layer, Identity):
+        return x
+    return None
+
+
 def add(graph, layer, x):
     """The output name of ``layer``'s nodes, or None if it has no mapping here."""
+    resampled = _resampling(graph, layer, x)
+    if resampled is not None:
+        return resampled
     if isinstance(layer, SeparableConv2D):
         return _conv(graph, layer.pointwise, _conv(graph, layer.depthwise, x))
     if isinstance(layer, Conv2D):

@@ -18,6 +18,10 @@ from ..layers.conv import DepthwiseConv2D
 from ..layers.conv_variants import Conv2DTranspose, SeparableConv2D
 from ..layers.activations import ELU, GELU, HardSigmoid, HardSwish, LeakyReLU, ReLU6, Sigmoid, SiLU, Tanh
 from ..layers.normalization import BatchNorm1D, GroupNorm, LayerNorm
+from ..layers.core import Dropout2D
+from ..layers.pooling import GlobalMaxPool2D
+from ..layers.resampling import Cropping2D, UpSampling2D, ZeroPadding2D
+from ..layers.shape import Identity, Reshape
 
 
 class TorchResidual(nn.Module):
@@ -44,6 +48,37 @@ class TorchSeparable(nn.Module):
         return self.pointwise(self.depthwise(x))
 
 
+class TorchGlobalMaxPool(nn.Module):
+    """AdaptiveMaxPool2d(1) (the gradient to the first maximum, as dcnn's), flattened unless keepdims."""
+
+    def __init__(self, keepdims: bool = False):
+        super().__init__()
+        self.keepdims = keepdims
+
+    def forward(self, x):
+        y = nn.functional.adaptive_max_pool2d(x, 1)
+        return y if self.keepdims else y.flatten(1)
+
+
+class TorchCrop(nn.Module):
+    def __init__(self, crops):
+        super().__init__()
+        self.crops = crops
+
+    def forward(self, x):
+        top, bottom, left, right = self.crops
+        return x[:, :, top:x.shape[2] - bottom, left:x.shape[3] - right]
+
+
+class TorchReshape(nn.Module):
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        return x.reshape((x.shape[0],) + self.shape)
+
+
 class TorchGlobalAvgPool(nn.Module):
     def __init__(self, keepdims: bool = False):
         super().__init__()
@@ -63,7 +98,7 @@ def to_torch(layer) -> nn.Module:
         return TorchSeparable(to_torch(layer.depthwise), to_torch(layer.pointwise))
     if not layer.built and isinstance(layer, (Conv2D, Conv2DTranspose, Dense, BatchNorm2D, LayerNorm, GroupNorm)):
         raise ValueError(f"{layer.describe()} is not built yet: build the model first")
-    special = _activation_or_norm(layer)
+    special = _family(layer)
     if special is not None:
         return special
     if isinstance(layer, Conv2D):
@@ -83,9 +118,9 @@ def to_torch(layer) -> nn.Module:
     if isinstance(layer, ReLU):
         return nn.ReLU() if layer.max_activation is None else nn.Hardtanh(0.0, layer.max_activation)
     if isinstance(layer, AvgPool2D):
-        return nn.AvgPool2d(layer.pool_size, layer.stride)
+        return nn.AvgPool2d(layer.pool_size, layer.stride, layer.padding)
     if isinstance(layer, MaxPool2D):
-        return nn.MaxPool2d(layer.pool_size, layer.stride)
+        return nn.MaxPool2d(layer.pool_size, layer.stride, layer.padding)
     if isinstance(layer, GlobalAvgPool2D):
         return TorchGlobalAvgPool(layer.keepdims)
     if isinstance(layer, Flatten):
@@ -103,7 +138,24 @@ _ACTIVATIONS = {Sigmoid: nn.Sigmoid, Tanh: nn.Tanh, SiLU: nn.SiLU, HardSigmoid: 
                 HardSwish: nn.Hardswish, ReLU6: nn.ReLU6}
 
 
-def _activation_or_norm(layer):
+def _family(layer):
+    """The torch module of one of issue 20's layers, or None."""
+    if isinstance(layer, GlobalMaxPool2D):
+        return TorchGlobalMaxPool(layer.keepdims)
+    if isinstance(layer, UpSampling2D):
+        return nn.Upsample(scale_factor=tuple(float(s) for s in layer.size), mode=layer.interpolation,
+                           **({"align_corners": False} if layer.interpolation == "bilinear" else {}))
+    if isinstance(layer, ZeroPadding2D):
+        top, bottom, left, right = layer.pads
+        return nn.ZeroPad2d((left, right, top, bottom))
+    if isinstance(layer, Cropping2D):
+        return TorchCrop(layer.crops)
+    if isinstance(layer, Reshape):
+        return TorchReshape(layer.target_shape)
+    if isinstance(layer, Identity):
+        return nn.Identity()
+    if isinstance(layer, Dropout2D):
+        return nn.Dropout2d(layer.rate)
     if type(layer) in _ACTIVATIONS:
         return _ACTIVATIONS[type(layer)]()
     if isinstance(layer, LeakyReLU):
