@@ -52,7 +52,7 @@ def compare_layers(layers, input_shape, dtype=np.float32, *, seed=0, batch=3, tr
     y = model.forward(x.copy())
     what = what or model.describe()
     scale = float(np.abs(yt.detach().numpy()).max()) if yt.numel() else 1.0
-    _close(y, yt, dtype, f"forward: {what}", scale)
+    _close(y, yt, dtype, f"forward: {what}", scale, tol)
     dy = rng.standard_normal(tuple(yt.shape)).astype(dtype)
     dy_copy = dy.copy()
     yt.backward(torch.from_numpy(dy))
@@ -64,10 +64,10 @@ def compare_layers(layers, input_shape, dtype=np.float32, *, seed=0, batch=3, tr
     for key, param in module.named_parameters():
         prefix, name = key.rsplit(".", 1) if "." in key else ("", key)
         ours = modules[prefix].grads[name]
-        _close(ours, param.grad, dtype, f"d{key}: {what}", float(param.grad.abs().max()))
+        _close(ours, param.grad, dtype, f"d{key}: {what}", float(param.grad.abs().max()), tol)
     theirs = module.state_dict()
     for key, value in model.state().items():
-        _close(value, theirs[key], dtype, f"{key} after forward: {what}", float(theirs[key].abs().max()))
+        _close(value, theirs[key], dtype, f"{key} after forward: {what}", float(theirs[key].abs().max()), tol)
     return model
 
 
