@@ -34,7 +34,7 @@ import numpy as np
 
 from . import numba_kernels as kernels
 from . import openblas
-from .numba_family import NumbaFamily
+from .numba_family import NumbaFamily, PointwiseSaved
 from .numpy_backend import NumpyBackend
 from .ops.conv import ConvSaved, conv_output_size
 from .ops.pool import PoolSaved
@@ -184,6 +184,8 @@ class NumbaBackend(NumbaFamily, NumpyBackend):
         f, _, k, _ = weight.shape
         oh, ow = conv_output_size(h, k, stride, padding), conv_output_size(w, k, stride, padding)
         ones = bias is not None
+        if k == 1 and stride == 1 and padding == 0 and self._pooled(x, weight):
+            return self.pointwise_conv2d(x, weight, bias)
         wmat = self.conv_weight_matrix(weight, bias)
         if not self._pooled(x, wmat):
             cols = np.empty((n * oh * ow, k * k * c + ones), x.dtype)
@@ -215,6 +217,8 @@ class NumbaBackend(NumbaFamily, NumpyBackend):
         return y.transpose(0, 3, 1, 2), (conv_saved, PoolSaved((arg, (n, oh, ow, f)), pool_k, pool_stride))
 
     def conv2d_backward(self, dy, saved, weight, *, input_grad=True, weight_grad=True):
+        if isinstance(saved, PointwiseSaved):
+            return self.pointwise_conv2d_backward(dy, saved, weight, input_grad=input_grad, weight_grad=weight_grad)
         if not isinstance(saved, _PooledConvSaved):
             return super().conv2d_backward(dy, saved, weight, input_grad=input_grad, weight_grad=weight_grad)
         x = saved.x

@@ -26,6 +26,12 @@ class _DepthwiseSaved(NamedTuple):
     has_bias: bool
 
 
+class PointwiseSaved(NamedTuple):
+    rows: np.ndarray        # the (N*H*W, C) channels-last input
+    input_shape: tuple
+    has_bias: bool
+
+
 def channels_last(x) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
@@ -87,6 +93,31 @@ class NumbaFamily:
             kernels.depthwise_input_grad(dyc, _taps(weight).astype(dy.dtype, copy=False), *saved.stride,
                                          *saved.dilation, pt, pl, dxc)
             dx = dxc.transpose(0, 3, 1, 2)
+        return dx, dw, db
+
+    # --- 1x1 convolutions (stride 1, no padding): the channels-last input is the patch matrix ---------
+    def pointwise_conv2d(self, x, weight, bias):
+        """conv2d for a 1x1 kernel: one GEMM of the input's rows, no im2col copy (MobileNet's
+        expansions and projections)."""
+        n, c, h, w = x.shape
+        f = weight.shape[0]
+        rows = channels_last(x).reshape(n * h * w, c)
+        y = self.matmul_rows(rows, weight.reshape(f, c).T)
+        if bias is not None:
+            y += bias
+        return y.reshape(n, h, w, f).transpose(0, 3, 1, 2), PointwiseSaved(rows, (n, c, h, w), bias is not None)
+
+    def pointwise_conv2d_backward(self, dy, saved, weight, *, input_grad=True, weight_grad=True):
+        n, c, h, w = saved.input_shape
+        f = weight.shape[0]
+        dyt = channels_last(dy).reshape(n * h * w, f)
+        dx = dw = db = None
+        if weight_grad:
+            dw = self.contract(dyt.T, saved.rows).reshape(f, c, 1, 1)
+            db = self.contract(np.ones((1, n * h * w), dyt.dtype), dyt)[0] if saved.has_bias else None
+        if input_grad:
+            dx = self.matmul_rows(dyt, np.ascontiguousarray(weight.reshape(f, c))).reshape(n, h, w, c)
+            dx = dx.transpose(0, 3, 1, 2)
         return dx, dw, db
 
     def activation(self, x, kind: str, alpha: float = 0.0):

@@ -2,6 +2,7 @@
 
     python scripts/count_launches.py                  # estimate, default preset (convnet)
     python scripts/count_launches.py --model lenet --json launches.json
+    python scripts/count_launches.py --model mobilenet                # depthwise, inverted residuals
     python scripts/count_launches.py --device cuda --batch 128,512   # measure (GPU + PyTorch CUDA)
 
 On the CPU (no GPU needed): one training step runs on NumPy arrays wrapped so that
@@ -320,7 +321,7 @@ def measure(model: str, batches, repeats: int = 20) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="convnet", help="a preset: convnet (default), lenet, seed")
+    p.add_argument("--model", default="convnet", help="a preset: convnet (default), resnet, mobilenet, lenet, seed")
     p.add_argument("--optimizer", help="override the preset's optimiser (sgd, adam, adamw)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cpu: estimate (default); cuda: measure on the GPU against PyTorch")
