@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .base import Backend
+from .cupy_family import FAMILY_LAUNCHES, CupyFamily
 from .ops.conv import conv_output_size
 
 TF32_ENV = "DCNN_TF32"
@@ -151,10 +152,11 @@ LAUNCHES = {
     "softmax_cross_entropy": lambda a, k: 1 + (a[1].ndim == 1 and a[1].dtype != np.int64),
     "sgd_update": lambda a, k: 1,
     "adam_update": lambda a, k: 1,
+    **FAMILY_LAUNCHES,
 }
 
 
-class CupyBackend(Backend):
+class CupyBackend(CupyFamily, Backend):
     name = "cupy"
 
     def __init__(self, reason: str = "chosen explicitly", tf32=None):

@@ -273,6 +273,12 @@ extern "C" __global__ void sce_targets(const T* logits, const T* targets, int N,
 """,
 }
 
+# Issue 20's kernels (activations, depthwise/grouped/transposed convolution, resampling, norms).
+from .cupy_family_kernels import FAMILY_ELEMENTWISE, FAMILY_RAW  # noqa: E402
+
+ELEMENTWISE.update(FAMILY_ELEMENTWISE)
+RAW.update({name: _BLOCK_SUM + source for name, source in FAMILY_RAW.items()})
+
 C_TYPES = {"float32": "float", "float64": "double"}
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from . import numba_kernels as kernels
 from . import openblas
+from .numba_family import NumbaFamily, PointwiseSaved
 from .numpy_backend import NumpyBackend
 from .ops.conv import ConvSaved, conv_output_size
 from .ops.pool import PoolSaved
@@ -103,7 +104,7 @@ def _threading_layer(one_pool: bool) -> str:
     return "omp"
 
 
-class NumbaBackend(NumpyBackend):
+class NumbaBackend(NumbaFamily, NumpyBackend):
     CONV_ROWS_PER_TASK = 784      # output pixels whose patch rows one task builds and multiplies (whole images)
     GEMM_MIN_WORK = 1 << 20       # multiply-adds per slice below which a product is not split
 
@@ -139,6 +140,7 @@ class NumbaBackend(NumpyBackend):
         self.adam_update(p, p.copy(), p.copy(), p.copy(), lr=0.1, beta1=0.9, beta2=0.99, eps=1e-8,
                          weight_decay=0.0, decoupled=False, step=1)
         self.sgd_update(p, p.copy(), p.copy(), lr=0.1, momentum=0.9, nesterov=False, weight_decay=0.0)
+        self.warm_up_family(dtype)
 
     # --- GEMMs: in the Numba pool, each task on single-threaded OpenBLAS (see the module's text) ---
     # With BLAS's own threads, the im2col after a GEMM took 6.8 ms in a convnet step instead of
@@ -182,6 +184,8 @@ class NumbaBackend(NumpyBackend):
         f, _, k, _ = weight.shape
         oh, ow = conv_output_size(h, k, stride, padding), conv_output_size(w, k, stride, padding)
         ones = bias is not None
+        if k == 1 and stride == 1 and padding == 0 and self._pooled(x, weight):
+            return self.pointwise_conv2d(x, weight, bias)
         wmat = self.conv_weight_matrix(weight, bias)
         if not self._pooled(x, wmat):
             cols = np.empty((n * oh * ow, k * k * c + ones), x.dtype)
@@ -213,6 +217,8 @@ class NumbaBackend(NumpyBackend):
         return y.transpose(0, 3, 1, 2), (conv_saved, PoolSaved((arg, (n, oh, ow, f)), pool_k, pool_stride))
 
     def conv2d_backward(self, dy, saved, weight, *, input_grad=True, weight_grad=True):
+        if isinstance(saved, PointwiseSaved):
+            return self.pointwise_conv2d_backward(dy, saved, weight, input_grad=input_grad, weight_grad=weight_grad)
         if not isinstance(saved, _PooledConvSaved):
             return super().conv2d_backward(dy, saved, weight, input_grad=input_grad, weight_grad=weight_grad)
         x = saved.x

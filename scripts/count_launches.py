@@ -2,6 +2,7 @@
 
     python scripts/count_launches.py                  # estimate, default preset (convnet)
     python scripts/count_launches.py --model lenet --json launches.json
+    python scripts/count_launches.py --model mobilenet                # depthwise, inverted residuals
     python scripts/count_launches.py --device cuda --batch 128,512   # measure (GPU + PyTorch CUDA)
 
 On the CPU (no GPU needed): one training step runs on NumPy arrays wrapped so that
@@ -242,32 +243,10 @@ def print_estimate(result: dict) -> None:
 
 # --- measured on a GPU -------------------------------------------------------------------------
 def torch_twin(net, preset, torch, device="cuda"):
-    """The same network in PyTorch (same weights) on ``device``, and its optimiser."""
-    from dcnn import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
-    nn = torch.nn
-    modules = []
-    for layer in net.layers:
-        if isinstance(layer, Conv2D):
-            f, c, k, _ = layer.params["weight"].shape
-            modules.append(nn.Conv2d(c, f, k, stride=layer.stride, padding=layer.padding,
-                                     bias="bias" in layer.params))
-        elif isinstance(layer, MaxPool2D):
-            modules.append(nn.MaxPool2d(layer.pool_size, layer.stride))
-        elif isinstance(layer, BatchNorm2D):
-            modules.append(nn.BatchNorm2d(layer.params["weight"].shape[0]))
-        elif isinstance(layer, ReLU):
-            modules.append(nn.ReLU())
-        elif isinstance(layer, Flatten):
-            modules.append(nn.Flatten())
-        elif isinstance(layer, Dense):
-            out_f, in_f = layer.params["weight"].shape
-            modules.append(nn.Linear(in_f, out_f))
-        elif isinstance(layer, Dropout):
-            modules.append(nn.Dropout(layer.rate))
-        else:
-            raise ValueError(f"no PyTorch twin for {layer.describe()}")
-    model = nn.Sequential(*modules)
-    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in net.state_dict().items()})
+    """The same network in PyTorch (same weights: dcnn.io.torch_model.to_torch) on ``device``, and its optimiser."""
+    from dcnn.io.torch_model import load_into_torch, to_torch
+    model = to_torch(net.model)
+    load_into_torch(model, {k: np.ascontiguousarray(v) for k, v in net.state_dict().items()})
     model = model.to(device)
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[preset.optimizer]
     return model, opt_cls(model.parameters(), lr=preset.lr, **preset.optimizer_options)
@@ -342,7 +321,7 @@ def measure(model: str, batches, repeats: int = 20) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="convnet", help="a preset: convnet (default), lenet, seed")
+    p.add_argument("--model", default="convnet", help="a preset: convnet (default), resnet, mobilenet, lenet, seed")
     p.add_argument("--optimizer", help="override the preset's optimiser (sgd, adam, adamw)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cpu: estimate (default); cuda: measure on the GPU against PyTorch")

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Every check that needs a GPU, in one run of about five minutes on one H200 (device time
-# is scarce).  One PASS/FAIL line per stage, each stage under its own time cap; logs and a
+# Every check that needs a GPU, in one run of about eight minutes on one H200 (device time
+# is scarce; the stages of issue 20's layers add about three).  One PASS/FAIL line per stage, each stage under its own time cap; logs and a
 # JSON summary in $OUT (default /tmp/dcnn-gpu-check): gpu_check.json, gpu_check.log,
-# bench.json, launches_fp32.json, launches_tf32.json.
+# bench.json, launches_fp32.json, launches_tf32.json, bench_families.json, launches_mobilenet.json.
 #
 #   header     driver, CUDA runtime, CuPy, PyTorch and its CUDA, the GPU
 #   select     DCNN_BACKEND=auto picks CuPy; its smoke test (kernel, NVRTC, cuBLAS, cuRAND)
 #   nvcc       every CUDA source of backends/cupy_kernels.py compiles with nvcc
 #   tests      the CuPy-parametrised tests only: agreement with NumPy, gradients,
-#              fused kernels against the generic methods (pytest -k cupy)
+#              fused kernels against the generic methods (pytest -k cupy), issue 20's layers excluded
+#   families   the same for issue 20's layers and kernels (activations, depthwise, grouped and
+#              transposed convolution, upsampling, padding, global max pool, channel dropout,
+#              LayerNorm/GroupNorm): agreement, gradients, each fused kernel against its generic method
 #   no_wait    a training step under cupyx.allow_synchronize(False), and the timing check
 #   train      dcnn train --backend cupy, default preset, Fashion-MNIST: test accuracy >= 0.92
 #   resume     --resume one more epoch from its checkpoint
@@ -18,6 +21,9 @@
 #   launches   kernels per convnet step (dcnn vs PyTorch, through CUPTI) and throughput at
 #              batch 128 and 512, full FP32 and with TF32 in the convolutions (PyTorch's default)
 #   bench      scripts/bench.py --device cuda: ref and ref-bn against PyTorch+cuDNN
+#   mobilenet  dcnn train --model mobilenet --backend cupy, one epoch on 10,000 images (runs end to end)
+#   families_bench  scripts/bench_families.py --device cuda: each fused kernel against the generic path
+#   mobilenet_launches  kernels per mobilenet step (dcnn vs PyTorch) and throughput at batch 128 and 512
 #
 # CuPy compiles kernels on first use; CUPY_CACHE_DIR (default .gpu/cupy-cache in the repo)
 # keeps them for the later stages and later runs.  The GPU machine has no network: carry
@@ -148,8 +154,13 @@ stage header 60 bash -c header; cat "$WORK/header.log"
 stage select 90 bash -c select_cupy || { echo "CuPy cannot run here: the remaining stages need it"; SKIP_REST=1; }
 if [ -z "${SKIP_REST:-}" ]; then
     if command -v nvcc >/dev/null; then stage nvcc 60 "$PY" scripts/check_kernels_nvcc.py; fi
+    FAMILY_K="family or activation or depthwise or grouped or transpose or upsample or pad2d or global_max \
+or dropout2d or row_norms or conv_family or resampling or layer_norm or group_norm or batch_norm_1d"
     stage tests 120 "$PY" -m pytest -q -x -p no:cacheprovider tests/test_agreement.py tests/test_gradients.py \
-        tests/test_backends.py tests/test_fast_paths.py tests/test_cupy_kernels.py -k "cupy and not cupy-on-cpu"
+        tests/test_backends.py tests/test_fast_paths.py tests/test_cupy_kernels.py \
+        -k "cupy and not cupy-on-cpu and not ($FAMILY_K)"
+    stage families 150 "$PY" -m pytest -q -x -p no:cacheprovider tests/test_agreement.py tests/test_gradients.py \
+        tests/test_cupy_kernels.py tests/test_backend_methods.py -k "cupy and not cupy-on-cpu and ($FAMILY_K)"
     stage no_wait 60 "$PY" -m pytest -q -p no:cacheprovider tests/test_no_host_wait.py \
         tests/test_fast_paths.py -k "cupy or does_not_wait"
     RUN="$WORK/run"
@@ -173,6 +184,11 @@ print(m.group(1) if m else get_preset('convnet').epochs)")
         --json '$OUT/launches_fp32.json' && DCNN_TF32=conv '$PY' scripts/count_launches.py --device cuda \
         --batch 128,512 --json '$OUT/launches_tf32.json'"
     stage bench 150 env DCNN_TF32=conv "$PY" scripts/bench.py --device cuda --json "$OUT/bench.json"
+    stage mobilenet 120 "$PY" -m dcnn train --model mobilenet --backend "$BACKEND" --out "$WORK/mobilenet" \
+        --epochs 1 --limit 10000 --no-progress --json && check mobilenet "r['test_accuracy'] >= 0.6"
+    stage families_bench 90 "$PY" scripts/bench_families.py --device cuda --json "$OUT/bench_families.json"
+    stage mobilenet_launches 120 env DCNN_TF32=off "$PY" scripts/count_launches.py --device cuda --model mobilenet \
+        --batch 128,512 --json "$OUT/launches_mobilenet.json"
 fi
 
 "$PY" - "$WORK/stages.tsv" "$WORK/header.log" "$OUT" "$START" <<'EOF'
@@ -188,7 +204,7 @@ for line in open(header_file):
         header = json.loads(line)
 summary = {"header": header, "stages": stages, "passed": all(s["passed"] for s in stages) and len(stages) > 2,
            "seconds": round(time.time() - int(start), 1)}
-for name in ("launches_fp32", "launches_tf32", "bench"):
+for name in ("launches_fp32", "launches_tf32", "bench", "bench_families", "launches_mobilenet"):
     path = os.path.join(out, f"{name}.json")
     if os.path.exists(path):
         summary[name] = json.load(open(path))

@@ -295,3 +295,57 @@ def test_pooled_convolution_does_not_depend_on_the_thread_count(rng):
         numba.set_num_threads(before)
     for ours, ref in zip(*results):
         np.testing.assert_array_equal(ours, ref)
+
+
+# --- issue 20: depthwise convolution, activations ------------------------------------------------------
+DEPTHWISE = [  # (channels, multiplier, (kh, kw), stride, pads (top, bottom, left, right), dilation, h, w)
+    (3, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 7, 8), (4, 1, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 9, 8),
+    (2, 3, (3, 5), (1, 2), (2, 2, 1, 1), (2, 1), 9, 8), (5, 2, (2, 2), (2, 1), (0, 1, 1, 0), (1, 1), 6, 7),
+    (3, 1, (7, 7), (1, 1), (3, 3, 3, 3), (1, 1), 8, 9), (1, 4, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 3, 3),
+    (6, 1, (3, 3), (3, 2), (0, 2, 2, 0), (2, 3), 11, 12)]
+
+
+@pytest.mark.parametrize("c,m,k,stride,pads,dilation,h,w", DEPTHWISE)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_conv2d(fast, rng, c, m, k, stride, pads, dilation, h, w, bias, dtype):
+    x = channels_last_view(fast, rng, (3, c, h, w), dtype)
+    weight = fast.from_numpy(rng.standard_normal((c * m, 1) + k).astype(dtype))
+    b = fast.from_numpy(rng.standard_normal(c * m).astype(dtype)) if bias else None
+    ref = generic(fast)
+    (y, saved), (y_ref, saved_ref) = (be.depthwise_conv2d(x, weight, b, stride, pads, dilation) for be in (fast, ref))
+    tol = F32_TOL if dtype == np.float32 else 1e-12
+    close(fast, y, y_ref, tol, "y")
+    dy = fast.from_numpy(rng.standard_normal(tuple(y.shape)).astype(dtype))
+    for input_grad, weight_grad in ((True, True), (False, True), (True, False)):
+        ours = fast.depthwise_conv2d_backward(dy, saved, weight, input_grad=input_grad, weight_grad=weight_grad)
+        theirs = ref.depthwise_conv2d_backward(dy, saved_ref, weight, input_grad=input_grad, weight_grad=weight_grad)
+        for name, a, r in zip(("dx", "dw", "db"), ours, theirs):
+            assert (a is None) == (r is None), name
+            if a is not None:
+                close(fast, a, r, tol, name)
+
+
+ACTIVATION_KINDS = [("leaky_relu", 0.01), ("leaky_relu", 0.3), ("elu", 1.0), ("elu", 0.4), ("sigmoid", 0.0),
+                    ("tanh", 0.0), ("silu", 0.0), ("gelu", 0.0), ("gelu_tanh", 0.0), ("hardsigmoid", 0.0),
+                    ("hardswish", 0.0)]
+
+
+@pytest.mark.parametrize("kind,alpha", ACTIVATION_KINDS)
+@pytest.mark.parametrize("layout", ["nchw", "nhwc", "flat"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_activation(fast, rng, kind, alpha, layout, dtype):
+    if layout == "flat":
+        data = rng.standard_normal((7, 13)) * 4
+    else:
+        data = rng.standard_normal((3, 4, 5, 6)) * 4
+    data.flat[:10] = [0.0, -3.0, 3.0, 6.0, -6.0, 60.0, -60.0, 100.0, -100.0, 1e-8]
+    if layout == "nhwc":
+        x = fast.xp.permute_dims(fast.from_numpy(data.transpose(0, 2, 3, 1).astype(dtype)), (0, 3, 1, 2))
+    else:
+        x = fast.from_numpy(data.astype(dtype))
+    (y, saved), (y_ref, saved_ref) = fast.activation(x, kind, alpha), generic(fast).activation(x, kind, alpha)
+    tol = 1e-6 if dtype == np.float32 else 1e-13      # the fused kernels compute in float64 and round once
+    close(fast, y, y_ref, tol, "y")
+    dy = fast.from_numpy(rng.standard_normal(tuple(x.shape)).astype(dtype))
+    close(fast, fast.activation_backward(dy, saved), generic(fast).activation_backward(dy, saved_ref), tol, "dx")

@@ -267,7 +267,9 @@ def test_training_steps_match_numpy(fused, rng):
 # --- bookkeeping, CuPy's Python side, nvcc -------------------------------------------------------
 def test_every_override_has_a_launch_count():
     hot = {name for name in dir(Backend) if not name.startswith("_") and callable(getattr(Backend, name))}
-    overridden = {name for name in hot if name in CupyBackend.__dict__}
+    # CupyBackend's own overrides and its mixins' (backends/cupy_family.py), not Backend's generic ones.
+    mine = [cls for cls in CupyBackend.__mro__ if cls not in Backend.__mro__]
+    overridden = {name for name in hot if any(name in cls.__dict__ for cls in mine)}
     kernels = overridden - {"owns", "from_numpy", "to_numpy", "synchronize", "random_generator", "describe"}
     assert kernels <= set(LAUNCHES), f"overrides without a launch count: {kernels - set(LAUNCHES)}"
     # The rest of LAUNCHES are generic methods that are one launch as they stand (dropout_backward: dy * mask).
@@ -375,3 +377,162 @@ def test_a_driver_without_a_device_is_said_plainly():
             raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
     with pytest.raises(BackendUnavailable, match="no CUDA GPU found"):
         _check_driver(SimpleNamespace(cuda=SimpleNamespace(runtime=NoDevice(13000))))
+
+
+# --- issue 20: activations, depthwise / grouped / transposed convolution, resampling, norms ----------
+ACTIVATION_KINDS = [("leaky_relu", 0.01), ("elu", 0.7), ("sigmoid", 0.0), ("tanh", 0.0), ("silu", 0.0),
+                    ("gelu", 0.0), ("gelu_tanh", 0.0), ("hardsigmoid", 0.0), ("hardswish", 0.0)]
+
+
+@pytest.mark.parametrize("kind,alpha", ACTIVATION_KINDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_activation(fused, rng, kind, alpha, dtype):
+    data = rng.standard_normal((2, 3, 4, 5)) * 4
+    data.flat[:9] = [0.0, -3.0, 3.0, 6.0, -6.0, 60.0, -60.0, 100.0, -100.0]
+    x = fused.xp.permute_dims(fused.from_numpy(data.transpose(0, 2, 3, 1).astype(dtype)), (0, 3, 1, 2))
+    (y, saved), (y_ref, saved_ref) = fused.activation(x, kind, alpha), generic(fused).activation(x, kind, alpha)
+    close(fused, y, y_ref, dtype, kind)
+    dy = fused.from_numpy(rng.standard_normal(data.shape).astype(dtype))
+    close(fused, fused.activation_backward(dy, saved), generic(fused).activation_backward(dy, saved_ref), dtype,
+          f"{kind} backward")
+
+
+def _grads(fused, ours, ref, dtype, what):
+    for name, a, b in zip(("dx", "dweight", "dbias"), ours, ref):
+        assert (a is None) == (b is None), f"{what} {name}"
+        if a is not None:
+            close(fused, a, b, dtype, f"{what} {name}")
+
+
+DEPTHWISE = [  # (channels, multiplier, (kh, kw), stride, pads, dilation, h, w)
+    (3, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 7, 8), (2, 3, (3, 5), (1, 2), (2, 2, 1, 1), (2, 1), 9, 8),
+    (4, 2, (2, 2), (2, 1), (0, 1, 1, 0), (1, 1), 6, 7), (3, 1, (3, 3), (3, 2), (0, 2, 2, 0), (2, 3), 11, 12)]
+
+
+@pytest.mark.parametrize("c,m,k,stride,pads,dilation,h,w", DEPTHWISE)
+@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_conv2d(fused, rng, c, m, k, stride, pads, dilation, h, w, use_bias, dtype):
+    x = fused.from_numpy(rng.standard_normal((2, c, h, w)).astype(dtype))
+    weight = fused.from_numpy(rng.standard_normal((c * m, 1) + k).astype(dtype))
+    bias = fused.from_numpy(rng.standard_normal(c * m).astype(dtype)) if use_bias else None
+    (y, saved), (y_ref, saved_ref) = (b.depthwise_conv2d(x, weight, bias, stride, pads, dilation)
+                                      for b in (fused, generic(fused)))
+    close(fused, y, y_ref, dtype, "depthwise")
+    dy = fused.from_numpy(rng.standard_normal(tuple(y.shape)).astype(dtype))
+    for input_grad, weight_grad in ((True, True), (False, True), (True, False)):
+        flags = dict(input_grad=input_grad, weight_grad=weight_grad)
+        _grads(fused, fused.depthwise_conv2d_backward(dy, saved, weight, **flags),
+               generic(fused).depthwise_conv2d_backward(dy, saved_ref, weight, **flags), dtype, f"depthwise {flags}")
+
+
+GROUPED = [  # (filters, channels, groups, (kh, kw), stride, pads, dilation, h, w)
+    (4, 6, 2, (3, 2), (2, 1), (1, 1, 0, 0), (1, 2), 9, 8), (6, 3, 3, (4, 4), (1, 1), (1, 2, 2, 1), (2, 2), 7, 8),
+    (3, 2, 1, (3, 3), (1, 1), (1, 1, 1, 1), (3, 3), 9, 9), (6, 4, 2, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 5, 6)]
+
+
+@pytest.mark.parametrize("f,c,g,k,stride,pads,dilation,h,w", GROUPED)
+@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv2d_grouped(fused, rng, f, c, g, k, stride, pads, dilation, h, w, use_bias, dtype):
+    x = fused.from_numpy(rng.standard_normal((2, c, h, w)).astype(dtype))
+    weight = fused.from_numpy(rng.standard_normal((f, c // g) + k).astype(dtype))
+    bias = fused.from_numpy(rng.standard_normal(f).astype(dtype)) if use_bias else None
+    (y, saved), (y_ref, saved_ref) = (b.conv2d_grouped(x, weight, bias, stride, pads, dilation, g)
+                                      for b in (fused, generic(fused)))
+    close(fused, y, y_ref, dtype, "grouped")
+    dy = fused.from_numpy(rng.standard_normal(tuple(y.shape)).astype(dtype))
+    for input_grad, weight_grad in ((True, True), (False, True), (True, False)):
+        flags = dict(input_grad=input_grad, weight_grad=weight_grad)
+        _grads(fused, fused.conv2d_grouped_backward(dy, saved, weight, **flags),
+               generic(fused).conv2d_grouped_backward(dy, saved_ref, weight, **flags), dtype, f"grouped {flags}")
+
+
+TRANSPOSED = [  # (filters, channels, groups, (kh, kw), stride, padding, output_padding, dilation, h, w)
+    (4, 2, 1, (3, 3), (2, 2), (1, 1), (1, 1), (1, 1), 5, 4), (6, 4, 2, (3, 4), (2, 3), (2, 1), (1, 2), (2, 1), 5, 4),
+    (3, 3, 1, (2, 2), (3, 3), (0, 0), (2, 2), (3, 3), 3, 3), (2, 2, 2, (1, 3), (1, 1), (0, 1), (0, 0), (1, 1), 4, 5)]
+
+
+@pytest.mark.parametrize("f,c,g,k,stride,padding,output_padding,dilation,h,w", TRANSPOSED)
+@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_transpose2d(fused, rng, f, c, g, k, stride, padding, output_padding, dilation, h, w, use_bias, dtype):
+    x = fused.from_numpy(rng.standard_normal((2, c, h, w)).astype(dtype))
+    weight = fused.from_numpy(rng.standard_normal((c, f // g) + k).astype(dtype))
+    bias = fused.from_numpy(rng.standard_normal(f).astype(dtype)) if use_bias else None
+    args = (stride, padding, output_padding, dilation, g)
+    (y, saved), (y_ref, saved_ref) = (b.conv_transpose2d(x, weight, bias, *args) for b in (fused, generic(fused)))
+    close(fused, y, y_ref, dtype, "transposed")
+    dy = fused.from_numpy(rng.standard_normal(tuple(y.shape)).astype(dtype))
+    for input_grad, weight_grad in ((True, True), (False, True), (True, False)):
+        flags = dict(input_grad=input_grad, weight_grad=weight_grad)
+        _grads(fused, fused.conv_transpose2d_backward(dy, saved, weight, **flags),
+               generic(fused).conv_transpose2d_backward(dy, saved_ref, weight, **flags), dtype, f"transposed {flags}")
+
+
+@pytest.mark.parametrize("size", [(2, 2), (3, 2), (1, 4)])
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+@pytest.mark.parametrize("hw", [(4, 5), (1, 1), (2, 3)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_upsample2d(fused, rng, size, mode, hw, dtype):
+    x = fused.from_numpy(rng.standard_normal((2, 3) + hw).astype(dtype))
+    (y, saved), (y_ref, saved_ref) = fused.upsample2d(x, size, mode), generic(fused).upsample2d(x, size, mode)
+    close(fused, y, y_ref, dtype, "upsample")
+    dy = fused.from_numpy(rng.standard_normal(tuple(y.shape)).astype(dtype))
+    close(fused, fused.upsample2d_backward(dy, saved), generic(fused).upsample2d_backward(dy, saved_ref), dtype,
+          "upsample backward")
+
+
+@pytest.mark.parametrize("pads,value", [((1, 2, 0, 3), 0.0), ((1, 1, 1, 1), -math.inf), ((0, 0, 0, 0), 0.0)])
+def test_pad2d(fused, rng, pads, value):
+    x = fused.from_numpy(rng.standard_normal((2, 3, 4, 5)).astype(np.float32))
+    close(fused, fused.pad2d(x, pads, value), generic(fused).pad2d(x, pads, value), np.float32, "pad2d", exact=True)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_global_max_pool2d(fused, rng, ties):
+    data = rng.standard_normal((3, 4, 5, 6))
+    if ties:
+        data = np.round(data)
+    x = fused.from_numpy(data.astype(np.float32))
+    (y, saved), (y_ref, saved_ref) = fused.global_max_pool2d(x), generic(fused).global_max_pool2d(x)
+    close(fused, y, y_ref, np.float32, "global max", exact=True)
+    dy = fused.from_numpy(rng.standard_normal((3, 4)).astype(np.float32))
+    close(fused, fused.global_max_pool2d_backward(dy, saved), generic(fused).global_max_pool2d_backward(dy, saved_ref),
+          np.float32, "global max backward", exact=True)
+
+
+def test_dropout2d(fused, rng):
+    x = fused.from_numpy(rng.standard_normal((6, 5, 3, 4)).astype(np.float32))
+    y, mask = fused.dropout2d(x, 0.4, FixedDraws(fused, np.random.default_rng(2)))
+    y_ref, mask_ref = generic(fused).dropout2d(x, 0.4, FixedDraws(fused, np.random.default_rng(2)))
+    close(fused, y, y_ref, np.float32, "dropout2d", exact=True)
+    dy = fused.from_numpy(rng.standard_normal((6, 5, 3, 4)).astype(np.float32))
+    close(fused, fused.dropout_backward(dy, mask), generic(fused).dropout_backward(dy, mask_ref), np.float32,
+          "dropout2d backward", exact=True)
+
+
+@pytest.mark.parametrize("kind,shape,groups", [("layer", (3, 4, 5, 6), 0), ("layer", (5, 7), 0),
+                                               ("group", (3, 6, 4, 5), 2), ("group", (2, 4, 3, 3), 4),
+                                               ("group", (2, 3, 5, 1), 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_norms(fused, rng, kind, shape, groups, dtype):
+    x = fused.from_numpy((rng.standard_normal(shape) * 3 + 2).astype(dtype))
+    pshape = shape[1:] if kind == "layer" else (shape[1],)
+    weight = fused.from_numpy(rng.uniform(0.5, 2, pshape).astype(dtype))
+    bias = fused.from_numpy(rng.standard_normal(pshape).astype(dtype))
+    dy = fused.from_numpy(rng.standard_normal(shape).astype(dtype))
+    results = []
+    for b in (fused, generic(fused)):
+        if kind == "layer":
+            y, saved = b.layer_norm(x, weight, bias, 1e-5)
+            grads = b.layer_norm_backward(dy, saved)
+            no_dx = b.layer_norm_backward(dy, saved, input_grad=False)
+        else:
+            y, saved = b.group_norm(x, weight, bias, groups, 1e-5)
+            grads = b.group_norm_backward(dy, saved)
+            no_dx = b.group_norm_backward(dy, saved, input_grad=False)
+        assert no_dx[0] is None
+        results.append([y, *grads, *no_dx[1:]])
+    for name, ours, ref in zip(("y", "dx", "dweight", "dbias", "dweight (no dx)", "dbias (no dx)"), *results):
+        close(fused, ours, ref, dtype, f"{kind} norm {name}")

@@ -130,3 +130,79 @@ def test_batchnorm_network(backend, rng):
     _whole_network_check(backend, rng, [
         Conv2D(4, 3, stride=2, padding=1), BatchNorm2D(), ReLU(), MaxPool2D(2),
         Flatten(), Dense(3)], (4, 1, 9, 9))
+
+
+# --- issue 20's layer families ---------------------------------------------------------------------
+from dcnn.layers.activations import (ELU, GELU, HardSigmoid, HardSwish, LeakyReLU, ReLU6, Sigmoid,  # noqa: E402
+                                     SiLU, Tanh)
+from dcnn.layers.normalization import BatchNorm1D, GroupNorm, LayerNorm  # noqa: E402
+
+KINKED = {"leaky_relu": LeakyReLU, "elu": ELU, "relu6": ReLU6, "hardsigmoid": HardSigmoid, "hardswish": HardSwish}
+SMOOTH = {"sigmoid": Sigmoid, "tanh": Tanh, "silu": SiLU, "gelu": GELU, "gelu_tanh": lambda: GELU("tanh"),
+          "elu_0.3": lambda: ELU(0.3), "leaky_relu_0.2": lambda: LeakyReLU(0.2)}
+
+
+@pytest.mark.parametrize("name", sorted({**KINKED, **SMOOTH}))
+def test_activation(backend, rng, name):
+    x = untied(rng, (2, 3, 4, 5), gap=0.0731) * 1.3
+    for kink in (0.0, -3.0, 3.0, 6.0):      # keep the kinks away from the values
+        x = np.where(np.abs(x - kink) < 0.02, x + 0.05, x)
+    check_layer(backend, {**KINKED, **SMOOTH}[name](), x, rng)
+
+
+def test_layer_norm(backend, rng):
+    check_layer(backend, LayerNorm(), rng.standard_normal((3, 2, 4, 5)) * 3 + 1, rng)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 6])
+def test_group_norm(backend, rng, groups):
+    check_layer(backend, GroupNorm(groups), rng.standard_normal((3, 6, 3, 4)) * 2 - 1, rng)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_1d(backend, rng, training):
+    check_layer(backend, BatchNorm1D(), rng.standard_normal((5, 4)) * 2 + 0.5, rng, training=training)
+
+
+from dcnn.layers.conv import DepthwiseConv2D  # noqa: E402
+from dcnn.layers.conv_variants import Conv2DTranspose, SeparableConv2D  # noqa: E402
+
+CONV_FAMILY = {
+    "grouped_dilated_rect": lambda: Conv2D(4, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2),
+    "same_even": lambda: Conv2D(3, (2, 4), padding="same"),
+    "depthwise": lambda: DepthwiseConv2D(3, 2, 1),
+    "depthwise_multiplier_dilated": lambda: DepthwiseConv2D((3, 2), (1, 2), (2, 1), depth_multiplier=2,
+                                                            dilation=(2, 1)),
+    "separable": lambda: SeparableConv2D(3, 3, padding=1),
+    "transpose": lambda: Conv2DTranspose(3, 3, stride=2, padding=1, output_padding=1),
+    "transpose_grouped_dilated": lambda: Conv2DTranspose(4, (2, 3), stride=(1, 2), padding=(1, 0), groups=2,
+                                                         dilation=(2, 1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONV_FAMILY))
+def test_conv_family(backend, rng, name):
+    check_layer(backend, CONV_FAMILY[name](), rng.standard_normal((2, 4, 7, 6)), rng)
+
+
+from dcnn.layers.pooling import AvgPool2D, GlobalMaxPool2D  # noqa: E402
+from dcnn.layers.resampling import Cropping2D, UpSampling2D, ZeroPadding2D  # noqa: E402
+from dcnn.layers.shape import Identity, Reshape  # noqa: E402
+
+RESAMPLING = {
+    "upsample_nearest": lambda: UpSampling2D((2, 3)),
+    "upsample_bilinear": lambda: UpSampling2D((3, 2), "bilinear"),
+    "maxpool_padded": lambda: MaxPool2D(3, 2, 1),
+    "avgpool_padded": lambda: AvgPool2D(3, 2, 1),
+    "global_max": lambda: GlobalMaxPool2D(),
+    "global_max_keepdims": lambda: GlobalMaxPool2D(keepdims=True),
+    "zero_padding": lambda: ZeroPadding2D(((1, 2), (0, 3))),
+    "cropping": lambda: Cropping2D(((0, 2), (1, 1))),
+    "reshape": lambda: Reshape((5, -1)),
+    "identity": lambda: Identity(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESAMPLING))
+def test_resampling(backend, rng, name):
+    check_layer(backend, RESAMPLING[name](), untied(rng, (2, 3, 5, 6), gap=0.031), rng)

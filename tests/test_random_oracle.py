@@ -72,7 +72,7 @@ def test_the_architectures_cover_the_tricky_cases():
         shape, layers = random_architecture(seed)
         for layer in Sequential(layers).named_modules():
             layer = layer[1]
-            if isinstance(layer, Conv2D) and layer.stride == 1 and layer.padding < layer.kernel_size < 2 * layer.padding + 1:
+            if isinstance(layer, Conv2D) and layer.stride == (1, 1) and layer.pads[0] < layer.kernel_size[0] < 2 * layer.pads[0] + 1:
                 kinds.add("bigger")
             kinds.add(type(layer).__name__ + ("_proj" if isinstance(layer, Residual) and layer.shortcut else ""))
     assert {"bigger", "Residual", "Residual_proj", "AvgPool2D", "MaxPool2D", "BatchNorm2D"} <= kinds
@@ -102,3 +102,130 @@ def test_random_architecture_matches_torch(seed):
         prefix, name = key.rsplit(".", 1)
         np.testing.assert_allclose(be.to_numpy(modules[prefix].grads[name]), param.grad.numpy(), rtol=1e-3,
                                    atol=1e-4, err_msg=f"d{key}: " + what)
+
+
+# --- issue 20: every new layer, drawn with random hyperparameters -----------------------------------------
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from torch_compare import compare_layers, compare_training  # noqa: E402
+from dcnn.layers.activations import (ELU, GELU, HardSigmoid, HardSwish, LeakyReLU, ReLU6, Sigmoid,  # noqa: E402
+                                     SiLU, Tanh)
+from dcnn.layers.conv import DepthwiseConv2D  # noqa: E402
+from dcnn.layers.conv_variants import Conv2DTranspose, SeparableConv2D  # noqa: E402
+from dcnn.layers.normalization import BatchNorm1D, GroupNorm, LayerNorm  # noqa: E402
+from dcnn.layers.pooling import GlobalMaxPool2D  # noqa: E402
+from dcnn.layers.resampling import Cropping2D, UpSampling2D, ZeroPadding2D  # noqa: E402
+from dcnn.layers.shape import Identity, Reshape  # noqa: E402
+
+FAMILY_ARCHITECTURES = 40
+FAMILY_KINDS = ["grouped", "depthwise", "separable", "transpose", "upsample", "pool_padded", "norm", "activation",
+                "pad_crop", "reshape", "residual"]
+ACTIVATION_MAKERS = [lambda r: LeakyReLU(float(r.uniform(0.01, 0.3))), lambda r: ELU(float(r.uniform(0.3, 1.5))),
+                     lambda r: ReLU6(), lambda r: Sigmoid(), lambda r: Tanh(), lambda r: SiLU(), lambda r: GELU(),
+                     lambda r: GELU("tanh"), lambda r: HardSigmoid(), lambda r: HardSwish()]
+
+
+def _divisor(rng, n):
+    return int(rng.choice([d for d in range(1, n + 1) if n % d == 0]))
+
+
+def family_layer(rng, shape):
+    """One random layer of issue 20's families that may fit ``shape`` (the caller checks)."""
+    c, h, w = shape
+    kind = FAMILY_KINDS[int(rng.integers(len(FAMILY_KINDS)))]
+    pair = lambda lo, hi: (int(rng.integers(lo, hi)), int(rng.integers(lo, hi)))
+    if kind == "grouped":
+        groups = _divisor(rng, c)
+        filters = groups * int(rng.integers(1, 4))
+        stride, dilation = pair(1, 3), pair(1, 3)
+        if stride == (1, 1) and rng.integers(3) == 0:
+            padding = "same"
+        else:
+            padding = pair(0, 3)
+        return Conv2D(filters, pair(1, 5), stride, padding, dilation, groups, use_bias=bool(rng.integers(2)))
+    if kind == "depthwise":
+        return DepthwiseConv2D(pair(1, 5), pair(1, 3), pair(0, 3), int(rng.integers(1, 3)), pair(1, 3),
+                               use_bias=bool(rng.integers(2)))
+    if kind == "separable":
+        return SeparableConv2D(int(rng.integers(1, 6)), pair(1, 4), pair(1, 3), pair(0, 2), int(rng.integers(1, 3)),
+                               use_bias=bool(rng.integers(2)))
+    if kind == "transpose":
+        stride, dilation = pair(1, 4), pair(1, 3)
+        output_padding = tuple(int(rng.integers(0, max(s, d))) for s, d in zip(stride, dilation))
+        groups = _divisor(rng, c)
+        return Conv2DTranspose(groups * int(rng.integers(1, 3)), pair(1, 4), stride, pair(0, 2), output_padding,
+                               groups, dilation, use_bias=bool(rng.integers(2)))
+    if kind == "upsample":
+        return UpSampling2D(pair(1, 3), "bilinear" if rng.integers(2) else "nearest")
+    if kind == "pool_padded":
+        k = int(rng.integers(2, 4))
+        cls = MaxPool2D if rng.integers(2) else AvgPool2D
+        return cls(k, int(rng.integers(1, k + 1)), int(rng.integers(0, k // 2 + 1)))
+    if kind == "norm":
+        return [LayerNorm(), GroupNorm(_divisor(rng, c))][int(rng.integers(2))]
+    if kind == "activation":
+        return ACTIVATION_MAKERS[int(rng.integers(len(ACTIVATION_MAKERS)))](rng)
+    if kind == "pad_crop":
+        edges = ((int(rng.integers(0, 3)), int(rng.integers(0, 3))), (int(rng.integers(0, 3)), int(rng.integers(0, 3))))
+        return ZeroPadding2D(edges) if rng.integers(2) else Cropping2D(edges)
+    if kind == "reshape":
+        return Reshape((c, w, h)) if rng.integers(2) else Identity()
+    body = [DepthwiseConv2D(3, 1, 1, use_bias=False), BatchNorm2D(), ReLU6(), Conv2D(c, 1), GroupNorm(_divisor(rng, c))]
+    return Residual(body)
+
+
+def family_architecture(seed):
+    rng = np.random.default_rng(10_000 + seed)
+    shape = (int(rng.integers(1, 5)), int(rng.integers(4, 12)), int(rng.integers(4, 12)))
+    layers, current = [], shape
+    for _ in range(int(rng.integers(2, 6))):
+        layer = family_layer(rng, current)
+        try:
+            out = layer.output_shape(current)
+        except ValueError:
+            continue
+        if len(out) != 3 or min(out[1:]) < 1 or out[1] * out[2] > 400 or out[0] > 12:
+            continue
+        layers.append(layer)
+        current = out
+    head = [GlobalMaxPool2D(keepdims=bool(rng.integers(2)))] if rng.integers(2) else [Flatten()]
+    if len(head[0].output_shape(current)) == 3:
+        head.append(Flatten())
+    head += [Dense(int(rng.integers(3, 7)))]
+    if rng.integers(2):
+        head += [BatchNorm1D(), ACTIVATION_MAKERS[int(rng.integers(len(ACTIVATION_MAKERS)))](rng)]
+    return shape, layers + head
+
+
+def test_the_family_architectures_cover_every_new_layer():
+    seen = set()
+    for seed in range(FAMILY_ARCHITECTURES):
+        for _, layer in Sequential(family_architecture(seed)[1]).named_modules():
+            seen.add(type(layer).__name__)
+            if isinstance(layer, Conv2D) and not isinstance(layer, DepthwiseConv2D):
+                seen |= {"groups"} if layer.groups > 1 else set()
+                seen |= {"dilation"} if layer.dilation != (1, 1) else set()
+            if isinstance(layer, Conv2DTranspose):
+                seen |= {"output_padding"} if any(layer.output_padding) else set()
+                seen |= {"transpose_stride"} if layer.stride != (1, 1) else set()
+    wanted = {"DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose", "UpSampling2D", "LayerNorm", "GroupNorm",
+              "ZeroPadding2D", "Cropping2D", "Reshape", "GlobalMaxPool2D", "BatchNorm1D", "Residual", "groups",
+              "dilation", "output_padding", "transpose_stride"}
+    assert wanted <= seen, f"never drawn: {sorted(wanted - seen)}"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("seed", range(FAMILY_ARCHITECTURES))
+def test_family_architecture_matches_torch(seed, dtype):
+    """Forward (training mode), the input gradient, every parameter gradient, buffers, then three
+    SGD steps of the same layers under a classifier head, against torch, in float32 and float64."""
+    shape, layers = family_architecture(seed)
+    tol = dict(rtol=1e-3, atol=5e-4) if dtype == np.float32 else None
+    if dtype == np.float64 and any(isinstance(l, HardSigmoid) for _, l in Sequential(layers).named_modules()):
+        tol = dict(rtol=1e-7, atol=1e-9)     # torch's float64 Hardsigmoid takes its slope 1/6 as a float32
+    what = f"family architecture {seed} ({dtype.__name__}): input {shape}, {Sequential(layers).describe()}"
+    compare_layers(layers, shape, dtype, seed=seed, batch=8, what=what, tol=tol)
+    shape, layers = family_architecture(seed)
+    compare_training(layers, shape, dtype, seed=seed, what=what, tol=tol)

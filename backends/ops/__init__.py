@@ -10,9 +10,11 @@ the forward method keeps for its backward.
 """
 from .activation import ActivationOps
 from .conv import ConvOps
+from .conv_general import GeneralConvOps
 from .loss import LossOps
 from .norm import NormOps
 from .optim import OptimOps
 from .pool import PoolOps
+from .resample import ResampleOps
 
-__all__ = ["ActivationOps", "ConvOps", "LossOps", "NormOps", "OptimOps", "PoolOps"]
+__all__ = ["ActivationOps", "ConvOps", "GeneralConvOps", "LossOps", "NormOps", "OptimOps", "PoolOps", "ResampleOps"]

@@ -1,4 +1,5 @@
-"""Batch normalisation (torch.nn.BatchNorm2d), optionally followed by a ReLU, generic version.
+"""Batch normalisation (torch.nn.BatchNorm2d), optionally followed by a ReLU; LayerNorm and GroupNorm;
+generic versions.
 
 The ReLU is fused because BatchNorm -> ReLU is the commonest pair in a CNN: one
 pass over the maps instead of two, and the ReLU's mask is read off the output.
@@ -69,3 +70,68 @@ class NormOps:
         else:
             dx = g * as_map(saved.scale)
         return dx, dweight, dbias
+
+    # --- per-sample normalisations: LayerNorm (all non-batch axes) and GroupNorm --------------
+    def layer_norm(self, x, weight, bias, eps: float):
+        """torch.nn.LayerNorm(x.shape[1:]): each sample standardised over all its values (biased
+        variance), then ``weight`` and ``bias`` of that shape, element by element; (y, saved)."""
+        xp = self.xp
+        n = x.shape[0]
+        xhat, inv_std = _standardize_rows(xp, xp.reshape(x, (n, -1)), eps)
+        y = xhat * xp.reshape(weight, (1, -1)) + xp.reshape(bias, (1, -1))
+        return xp.reshape(y, x.shape), RowNormSaved(xhat, inv_std, weight, tuple(x.shape), 0)
+
+    def layer_norm_backward(self, dy, saved, *, input_grad: bool = True):
+        """(dx, dweight, dbias); dx is None unless asked for."""
+        xp = self.xp
+        n = saved.shape[0]
+        g = xp.reshape(dy, (n, -1))
+        dbias = xp.reshape(xp.sum(g, axis=0), saved.weight.shape)
+        dweight = xp.reshape(xp.sum(g * saved.xhat, axis=0), saved.weight.shape)
+        if not input_grad:
+            return None, dweight, dbias
+        gw = g * xp.reshape(saved.weight, (1, -1))
+        return xp.reshape(_standardize_rows_backward(xp, gw, saved.xhat, saved.inv_std), saved.shape), dweight, dbias
+
+    def group_norm(self, x, weight, bias, groups: int, eps: float):
+        """torch.nn.GroupNorm(groups, C): each sample's channels in ``groups`` groups, each group
+        standardised over its channels and pixels, then a per-channel ``weight`` and ``bias``."""
+        xp = self.xp
+        n, c = x.shape[:2]
+        xhat, inv_std = _standardize_rows(xp, xp.reshape(x, (n * groups, -1)), eps)
+        xhat = xp.reshape(xhat, (n, c, -1))
+        y = xhat * xp.reshape(weight, (1, c, 1)) + xp.reshape(bias, (1, c, 1))
+        return xp.reshape(y, x.shape), RowNormSaved(xhat, inv_std, weight, tuple(x.shape), groups)
+
+    def group_norm_backward(self, dy, saved, *, input_grad: bool = True):
+        xp = self.xp
+        n, c = saved.shape[:2]
+        g = xp.reshape(dy, (n, c, -1))
+        dbias = xp.sum(g, axis=(0, 2))
+        dweight = xp.sum(g * saved.xhat, axis=(0, 2))
+        if not input_grad:
+            return None, dweight, dbias
+        rows = lambda a: xp.reshape(a, (n * saved.groups, -1))
+        gw = g * xp.reshape(saved.weight, (1, c, 1))
+        dx = _standardize_rows_backward(xp, rows(gw), rows(saved.xhat), saved.inv_std)
+        return xp.reshape(dx, saved.shape), dweight, dbias
+
+
+class RowNormSaved(NamedTuple):
+    xhat: object            # the standardised values: (N, D) for LayerNorm, (N, C, HW) for GroupNorm
+    inv_std: object         # (rows, 1)
+    weight: object
+    shape: tuple            # the input's
+    groups: int             # GroupNorm's (0: LayerNorm)
+
+
+def _standardize_rows(xp, rows, eps):
+    mean = xp.mean(rows, axis=1, keepdims=True)
+    centered = rows - mean
+    inv_std = 1.0 / xp.sqrt(xp.mean(centered * centered, axis=1, keepdims=True) + eps)
+    return centered * inv_std, inv_std
+
+
+def _standardize_rows_backward(xp, g, xhat, inv_std):
+    """dx for xhat = (x - mean) * inv_std per row, given dL/dxhat = ``g``."""
+    return inv_std * (g - xp.mean(g, axis=1, keepdims=True) - xhat * xp.mean(g * xhat, axis=1, keepdims=True))

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, FeatureMapNorm, Flatten, GlobalAvgPool2D,
-                       MaxPool2D, ReLU, Residual, Sequential, Softmax)
+from . import export_layers
+from ..layers import (BatchNorm2D, Dense, Dropout, FeatureMapNorm, Flatten, GlobalAvgPool2D, ReLU, Residual,
+                       Sequential, Softmax)
 
 OPSET = 17
 
@@ -43,6 +44,11 @@ class _Graph:
         self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
         return name
 
+    def int_constant(self, stem, values):
+        name = self.name(stem)
+        self.initializers.append(self.numpy_helper.from_array(np.asarray(values, dtype=np.int64), name))
+        return name
+
     def node(self, op, inputs, **attrs):
         out = self.name(op.lower())
         self.nodes.append(self.helper.make_node(op, list(inputs), [out], name=out + "_node", **attrs))
@@ -56,19 +62,14 @@ class _Graph:
             for i, inner in enumerate(layer.layers):
                 x = self.add(inner, x, f"{where}.{i}")
             return x
-        if isinstance(layer, Conv2D):
-            inputs = [x, self.constant("weight", self.host(layer, "weight"))]
-            if "bias" in layer.params:
-                inputs.append(self.constant("bias", self.host(layer, "bias")))
-            k, p, s = layer.kernel_size, layer.padding, layer.stride
-            return self.node("Conv", inputs, kernel_shape=[k, k], pads=[p, p, p, p], strides=[s, s])
+        mapped = export_layers.add(self, layer, x)
+        if mapped is not None:
+            return mapped
         if isinstance(layer, ReLU):
             if layer.max_activation is None:
                 return self.node("Relu", [x])
             return self.node("Clip", [x, self.constant("min", np.float32(0)),
                                       self.constant("max", np.float32(layer.max_activation))])
-        if isinstance(layer, MaxPool2D):
-            return self.node("MaxPool", [x], kernel_shape=[layer.pool_size] * 2, strides=[layer.stride] * 2)
         if isinstance(layer, BatchNorm2D):
             return self.node("BatchNormalization", [x] + [self.constant(key, self.host(layer, key)) for key in
                                                           ("weight", "bias", "running_mean", "running_var")],
@@ -87,10 +88,9 @@ class _Graph:
             return self.node("Gemm", inputs, transB=1)
         if isinstance(layer, Dropout):       # the identity at inference
             return x
-        if isinstance(layer, AvgPool2D):
-            return self.node("AveragePool", [x], kernel_shape=[layer.pool_size] * 2, strides=[layer.stride] * 2)
         if isinstance(layer, GlobalAvgPool2D):
-            return self.node("Flatten", [self.node("GlobalAveragePool", [x])], axis=1)
+            pooled = self.node("GlobalAveragePool", [x])
+            return pooled if layer.keepdims else self.node("Flatten", [pooled], axis=1)
         if isinstance(layer, Residual):
             channels = self.current_channels
             body = _add_tracking_shape(self, layer.body, x, f"{where}.body")
@@ -101,8 +101,7 @@ class _Graph:
         if isinstance(layer, Softmax):
             return self.node("Softmax", [x], axis=1)
         raise ValueError(f"{where}: {type(layer).__name__} has no ONNX mapping in dcnn.io.export yet; the layers that "
-                         "export are Conv2D, ReLU, MaxPool2D, AvgPool2D, GlobalAvgPool2D, BatchNorm2D, FeatureMapNorm, "
-                         "Flatten, Dense, Dropout, Softmax, Residual and containers of them")
+                         "export are dcnn's own (see dcnn.io.export_layers) and containers of them")
 
 
 def to_onnx(net, *, classes=None, logits: bool = False):

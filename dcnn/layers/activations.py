@@ -1,4 +1,4 @@
-"""ReLU with an optional firing cap, and Softmax for prediction."""
+"""ReLU with an optional firing cap (ReLU6), the other element-wise activations, and Softmax for prediction."""
 import math
 
 from backends import backend_of
@@ -44,3 +44,112 @@ class Softmax(Layer):
     def backprop(self, dy, y):
         xp = backend_of(dy).xp
         return y * (dy - xp.sum(dy * y, axis=-1, keepdims=True))
+
+
+class ReLU6(ReLU):
+    """min(max(x, 0), 6): torch.nn.ReLU6 (MobileNet's).  A ReLU with ``max_activation=6``."""
+
+    def __init__(self):
+        super().__init__(6.0)
+
+    def describe(self) -> str:
+        return "ReLU6()"
+
+
+class Activation(Layer):
+    """An element-wise activation: the backend's ``activation(x, kind, alpha)`` (one fused pass on
+    the CPU and the GPU), with torch's formulas and its gradients at the kinks."""
+
+    kind = ""
+
+    def __init__(self):
+        super().__init__()
+        self.alpha = 0.0
+
+    def describe(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def apply(self, x):
+        return backend_of(x).activation(x, self.kind, self.alpha)
+
+    def backprop(self, dy, saved):
+        if not self.needs_input_grad:
+            return None
+        return backend_of(dy).activation_backward(dy, saved)
+
+
+def _number(layer: str, what: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{layer}: {what} must be a finite number; got {value!r}")
+    return float(value)
+
+
+class LeakyReLU(Activation):
+    """x for x > 0, else negative_slope * x (torch.nn.LeakyReLU)."""
+
+    kind = "leaky_relu"
+
+    def __init__(self, negative_slope: float = 0.01):
+        super().__init__()
+        self.alpha = self.negative_slope = _number("LeakyReLU", "negative_slope", negative_slope)
+
+    def describe(self) -> str:
+        return f"LeakyReLU({self.negative_slope:g})"
+
+
+class ELU(Activation):
+    """x for x > 0, else alpha * (exp(x) - 1) (torch.nn.ELU)."""
+
+    kind = "elu"
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__()
+        self.alpha = _number("ELU", "alpha", alpha)
+
+    def describe(self) -> str:
+        return f"ELU({self.alpha:g})"
+
+
+class Sigmoid(Activation):
+    """1 / (1 + exp(-x)) (torch.nn.Sigmoid)."""
+
+    kind = "sigmoid"
+
+
+class Tanh(Activation):
+    """torch.nn.Tanh."""
+
+    kind = "tanh"
+
+
+class SiLU(Activation):
+    """x * sigmoid(x), also called swish (torch.nn.SiLU)."""
+
+    kind = "silu"
+
+
+class GELU(Activation):
+    """x * Phi(x), Phi the standard normal CDF; ``approximate="tanh"``: the tanh approximation
+    (torch.nn.GELU)."""
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh'; got {approximate!r}")
+        self.approximate = approximate
+        self.kind = "gelu" if approximate == "none" else "gelu_tanh"
+
+    def describe(self) -> str:
+        return "GELU()" if self.approximate == "none" else "GELU(approximate='tanh')"
+
+
+class HardSigmoid(Activation):
+    """relu6(x + 3) / 6 (torch.nn.Hardsigmoid)."""
+
+    kind = "hardsigmoid"
+
+
+class HardSwish(Activation):
+    """x * relu6(x + 3) / 6 (torch.nn.Hardswish, MobileNetV3's)."""
+
+    kind = "hardswish"

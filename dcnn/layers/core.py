@@ -1,4 +1,4 @@
-"""Flatten, Dense and Dropout."""
+"""Flatten, Dense, Dropout and Dropout2D."""
 import numpy as np
 
 from backends import backend_of
@@ -105,3 +105,18 @@ class Dropout(Layer):
     def backprop(self, dy, saved):
         mask, dropped = saved
         return backend_of(dy).dropout_backward(dy, mask) if dropped else dy
+
+
+class Dropout2D(Dropout):
+    """Zeroes whole channels (each sample's each map with probability ``rate``) in training and
+    rescales the rest: torch.nn.Dropout2d.  Its masks come from a device stream as Dropout's."""
+
+    def describe(self) -> str:
+        return f"Dropout2D({self.rate:g})"
+
+    def apply(self, x):
+        check_rank(self, x, 4, "(N, C, H, W) feature maps")
+        if not self.training or self.rate == 0:
+            return x, (None, False)
+        y, mask = backend_of(x).dropout2d(x, self.rate, self.generator)
+        return y, (mask, True)

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..layers import (BatchNorm2D, Conv2D, ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
                        basic_block)
+from ..layers.blocks import inverted_residual, relu6
 from .network import DCNNetwork
 
 VERTICAL_EDGE = np.array([[1, 0, -1]] * 3, dtype=np.float32)
@@ -65,6 +66,25 @@ def _resnet(input_shape, classes):
             GlobalAvgPool2D(), Dense(classes)]
 
 
+# (expansion, output channels, blocks, stride of the first) per stage, after a 3x3 stem at full size.
+MOBILENET_STAGES = ((1, 24, 1, 2), (4, 24, 1, 1), (4, 48, 3, 2))
+MOBILENET_STEM, MOBILENET_HEAD = 16, 192
+
+
+def _mobilenet(input_shape, classes):
+    # MobileNetV2's pattern scaled to 28x28 (or 32x32) images: a 3x3 stem at full size, a
+    # non-expanding block whose depthwise convolution halves the size, inverted residual blocks
+    # at 1/2 and 1/4 size (expansion 4), a 1x1 head, global average pooling.
+    layers = [Conv2D(MOBILENET_STEM, 3, padding=1, use_bias=False), BatchNorm2D(), relu6()]
+    channels = MOBILENET_STEM
+    for expansion, width, blocks, stride in MOBILENET_STAGES:
+        for i in range(blocks):
+            layers += inverted_residual(channels, width, stride if i == 0 else 1, expansion)
+            channels = width
+    return layers + [Conv2D(MOBILENET_HEAD, 1, use_bias=False), BatchNorm2D(), relu6(), GlobalAvgPool2D(),
+                     Dropout(0.2), Dense(classes)]
+
+
 def _lenet(input_shape, classes):
     return [Conv2D(6, 5, padding=2), ReLU(), MaxPool2D(2),
             Conv2D(16, 5), ReLU(), MaxPool2D(2),
@@ -86,6 +106,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                      "global average pool; AdamW, one-cycle, label smoothing 0.1, flips and 1-pixel shifts",
            _resnet, optimizer="adamw", lr=3e-3, optimizer_options={"weight_decay": 0.05}, epochs=22,
            batch_size=128, label_smoothing=0.1, augment=True, augment_shift=1),
+    Preset("mobilenet", "MobileNetV2-style: 3x3 stem 16, inverted residual blocks (depthwise 3x3, ReLU6, "
+                        "linear bottlenecks) 24 (14x14) and 48 (7x7), 1x1 head 192, global average pool; "
+                        "AdamW, one-cycle, label smoothing 0.1",
+           _mobilenet, optimizer="adamw", lr=4e-3, optimizer_options={"weight_decay": 0.05}, epochs=8,
+           batch_size=128, label_smoothing=0.1),
     Preset("lenet", "LeNet-5 shape: 5x5 conv 6 and 16 maps with max-pool, dense 120, 84",
            _lenet, optimizer="adam", lr=2e-3, epochs=3, batch_size=128),
     Preset("seed", "the seed notebook's net: frozen edge-filter ConvBlock, ConvBlock(16), dense 128",

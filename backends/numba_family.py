@@ -1,0 +1,148 @@
+"""NumbaBackend's overrides of issue 20's operations (kernels in backends/numba_family_kernels.py):
+depthwise convolution (a direct loop: im2col + GEMM would waste the GEMM, each output channel
+seeing one input channel) and the element-wise activations (one pass instead of several).
+
+Each is tested against the generic method it overrides (tests/test_backend_methods.py).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import numba_family_kernels as kernels
+from .ops.activation import ACTIVATIONS, FROM_OUTPUT, ActivationSaved
+from .ops.conv_general import conv_out
+
+CODES = {kind: code for code, kind in enumerate(ACTIVATIONS)}
+
+
+class _DepthwiseSaved(NamedTuple):
+    x: np.ndarray           # the channels-last input
+    output_hw: tuple
+    stride: tuple
+    pads: tuple
+    dilation: tuple
+    has_bias: bool
+
+
+class PointwiseSaved(NamedTuple):
+    rows: np.ndarray        # the (N*H*W, C) channels-last input
+    input_shape: tuple
+    has_bias: bool
+
+
+def channels_last(x) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def flat_view(x):
+    """(C-contiguous array holding x's values, function mapping such an array back to x's shape):
+    no copy when x's memory is C order or, for 4-D x, channels-last."""
+    if x.flags.c_contiguous:
+        return x, lambda a: a
+    if x.ndim == 4 and x.transpose(0, 2, 3, 1).flags.c_contiguous:
+        return x.transpose(0, 2, 3, 1), lambda a: a.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x), lambda a: a
+
+
+def same_layout(a, like):
+    """``a``'s values laid out as ``like`` (from flat_view) is: C order or channels-last."""
+    if like.ndim == 4 and not like.flags.c_contiguous and like.transpose(0, 2, 3, 1).flags.c_contiguous:
+        return channels_last(a)
+    return np.ascontiguousarray(a)
+
+
+def _taps(weight):
+    """(F, 1, KH, KW) -> (KH, KW, F), contiguous."""
+    f, _, kh, kw = weight.shape
+    return np.ascontiguousarray(weight.reshape(f, kh * kw).T).reshape(kh, kw, f)
+
+
+class NumbaFamily:
+    """Mixed into NumbaBackend, before NumpyBackend."""
+
+    def depthwise_conv2d(self, x, weight, bias, stride, pads, dilation):
+        n, c, h, w = x.shape
+        f, _, kh, kw = weight.shape
+        oh = conv_out(h, kh, stride[0], pads[0] + pads[1], dilation[0])
+        ow = conv_out(w, kw, stride[1], pads[2] + pads[3], dilation[1])
+        xc = channels_last(x)
+        y = np.empty((n, oh, ow, f), x.dtype)
+        b = np.zeros(f, x.dtype) if bias is None else np.ascontiguousarray(bias, x.dtype)
+        kernels.depthwise_forward(xc, _taps(weight).astype(x.dtype, copy=False), b, bias is not None, *stride,
+                                  *dilation, pads[0], pads[2], y)
+        saved = _DepthwiseSaved(xc, (oh, ow), tuple(stride), tuple(pads), tuple(dilation), bias is not None)
+        return y.transpose(0, 3, 1, 2), saved
+
+    def depthwise_conv2d_backward(self, dy, saved, weight, *, input_grad=True, weight_grad=True):
+        if not isinstance(saved, _DepthwiseSaved):
+            return super().depthwise_conv2d_backward(dy, saved, weight, input_grad=input_grad, weight_grad=weight_grad)
+        x = saved.x
+        f, _, kh, kw = weight.shape
+        dyc = channels_last(dy)
+        pt, pl = saved.pads[0], saved.pads[2]
+        dx = dw = db = None
+        if weight_grad:
+            out = np.empty((kh * kw + 1, f), dy.dtype)
+            kernels.depthwise_weight_grad(x, dyc, kh, kw, *saved.stride, *saved.dilation, pt, pl, out)
+            dw = out[:kh * kw].T.reshape(f, 1, kh, kw)
+            db = out[kh * kw] if saved.has_bias else None
+        if input_grad:
+            dxc = np.empty(x.shape, dy.dtype)
+            kernels.depthwise_input_grad(dyc, _taps(weight).astype(dy.dtype, copy=False), *saved.stride,
+                                         *saved.dilation, pt, pl, dxc)
+            dx = dxc.transpose(0, 3, 1, 2)
+        return dx, dw, db
+
+    # --- 1x1 convolutions (stride 1, no padding): the channels-last input is the patch matrix ---------
+    def pointwise_conv2d(self, x, weight, bias):
+        """conv2d for a 1x1 kernel: one GEMM of the input's rows, no im2col copy (MobileNet's
+        expansions and projections)."""
+        n, c, h, w = x.shape
+        f = weight.shape[0]
+        rows = channels_last(x).reshape(n * h * w, c)
+        y = self.matmul_rows(rows, weight.reshape(f, c).T)
+        if bias is not None:
+            y += bias
+        return y.reshape(n, h, w, f).transpose(0, 3, 1, 2), PointwiseSaved(rows, (n, c, h, w), bias is not None)
+
+    def pointwise_conv2d_backward(self, dy, saved, weight, *, input_grad=True, weight_grad=True):
+        n, c, h, w = saved.input_shape
+        f = weight.shape[0]
+        dyt = channels_last(dy).reshape(n * h * w, f)
+        dx = dw = db = None
+        if weight_grad:
+            dw = self.contract(dyt.T, saved.rows).reshape(f, c, 1, 1)
+            db = self.contract(np.ones((1, n * h * w), dyt.dtype), dyt)[0] if saved.has_bias else None
+        if input_grad:
+            dx = self.matmul_rows(dyt, np.ascontiguousarray(weight.reshape(f, c))).reshape(n, h, w, c)
+            dx = dx.transpose(0, 3, 1, 2)
+        return dx, dw, db
+
+    def activation(self, x, kind: str, alpha: float = 0.0):
+        flat, back = flat_view(x)
+        y = np.empty_like(flat)
+        kernels.activation(flat.reshape(-1), CODES[kind], float(alpha), y.reshape(-1))
+        y = back(y)
+        return y, ActivationSaved(kind, alpha, y if kind in FROM_OUTPUT else x)
+
+    def activation_backward(self, dy, saved):
+        v, back = flat_view(saved.value)
+        g = same_layout(dy, saved.value)
+        dx = np.empty_like(v)
+        kernels.activation_backward(g.reshape(-1), v.reshape(-1), CODES[saved.kind], float(saved.alpha),
+                                    dx.reshape(-1))
+        return back(dx)
+
+    def warm_up_family(self, dtype=np.float32) -> None:
+        """Compile these kernels for ``dtype`` (NumbaBackend.warm_up calls it)."""
+        x = np.ones((2, 3, 4, 4), dtype)
+        w = np.ones((6, 1, 3, 3), dtype)
+        y, saved = self.depthwise_conv2d(x, w, np.ones(6, dtype), (1, 1), (1, 1, 1, 1), (1, 1))
+        self.depthwise_conv2d_backward(y, saved, w)
+        w = np.ones((3, 1, 3, 3), dtype)
+        y, saved = self.depthwise_conv2d(x, w, None, (2, 2), (1, 1, 1, 1), (1, 1))
+        self.depthwise_conv2d_backward(y, saved, w)
+        y, saved = self.activation(x, "silu")
+        self.activation_backward(y, saved)

@@ -1,0 +1,196 @@
+"""Numba CPU kernels of issue 20's operations (backends/numba_family.py): depthwise convolution
+and the element-wise activations.
+
+As in backends/numba_kernels.py: parallel loops (``prange``), cached on disk, no fastmath,
+channels-last (N, H, W, C) arrays, and reductions over a fixed number of chunks in float64,
+so a result does not depend on the thread count.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+REDUCTION_CHUNKS = 32
+
+
+# --- depthwise convolution: output channel o reads input channel o // m -------------------------------
+
+@njit(parallel=True, cache=True)
+def depthwise_forward(x, w, bias, has_bias, sh, sw, dh, dw, pt, pl, y):
+    """y[b, yo, xo, o] = sum over taps (i, j) inside the input of x[b, yo*sh + i*dh - pt,
+    xo*sw + j*dw - pl, o // m] * w[i, j, o] (+ bias[o]); ``w`` is (KH, KW, F), F = C * m.
+    One task per output row; the channel loop is innermost (contiguous, vectorised)."""
+    n, h, wd, c = x.shape
+    _, oh, ow, f = y.shape
+    kh, kw = w.shape[0], w.shape[1]
+    m = f // c
+    for task in prange(n * oh):
+        b, yo = task // oh, task % oh
+        for xo in range(ow):
+            out = y[b, yo, xo]
+            out[:] = 0
+            for i in range(kh):
+                ih = yo * sh + i * dh - pt
+                if ih < 0 or ih >= h:
+                    continue
+                for j in range(kw):
+                    iw = xo * sw + j * dw - pl
+                    if iw < 0 or iw >= wd:
+                        continue
+                    if m == 1:
+                        for o in range(f):
+                            out[o] += x[b, ih, iw, o] * w[i, j, o]
+                    else:
+                        for ch in range(c):
+                            v = x[b, ih, iw, ch]
+                            for k in range(m):
+                                out[ch * m + k] += v * w[i, j, ch * m + k]
+            if has_bias:
+                for o in range(f):
+                    out[o] += bias[o]
+
+
+@njit(parallel=True, cache=True)
+def depthwise_input_grad(dy, w, sh, sw, dh, dw, pt, pl, dx):
+    """dx as a gather: each input pixel sums dy * w over the taps and outputs that read it."""
+    n, h, wd, c = dx.shape
+    _, oh, ow, f = dy.shape
+    kh, kw = w.shape[0], w.shape[1]
+    m = f // c
+    for task in prange(n * h):
+        b, ih = task // h, task % h
+        for iw in range(wd):
+            acc = dx[b, ih, iw]
+            acc[:] = 0
+            for i in range(kh):
+                t = ih + pt - i * dh
+                if t < 0 or t % sh != 0 or t // sh >= oh:
+                    continue
+                yo = t // sh
+                for j in range(kw):
+                    u = iw + pl - j * dw
+                    if u < 0 or u % sw != 0 or u // sw >= ow:
+                        continue
+                    xo = u // sw
+                    if m == 1:
+                        for o in range(f):
+                            acc[o] += dy[b, yo, xo, o] * w[i, j, o]
+                    else:
+                        for ch in range(c):
+                            s = acc[ch] * 0
+                            for k in range(m):
+                                s += dy[b, yo, xo, ch * m + k] * w[i, j, ch * m + k]
+                            acc[ch] += s
+
+
+@njit(parallel=True, cache=True)
+def depthwise_weight_grad(x, dy, kh, kw, sh, sw, dh, dw, pt, pl, out):
+    """out[i, j, o] = sum of x[.., o // m] * dy[.., o] over the batch and the output pixels; out[kh*kw]
+    (a last row) the bias gradient, sum of dy.  Float64 sums over REDUCTION_CHUNKS fixed slices of
+    the batch, added in order."""
+    n, h, wd, c = x.shape
+    _, oh, ow, f = dy.shape
+    m = f // c
+    chunks = min(REDUCTION_CHUNKS, n)
+    part = np.zeros((chunks, kh * kw + 1, f))
+    for chunk in prange(chunks):
+        acc = np.zeros((kh * kw + 1, f))
+        for b in range(chunk * n // chunks, (chunk + 1) * n // chunks):
+            for yo in range(oh):
+                for xo in range(ow):
+                    g = dy[b, yo, xo]
+                    for o in range(f):
+                        acc[kh * kw, o] += g[o]
+                    for i in range(kh):
+                        ih = yo * sh + i * dh - pt
+                        if ih < 0 or ih >= h:
+                            continue
+                        for j in range(kw):
+                            iw = xo * sw + j * dw - pl
+                            if iw < 0 or iw >= wd:
+                                continue
+                            t = i * kw + j
+                            if m == 1:
+                                for o in range(f):
+                                    acc[t, o] += x[b, ih, iw, o] * g[o]
+                            else:
+                                for o in range(f):
+                                    acc[t, o] += x[b, ih, iw, o // m] * g[o]
+        part[chunk] = acc
+    for t in range(kh * kw + 1):
+        for o in range(f):
+            total = part[0, t, o]
+            for chunk in range(1, chunks):
+                total += part[chunk, t, o]
+            out[t, o] = total
+
+
+# --- element-wise activations (codes as in numba_family.CODES), computed in float64 ---------------
+
+@njit(inline="always", cache=True)
+def _sigmoid(v):
+    e = math.exp(-abs(v))
+    return 1.0 / (1.0 + e) if v >= 0 else e / (1.0 + e)
+
+
+@njit(inline="always", cache=True)
+def _forward(code, v, a):
+    if code == 0:
+        return v if v > 0 else v * a
+    if code == 1:
+        return v if v > 0 else (math.exp(min(v, 0.0)) - 1.0) * a
+    if code == 2:
+        return _sigmoid(v)
+    if code == 3:
+        return math.tanh(v)
+    if code == 4:
+        return v * _sigmoid(v)
+    if code == 5:
+        return v * 0.5 * (1.0 + math.erf(v * 0.7071067811865476))
+    if code == 6:
+        return 0.5 * v * (1.0 + math.tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)))
+    if code == 7:
+        return min(max(v + 3.0, 0.0), 6.0) / 6.0
+    return v * min(max(v + 3.0, 0.0), 6.0) / 6.0
+
+
+@njit(inline="always", cache=True)
+def _slope(code, v, a):
+    """dy/dx at x = v (or, for sigmoid and tanh, y = v)."""
+    if code == 0:
+        return 1.0 if v > 0 else a
+    if code == 1:
+        return 1.0 if v > 0 else math.exp(min(v, 0.0)) * a
+    if code == 2:
+        return v * (1.0 - v)
+    if code == 3:
+        return 1.0 - v * v
+    if code == 4:
+        s = _sigmoid(v)
+        return s * (1.0 + v * (1.0 - s))
+    if code == 5:
+        return 0.5 * (1.0 + math.erf(v * 0.7071067811865476)) + v * math.exp(-0.5 * v * v) * 0.3989422804014327
+    if code == 6:
+        t = math.tanh(0.7978845608028654 * (v + 0.044715 * v * v * v))
+        return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * v * v)
+    if code == 7:
+        return 1.0 / 6.0 if -3.0 < v < 3.0 else 0.0
+    if v <= -3.0:
+        return 0.0
+    return v / 3.0 + 0.5 if v < 3.0 else 1.0
+
+
+@njit(parallel=True, cache=True)
+def activation(x, code, a, y):
+    """y = f(x) over flat arrays."""
+    for i in prange(x.size):
+        y[i] = _forward(code, np.float64(x[i]), a)
+
+
+@njit(parallel=True, cache=True)
+def activation_backward(dy, v, code, a, dx):
+    """dx = dy * f'(x) over flat arrays (``v`` is x, or y for sigmoid and tanh)."""
+    for i in prange(dy.size):
+        dx[i] = dy[i] * _slope(code, np.float64(v[i]), a)
