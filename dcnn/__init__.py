@@ -6,8 +6,12 @@ import sys
 
 from .data import datasets
 from .io.loading import load
-from .layers import (Add, Average, Concatenate, Input, Multiply, Subtract, AvgPool2D, BatchNorm2D, Conv2D, ConvBlock, Dense, Dropout, FeatureMapNorm, Flatten,
-                     GlobalAvgPool2D, Layer, MaxPool2D, ReLU, Residual, Sequential, Softmax)
+from .layers import (Add, Average, AvgPool2D, BatchNorm1D, BatchNorm2D, Concatenate, Conv2D, Conv2DTranspose,
+                     ConvBlock, Cropping2D, Dense, DepthwiseConv2D, Dropout, Dropout2D, ELU, FeatureMapNorm,
+                     Flatten, GELU, GlobalAvgPool2D, GlobalMaxPool2D, GroupNorm, HardSigmoid, HardSwish, Identity,
+                     Input, Layer, LayerNorm, LeakyReLU, MaxPool2D, Multiply, ReLU, ReLU6, Reshape, Residual,
+                     SeparableConv2D, Sequential, Sigmoid, SiLU, Softmax, Subtract, Tanh, UpSampling2D,
+                     ZeroPadding2D)
 from .model import presets
 from .model.losses import SoftmaxCrossEntropy
 from .model.network import DCNNetwork
@@ -22,8 +26,11 @@ sys.modules[__name__ + ".presets"] = presets
 
 __version__ = "0.1.0"
 
-__all__ = ["Adam", "AdamW", "Add", "Average", "AvgPool2D", "BatchNorm2D", "Callback", "Concatenate", "Conv2D",
-           "ConvBlock", "CosineDecay", "CSVLogger", "datasets", "DCNNetwork", "Dense", "Dropout", "EarlyStopping",
-           "FeatureMapNorm", "Flatten", "GlobalAvgPool2D", "History", "Input", "Layer", "LearningRateScheduler",
-           "load", "MaxPool2D", "ModelCheckpoint", "Multiply", "OneCycleLR", "presets", "ReLU", "Residual",
-           "Sequential", "SGD", "Softmax", "SoftmaxCrossEntropy", "StepDecay", "Subtract"]
+__all__ = ["Adam", "AdamW", "Add", "Average", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Callback", "Concatenate",
+           "Conv2D", "Conv2DTranspose", "ConvBlock", "CosineDecay", "Cropping2D", "CSVLogger", "datasets",
+           "DCNNetwork", "Dense", "DepthwiseConv2D", "Dropout", "Dropout2D", "EarlyStopping", "ELU",
+           "FeatureMapNorm", "Flatten", "GELU", "GlobalAvgPool2D", "GlobalMaxPool2D", "GroupNorm", "HardSigmoid",
+           "HardSwish", "History", "Identity", "Input", "Layer", "LayerNorm", "LeakyReLU", "LearningRateScheduler",
+           "load", "MaxPool2D", "ModelCheckpoint", "Multiply", "OneCycleLR", "presets", "ReLU", "ReLU6", "Reshape",
+           "Residual", "SeparableConv2D", "Sequential", "SGD", "Sigmoid", "SiLU", "Softmax", "SoftmaxCrossEntropy",
+           "StepDecay", "Subtract", "Tanh", "UpSampling2D", "ZeroPadding2D"]

@@ -272,3 +272,24 @@ def test_a_graph_file_claiming_absurd_shapes_is_refused_before_building(tmp_path
     save_arrays(tmp_path / "big.safetensors", arrays, meta)
     with pytest.raises(ValueError, match=r"metadata 'input_shape'.*'head.weight' of shape \(3, 17976008\)"):
         dcnn.load(tmp_path / "big.safetensors")
+
+
+def test_the_issues_api_runs_as_written():
+    """Issue 19's example, line for line (small data)."""
+    from dcnn import Input, Conv2D, BatchNorm2D, ReLU, Add, Concatenate, Multiply, GlobalAvgPool2D, Dense
+    x_train, y_train = data(16)
+    x_train = np.pad(x_train, ((0, 0), (0, 0), (10, 10), (10, 10)))              # (16, 3, 32, 32)
+
+    x = Input((3, 32, 32))                       # a symbolic tensor: .shape excludes the batch axis
+    a = ReLU()(BatchNorm2D()(Conv2D(32, 3, padding=1, name="stem")(x)))
+    b = Conv2D(32, 1, name="branch")(a)
+    c = Concatenate(name="cat")([a, b])          # channel axis (axis=1), as torch.cat(dim=1)
+    g = GlobalAvgPool2D(keepdims=True)(c)        # (N, 64, 1, 1)
+    s = Multiply()([c, g])                       # broadcasting, as NumPy/PyTorch broadcast
+    y = Dense(10, name="head")(GlobalAvgPool2D()(Add()([s, c])))
+    net = dcnn.DCNNetwork(inputs=x, outputs=y, seed=0)
+    net.compile(optimizer="adam", lr=1e-3)
+    net.fit(x_train, y_train, epochs=2)
+
+    assert x.shape == (3, 32, 32) and g.shape == (64, 1, 1) and s.shape == (64, 32, 32)
+    assert list(net.state_dict())[:2] == ["stem.weight", "stem.bias"] and "head.bias" in net.state_dict()

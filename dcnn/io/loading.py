@@ -153,10 +153,10 @@ def _check_fits(path, model, input_shape: tuple, arrays: dict, what: str) -> Non
             if layer.shortcut is not None:
                 walk(layer.shortcut, shape, key + "shortcut.")
         elif isinstance(layer, (Dense, Conv2D)):
-            # torch layouts, Dense (units, features in) and Conv2D (filters, channels in, k, k): only the
-            # second axis follows from the input shape.
+            # torch layouts, Dense (units, features in) and Conv2D (filters, channels in / groups, kh, kw):
+            # the input shape decides the second axis (and a depthwise convolution's filters).
             want = ((layer.units, int(np.prod(shape))) if isinstance(layer, Dense)
-                    else (layer.filters, shape[0], layer.kernel_size, layer.kernel_size))
+                    else (layer._filters(shape[0]), shape[0] // layer._groups(shape[0]), *layer.kernel_size))
             have = arrays.get(key + "weight")
             if have is None:
                 fail(f"it lacks {key + 'weight'!r} for layer {key.rstrip('.')} ({layer.describe()})")
