@@ -104,7 +104,8 @@ def test_kernel_larger_than_input():
 
 @pytest.mark.parametrize("kwargs,message", [({"filters": 0}, "filters must be a positive int"),
                                             ({"filters": 2, "kernel_size": 0}, "kernel_size must be an int >= 1"),
-                                            ({"filters": 2, "stride": (1, 2)}, "stride must be one int")])
+                                            ({"filters": 2, "stride": (1, 0)}, r"stride must be an int >= 1 or a pair"),
+                                            ({"filters": 2, "stride": (1, 2, 3)}, r"stride must be .* a pair")])
 def test_bad_layer_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Conv2D(**kwargs)
