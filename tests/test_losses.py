@@ -66,7 +66,9 @@ def test_dense_cross_entropy_matches_torch(backend, rng, dtype, options):
 def test_cross_entropy_any_trailing_shape(backend, rng, shape, options):
     logits = rng.standard_normal(shape) * 2
     targets = labels_with(rng, shape[:1] + shape[2:], 3)
-    torch_options = {**options, **({"weight": torch.tensor(options["weight"], dtype=torch.float64)} if "weight" in options else {})}
+    torch_options = dict(options)
+    if "weight" in options:
+        torch_options["weight"] = torch.tensor(options["weight"], dtype=torch.float64)
     compare(run(backend, CrossEntropy(**options), logits, targets),
             torch_run(F.cross_entropy, logits, targets, **torch_options), np.float64)
 

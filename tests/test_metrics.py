@@ -17,7 +17,8 @@ from test_no_host_wait import no_read_back
 def feed(backend, metric, outputs, targets, batch=3):
     metric.reset(backend)
     for start in range(0, len(outputs), batch):
-        metric.update(backend.from_numpy(outputs[start:start + batch]), backend.from_numpy(targets[start:start + batch]))
+        stop = start + batch
+        metric.update(backend.from_numpy(outputs[start:stop]), backend.from_numpy(targets[start:stop]))
     return metric.result()
 
 
