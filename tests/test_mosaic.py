@@ -10,6 +10,8 @@ from dcnn.data import builtin, datasets, mosaic
 from dcnn.data.dataset import CorruptDataError, Dataset, DataNotFoundError
 from dcnn.utils.files import load_arrays, save_arrays
 
+ROOT = Path(__file__).resolve().parents[1]
+
 SYSTEM_FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(not SYSTEM_FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not "
                                    "installed (apt-get install dataset-fashion-mnist)")
@@ -126,3 +128,29 @@ def test_names_and_errors(tmp_path, monkeypatch):
         datasets.load("fashion-mosaic", download=False)
     with pytest.raises(ValueError, match="need up to 40 garments; the split has 12"):
         mosaic.make_split(np.zeros((12, 28, 28), np.uint8), np.zeros(12), 10, "train")
+
+
+def test_torch_twin_scores_as_dcnn_and_runs(cache, in_cache, rng, monkeypatch):
+    torch = pytest.importorskip("torch")
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import unet_torch
+    from backends import resolve
+    from dcnn.model.metrics import MeanIoU, PixelAccuracy
+    logits = rng.standard_normal((6, 11, 8, 8)).astype(np.float32)
+    logits[:, 4] -= 9                                         # class 4: never predicted...
+    labels = rng.integers(0, 11, (6, 8, 8))
+    labels[labels == 4] = 5                                   # ...nor true: out of the mean
+    counts = unet_torch.confusion(torch.nn.Identity(), torch.from_numpy(logits), torch.from_numpy(labels), 11, 4)
+    ours = unet_torch.scores(counts)
+    be = resolve("numpy")
+    assert ours["miou"] == pytest.approx(_result(MeanIoU(), be, logits, labels), rel=1e-12)
+    assert ours["pixel_accuracy"] == pytest.approx(_result(PixelAccuracy(), be, logits, labels), rel=1e-12)
+    summary = unet_torch.main(["--epochs", "1", "--limit", "64", "--base", "4", "--threads", "1",
+                               "--data-dir", str(in_cache.parent.parent)])
+    assert summary["train_mosaics"] == 64 and summary["steps"] == 2 and 0 <= summary["test_miou"] <= 1
+
+
+def _result(metric, backend, outputs, targets):
+    metric.reset(backend)
+    metric.update(outputs, targets)
+    return metric.result()
