@@ -138,6 +138,9 @@ def test_reset_starts_over_and_logs_are_named(numpy_backend, rng):
     iou = PerClassIoU(class_names=["bg", "a", "b", "c", "d"])
     feed(numpy_backend, iou, logits, labels)
     assert list(iou.logs()) == ["iou_bg", "iou_a", "iou_b", "iou_c", "iou_d"]
+    twin = metric.clone().reset(numpy_backend)
+    twin.update(logits[:2], labels[:2])
+    assert metric.result() == again and twin.result() == feed(numpy_backend, MeanIoU(), logits[:2], labels[:2])
     assert ConfusionMatrix().logs() == {} and MAE().higher_is_better is False
     assert math.isnan(Accuracy().reset(numpy_backend).result())
 

@@ -5,6 +5,7 @@ and are read once (per epoch, per evaluation).
     metric.update(outputs, targets)  # device arrays of one batch; queues device work, never waits
     metric.result()                  # host numbers, from one device-to-host transfer
     metric.logs()                    # {name: float} for History, callbacks and the CSV log
+    metric.clone()                   # another with its own sums (validation beside training)
 
 ``outputs`` are the model's outputs, class axis 1: logits (N, K) or (N, K, d1, ...), or values for
 the regression metrics.  Class ``targets`` are integer labels of the outputs' shape less axis 1, or
@@ -25,6 +26,7 @@ namespace has none, and it is one small GEMM on every backend).
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -54,6 +56,12 @@ class Metric:
 
     def _reset(self):
         raise NotImplementedError
+
+    def clone(self) -> "Metric":
+        """The same metric with its own sums (e.g. one for training and one for validation); reset it first."""
+        twin = copy.copy(self)     # sums are replaced on update, never changed in place: nothing is shared
+        twin.backend = None
+        return twin
 
     def _begin(self, outputs):
         if self.backend is None:
