@@ -20,6 +20,11 @@ where block(a -> b) is two conv-BN-ReLU layers (a -> b, b -> b).  The recipe: Ad
 dcnn's one-cycle schedule per step (``dcnn.train.callbacks.one_cycle``: warm-up over 15% of the
 steps from lr/10, cosine decay to lr/100), cross-entropy, no augmentation, 2 threads.
 
+Measured (torch 2.13 CPU, 2 threads, a shared 2-core Xeon VM at load 4-7, seed 0), after 4 epochs:
+base 16 (482,619 parameters): test pixel accuracy 0.9525, mIoU 0.8091 (0.591, 0.746, 0.791, 0.809
+by epoch); base 8 (121,123): 0.9330 and 0.7490.  Base 16's median step was 110 ms in its quietest
+epoch, so its 1,500 steps take about 3 minutes on idle cores (33 minutes of wall time under that load).
+
 Metrics are computed on the test mosaics after each epoch: pixel accuracy and mean IoU as
 ``dcnn.model.metrics`` defines them (torchmetrics' MulticlassAccuracy(micro) and
 MulticlassJaccardIndex(macro), from a confusion matrix), and per-class IoU at the end.
@@ -52,7 +57,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", type=int, default=16, help="channels at full resolution (c)")
     p.add_argument("--up", choices=("transpose", "upsample"), default="transpose")
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's when > 0, else plain Adam")
