@@ -87,8 +87,8 @@ def test_fit_before_compile():
 def test_unknown_optimizer_and_loss(net):
     with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'; valid ones are: sgd, adam"):
         net.compile("rmsprop")
-    with pytest.raises(ValueError, match="unknown loss 'mse'"):
-        net.compile("sgd", loss="mse")
+    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
+        net.compile("sgd", loss="hinge")
 
 
 def test_dense_on_images_suggests_flatten():

@@ -21,7 +21,9 @@ class CorruptDataError(DatasetError, ValueError):
 
 @dataclass
 class Dataset:
-    """Images as float32 (N, C, H, W) in [0, 1]; labels as int64 (N,)."""
+    """Images as float32 (N, C, H, W) in [0, 1]; labels as int64: one per image (N,) for
+    classification, or one per pixel (N, H, W) for segmentation (``task`` says which), each a class
+    index into ``classes``."""
     name: str
     x_train: np.ndarray
     y_train: np.ndarray
@@ -38,6 +40,11 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def task(self) -> str:
+        """'classification' (a label per image) or 'segmentation' (a label per pixel: y is (N, H, W))."""
+        return "segmentation" if self.y_train.ndim == 3 else "classification"
 
     def limit(self, count: int | None) -> "Dataset":
         """The first ``count`` training images and the first ``count`` test images: a quick run
