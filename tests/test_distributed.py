@@ -189,6 +189,35 @@ def test_batchnorm_keeps_local_statistics_and_averages_its_buffers_at_each_epoch
     assert float(two_rank_fit["bn/rank_disagreement"][0]) == 0.0
 
 
+@needs_mpi
+def test_sharded_loaders_read_disjoint_halves_and_train_as_one_process(tmp_path):
+    """Each rank's Loader reads a disjoint part of every epoch, their union the epoch; fit and evaluate
+    on those loaders under DataParallel match one process on the whole loader."""
+    from tests.dist_worker import loader_case
+    out = tmp_path / "loader.npz"
+    proc = mpiexec(2, "loader", out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = dict(np.load(out))
+    ranks = json.loads(str(got["seen"]))
+    for epoch in range(2):
+        a, b = ranks[0][epoch], ranks[1][epoch]
+        assert not set(a) & set(b) and sorted(a + b) == list(range(65)), epoch
+        assert abs(len(a) - len(b)) <= 5                       # each takes about half of every batch
+    assert ranks[0][0] != ranks[0][1]                          # each epoch its own order
+    net, train, test = loader_case()
+    history = net.fit(train, epochs=2, validation_data=test, verbose=0).history
+    for key, value in net.state_dict().items():
+        np.testing.assert_allclose(got[f"model/{key}"], value, rtol=1e-5, atol=1e-6, err_msg=key)
+    remote = json.loads(str(got["history"]))
+    assert remote.keys() == history.keys()
+    for key in history:
+        np.testing.assert_allclose(remote[key], history[key], rtol=1e-5, err_msg=key)
+    local = net.evaluate(test)
+    remote = json.loads(str(got["evaluate"]))
+    assert remote["accuracy"] == local["accuracy"]
+    np.testing.assert_allclose(remote["loss"], local["loss"], rtol=1e-5)
+
+
 # --- the command line: checkpoints, resume, faults ---------------------------------------------------
 
 def _train_argv(data, out, *extra):
