@@ -158,3 +158,15 @@ def test_kill_9_at_a_random_step_then_resume_gives_bit_identical_weights(pics, t
     b, meta_b = _weights(out)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert meta_a["history"]["loss"] == meta_b["history"]["loss"] and meta_b["epoch"] == 3
+
+
+def test_two_workers_train_the_same_weights_as_none(pics, tmp_path):
+    pytest.importorskip("grain")
+    argv = ("train", "--data", pics, "--model", "lenet", "--epochs", 1, "--batch-size", 8, "--augment",
+            "--no-progress", "--json")
+    runs = {n: _run(*argv, "--workers", n, "--out", tmp_path / f"w{n}") for n in (0, 2)}
+    for run in runs.values():
+        assert run.returncode == 0, run.stderr
+    a, meta_a = _weights(tmp_path / "w0")
+    b, meta_b = _weights(tmp_path / "w2")
+    assert all(np.array_equal(a[k], b[k]) for k in a) and meta_a["history"]["loss"] == meta_b["history"]["loss"]
