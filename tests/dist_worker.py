@@ -6,7 +6,8 @@
 
 FAULT (from DCNN_TEST_FAULT): ``raise`` (rank 1 raises at its 3rd step), ``nan`` (rank 1's loss
 is NaN at its 3rd step), ``sigint`` (rank 1 sends itself SIGINT at its 3rd step), ``die-after-1``
-(every rank dies at once right after the checkpoint of epoch 1, as a killed job would).
+(every rank dies at once right after the checkpoint of epoch 1, as a killed job would), ``die-mid-2``
+(the same, after the first checkpoint inside epoch 2: --checkpoint-every).
 """
 import functools
 import json
@@ -121,13 +122,14 @@ def run_cli(fault, argv):
     import dcnn.data.datasets as d
     from dcnn import cli
     d.load = functools.partial(d.load, verify=False)          # tiny files made by the test
-    if fault == "die-after-1":
+    if fault in ("die-after-1", "die-mid-2"):
         from dcnn.distributed.data_parallel import DataParallel
         save = DataParallel.save_checkpoint
 
         def save_then_die(self, *args, epoch, **kwargs):
             save(self, *args, epoch=epoch, **kwargs)
-            if epoch == 1:
+            mid = (kwargs.get("extra") or {}).get("mid_epoch")
+            if (epoch == 1 and not mid) if fault == "die-after-1" else (mid and mid["epoch"] == 1):
                 self.comm.barrier()
                 os._exit(0)
         DataParallel.save_checkpoint = save_then_die

@@ -255,6 +255,28 @@ def test_a_two_rank_run_resumes_to_the_same_result_as_an_uninterrupted_one(tmp_p
 
 
 @needs_mpi
+def test_a_streamed_two_rank_run_resumes_mid_epoch_to_the_same_weights(tmp_path):
+    """--data FOLDER --workers 0 on 2 ranks, a checkpoint every 3 steps; the job dies at the first
+    checkpoint inside epoch 2 and --resume continues there."""
+    from tests.test_loader import make_folder
+    pics = make_folder(tmp_path / "pics", per_class=(12, 12, 12), size=16, test=3)
+    argv = lambda out, *extra: ["--", "train", "--model", "lenet", "--data", pics, "--workers", 0, "--batch-size", 6,
+                                "--augment", "--out", out, "--no-progress", "--checkpoint-every", 3, *extra]
+    whole = mpiexec(2, "cli", *argv(tmp_path / "whole", "--epochs", 2))
+    assert whole.returncode == 0, whole.stderr
+    first = mpiexec(2, "cli", *argv(tmp_path / "split", "--epochs", 2), env={"DCNN_TEST_FAULT": "die-mid-2"})
+    meta = checkpoint.load(tmp_path / "split")[2]
+    assert meta["epoch"] == 1 and meta["mid_epoch"]["step"] == 3, first.stderr
+    rest = mpiexec(2, "cli", "--", "train", "--resume", "--out", tmp_path / "split", "--workers", 0, "--no-progress")
+    assert rest.returncode == 0, rest.stderr
+    a_model, _, a_meta = checkpoint.load(tmp_path / "whole")
+    b_model, _, b_meta = checkpoint.load(tmp_path / "split")
+    for key in a_model:
+        np.testing.assert_array_equal(a_model[key], b_model[key], err_msg=key)
+    assert a_meta["history"]["loss"] == b_meta["history"]["loss"]
+
+
+@needs_mpi
 @pytest.mark.parametrize("fault, code, message", [
     ("raise", None, "injected failure on rank 1"),
     ("nan", 1, "NaN or infinite"),

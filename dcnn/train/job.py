@@ -251,7 +251,7 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
                                      weights_metadata=_weights_metadata(config, data))
         note, mid = "", saved.get("mid_epoch")
         if mid is not None:
-            data.train.load_state_dict(mid["loader"])
+            data.train.load_state_dict({**mid["loader"], "rank": data.train.rank})   # rank 0 wrote it
             note = f" (and {mid['step']} steps of epoch {mid['epoch'] + 1}: it continues at the next batch)"
         if saved.get("interrupted"):
             note = (f" (epoch {saved['interrupted']['epoch']} was interrupted at step {saved['interrupted']['step']};"
