@@ -170,3 +170,20 @@ def test_two_workers_train_the_same_weights_as_none(pics, tmp_path):
     a, meta_a = _weights(tmp_path / "w0")
     b, meta_b = _weights(tmp_path / "w2")
     assert all(np.array_equal(a[k], b[k]) for k in a) and meta_a["history"]["loss"] == meta_b["history"]["loss"]
+
+
+def test_a_source_pickled_from_several_threads_at_once_comes_back_whole():
+    """grain pickles the source for each worker from its own thread: the spilled index must be written
+    once, whole, before any of them maps it (a race once left a worker an empty file)."""
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dcnn.data.sources import ImageFiles
+    paths = [f"/data/class{i % 7}/{i:07d}.jpg" for i in range(60_000)]
+    for _ in range(3):
+        source = ImageFiles(paths, np.arange(60_000) % 7, [f"class{c}" for c in range(7)])
+        with ThreadPoolExecutor(8) as pool:
+            blobs = list(pool.map(lambda _: pickle.dumps(source), range(8)))
+        for blob in blobs:
+            back = pickle.loads(blob)
+            assert len(back) == 60_000 and back.describe(59_999) == paths[-1]
