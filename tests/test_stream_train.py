@@ -187,3 +187,17 @@ def test_a_source_pickled_from_several_threads_at_once_comes_back_whole():
         for blob in blobs:
             back = pickle.loads(blob)
             assert len(back) == 60_000 and back.describe(59_999) == paths[-1]
+
+
+def test_a_dead_worker_is_one_clear_error_line(pics, tmp_path, capsys, monkeypatch):
+    from dcnn.data.loader import WorkerError
+    from dcnn.train import job
+
+    def dies(*args, **kwargs):
+        raise WorkerError("a data loader worker process was killed by SIGKILL (signal 9)")
+    monkeypatch.setattr(job.fitting, "fit_loader", dies)
+    rc, _, err = dcnn(capsys, "train", "--data", pics, "--workers", 2, "--model", "lenet", "--epochs", 1,
+                      "--out", tmp_path / "run", "--no-progress")
+    assert rc == 1 and "Traceback" not in err
+    assert "dcnn: error: a data loader worker process was killed by SIGKILL" in err
+    assert "No checkpoint was written yet" in err and not (tmp_path / "run").exists()

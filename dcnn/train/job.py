@@ -27,6 +27,7 @@ import backends
 
 from .. import distributed
 from ..data import datasets
+from ..data.loader import WorkerError
 from ..io import checkpoint, runfolder
 from ..model import presets
 from ..model import fitting
@@ -285,8 +286,14 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a NaN is reported below
             if config.stream:
                 sums = None if mid is None else (mid["sums"]["loss"], mid["sums"]["correct"], mid["sums"]["seen"])
-                fitting.fit_loader(net, data.train, epochs=config.epochs, validation_data=validation, verbose=0,
-                                   callbacks=cbs, initial_epoch=initial_epoch, augment=augment, initial_sums=sums)
+                try:
+                    fitting.fit_loader(net, data.train, epochs=config.epochs, validation_data=validation, verbose=0,
+                                       callbacks=cbs, initial_epoch=initial_epoch, augment=augment, initial_sums=sums)
+                except WorkerError as exc:       # a worker died: one clear line, and how to go on
+                    kept = (f"The last checkpoint is kept; continue with: dcnn train --resume --out "
+                            f"{shlex.quote(str(out_dir))} --workers {workers}"
+                            if (out_dir / checkpoint.CHECKPOINT).is_file() else "No checkpoint was written yet")
+                    raise TrainingError(f"{exc}. {kept}") from None
                 data.close()
             else:
                 net.fit(data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
