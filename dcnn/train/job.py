@@ -7,6 +7,9 @@ callbacks on ``DCNNetwork.fit``:
   alone, so a resumed run follows the same schedule;
 - ``Monitor`` (dcnn.train.monitor), the divergence guard and progress bar;
 - ``Checkpointer`` writes the checkpoint after each complete epoch (see ``dcnn.io.checkpoint``).
+- with ``config.stream`` (``--workers N``) the image folder is streamed through ``dcnn.data.loader.Loader``
+  (``dcnn.train.stream``), and ``MidEpochCheckpoints`` (``--checkpoint-every``) also writes the checkpoint
+  inside an epoch, with the loader's position and the epoch's running sums, for an exact resume.
 
 Ctrl-C finishes the current batch, writes a checkpoint and raises ``Interrupted``.  A run that
 stops (diverged, failed) keeps the run folder as it was after its last good epoch; one that never
