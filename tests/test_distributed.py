@@ -189,6 +189,35 @@ def test_batchnorm_keeps_local_statistics_and_averages_its_buffers_at_each_epoch
     assert float(two_rank_fit["bn/rank_disagreement"][0]) == 0.0
 
 
+@needs_mpi
+def test_sharded_loaders_read_disjoint_halves_and_train_as_one_process(tmp_path):
+    """Each rank's Loader reads a disjoint part of every epoch, their union the epoch; fit and evaluate
+    on those loaders under DataParallel match one process on the whole loader."""
+    from tests.dist_worker import loader_case
+    out = tmp_path / "loader.npz"
+    proc = mpiexec(2, "loader", out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = dict(np.load(out))
+    ranks = json.loads(str(got["seen"]))
+    for epoch in range(2):
+        a, b = ranks[0][epoch], ranks[1][epoch]
+        assert not set(a) & set(b) and sorted(a + b) == list(range(65)), epoch
+        assert abs(len(a) - len(b)) <= 5                       # each takes about half of every batch
+    assert ranks[0][0] != ranks[0][1]                          # each epoch its own order
+    net, train, test = loader_case()
+    history = net.fit(train, epochs=2, validation_data=test, verbose=0).history
+    for key, value in net.state_dict().items():
+        np.testing.assert_allclose(got[f"model/{key}"], value, rtol=1e-5, atol=1e-6, err_msg=key)
+    remote = json.loads(str(got["history"]))
+    assert remote.keys() == history.keys()
+    for key in history:
+        np.testing.assert_allclose(remote[key], history[key], rtol=1e-5, err_msg=key)
+    local = net.evaluate(test)
+    remote = json.loads(str(got["evaluate"]))
+    assert remote["accuracy"] == local["accuracy"]
+    np.testing.assert_allclose(remote["loss"], local["loss"], rtol=1e-5)
+
+
 # --- the command line: checkpoints, resume, faults ---------------------------------------------------
 
 def _train_argv(data, out, *extra):
@@ -223,6 +252,28 @@ def test_a_two_rank_run_resumes_to_the_same_result_as_an_uninterrupted_one(tmp_p
     # One process cannot continue it: a clear error, no traceback.
     rc = cli.main(["train", "--resume", "--out", str(tmp_path / "split"), "--epochs", "3", "--no-progress"])
     assert rc == 1
+
+
+@needs_mpi
+def test_a_streamed_two_rank_run_resumes_mid_epoch_to_the_same_weights(tmp_path):
+    """--data FOLDER --workers 0 on 2 ranks, a checkpoint every 3 steps; the job dies at the first
+    checkpoint inside epoch 2 and --resume continues there."""
+    from tests.test_loader import make_folder
+    pics = make_folder(tmp_path / "pics", per_class=(12, 12, 12), size=16, test=3)
+    argv = lambda out, *extra: ["--", "train", "--model", "lenet", "--data", pics, "--workers", 0, "--batch-size", 6,
+                                "--augment", "--out", out, "--no-progress", "--checkpoint-every", 3, *extra]
+    whole = mpiexec(2, "cli", *argv(tmp_path / "whole", "--epochs", 2))
+    assert whole.returncode == 0, whole.stderr
+    first = mpiexec(2, "cli", *argv(tmp_path / "split", "--epochs", 2), env={"DCNN_TEST_FAULT": "die-mid-2"})
+    meta = checkpoint.load(tmp_path / "split")[2]
+    assert meta["epoch"] == 1 and meta["mid_epoch"]["step"] == 3, first.stderr
+    rest = mpiexec(2, "cli", "--", "train", "--resume", "--out", tmp_path / "split", "--workers", 0, "--no-progress")
+    assert rest.returncode == 0, rest.stderr
+    a_model, _, a_meta = checkpoint.load(tmp_path / "whole")
+    b_model, _, b_meta = checkpoint.load(tmp_path / "split")
+    for key in a_model:
+        np.testing.assert_array_equal(a_model[key], b_model[key], err_msg=key)
+    assert a_meta["history"]["loss"] == b_meta["history"]["loss"]
 
 
 @needs_mpi

@@ -60,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                                        "(each update waits for the device)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print one JSON object with the results at the end")
+    p.add_argument("--workers", type=non_negative_int, metavar="N",
+                   help="with --data FOLDER: stream the pictures, decoded a batch at a time in N worker processes "
+                        "(0: in this process), never the whole folder in memory (needs pip install -e '.[stream]' "
+                        "for N > 0); without it the folder is decoded into memory first")
+    p.add_argument("--strict-data", action="store_true",
+                   help="with --workers: stop on an unreadable image (default: skip it, with a count and the first "
+                        "paths in a warning)")
+    p.add_argument("--checkpoint-every", type=positive_int, metavar="STEPS",
+                   help="with --workers: also write a checkpoint every STEPS steps inside an epoch (--resume "
+                        "continues at the next batch)")
     p.add_argument("--ranks", type=positive_int, metavar="N",
                    help="train data-parallel in N processes on this machine (runs mpiexec -n N; needs "
                         "pip install -e '.[dist]'); across machines use mpirun -n N dcnn train")

@@ -43,9 +43,26 @@ def _check_image_options(args) -> None:
                              "not to .npz files (see dcnn train --help)")
 
 
+def _check_stream_options(args) -> None:
+    """--workers streams an image folder; --strict-data and --checkpoint-every go with it."""
+    if args.workers is None:
+        for option, value in (("--strict-data", args.strict_data), ("--checkpoint-every", args.checkpoint_every)):
+            if value and not args.resume:
+                raise UsageError(f"{option} applies to a streamed image folder: add --workers N "
+                                 "(see dcnn train --help)")
+        return
+    if not args.resume and (args.data is None or not Path(args.data).is_dir()):
+        raise UsageError(f"--workers streams an image folder: give --data FOLDER"
+                         + ("" if args.data is None else f" ({args.data} is not a folder)") + " (see dcnn train --help)")
+    if args.val_split is not None:
+        raise UsageError("--val-split cannot be used with --workers yet: give a folder with train/ and test/ "
+                         "subfolders, or leave out --workers")
+
+
 def cmd_train(args) -> int:
     from .. import distributed
     _check_image_options(args)
+    _check_stream_options(args)
     if args.ranks and args.ranks > 1 and distributed.launched_size() <= 1:
         return distributed.relaunch(args.ranks, _without_option(args.argv, "--ranks"))
     try:
@@ -96,10 +113,12 @@ def _train(args, quiet: bool = False) -> int:
     requested = {"dataset": args.data or args.dataset, "model": args.model, "val_split": args.val_split,
                  "image_size": args.image_size, "channels": args.channels, "epochs": args.epochs, "batch_size": args.batch_size,
                  "optimizer": args.optimizer, "lr": args.lr, "seed": args.seed, "limit": args.limit,
-                 "augment": args.augment, "data_dir": None if args.data_dir is None else str(args.data_dir)}
+                 "augment": args.augment, "data_dir": None if args.data_dir is None else str(args.data_dir),
+                 "stream": True if args.workers is not None else None}
     config = TrainConfig(**{k: v for k, v in requested.items() if v is not None})
     result = train(config, out, resume=args.resume, requested=requested, backend=backend,
-                   progress=not args.no_progress, log_every=args.log_every, echo=echo)
+                   progress=not args.no_progress, log_every=args.log_every, echo=echo, workers=args.workers or 0,
+                   strict_data=args.strict_data, checkpoint_every=args.checkpoint_every)
     acc = result["test_accuracy"]
     epochs = f"{result['epochs']} epoch" + ("" if result["epochs"] == 1 else "s")
     val = (f", validation accuracy {result['val_accuracy']:.4f}" if result.get("val_accuracy") is not None else "")

@@ -22,6 +22,7 @@ import os
 import shutil
 import struct
 import tempfile
+import threading
 import weakref
 import zipfile
 from pathlib import Path
@@ -152,6 +153,7 @@ def map_npz_member(path, key: str) -> MappedArray:
 
 # --- spilling in-memory arrays for worker processes ------------------------------------------------------
 
+_SPILL_LOCK = threading.RLock()
 SPILL_BYTES = 16 * 1024     # arrays larger than this travel to workers as a mapped temporary file
 
 
@@ -185,12 +187,18 @@ class Spilling:
         self.__dict__.update(state)
 
     def _spilled_copy(self, name: str, value: np.ndarray) -> MappedArray:
-        spilled = self.__dict__.setdefault("_spilled", {})
-        if name not in spilled:
-            if "folder" not in spilled:
-                spilled["folder"] = tempfile.mkdtemp(prefix="dcnn-source-")
-                weakref.finalize(self, _remove, spilled["folder"], os.getpid())
-            path = Path(spilled["folder"]) / f"{name.strip('_')}.npy"
-            np.save(path, np.ascontiguousarray(value), allow_pickle=False)
-            spilled[name] = map_npy(path)
-        return spilled[name]
+        # grain pickles the source for each worker, from several threads at once: one writes the file,
+        # under a lock, to a temporary name renamed into place (no thread ever maps a half-written file).
+        with _SPILL_LOCK:
+            spilled = self.__dict__.setdefault("_spilled", {})
+            if name not in spilled:
+                if "folder" not in spilled:
+                    spilled["folder"] = tempfile.mkdtemp(prefix="dcnn-source-")
+                    weakref.finalize(self, _remove, spilled["folder"], os.getpid())
+                path = Path(spilled["folder"]) / f"{name.strip('_')}.npy"
+                partial = path.with_name(path.name + ".partial")
+                with open(partial, "wb") as f:
+                    np.save(f, np.ascontiguousarray(value), allow_pickle=False)
+                os.replace(partial, path)
+                spilled[name] = map_npy(path)
+            return spilled[name]

@@ -110,6 +110,13 @@ class DataParallel:
         self._local, self._global = stop - start, n
         return idx[start:stop]
 
+    def count_batch(self, local: int) -> int:
+        """For a loader that gave this rank ``local`` rows of a global batch: the global batch's rows
+        (a host all-reduce of one integer; ``train_on_batch`` then weighs this rank by its share)."""
+        counts = self.comm.allreduce_sum(np.array([int(local)], dtype=np.int64))
+        self._local, self._global = int(local), int(counts[0])
+        return self._global
+
     def train_on_batch(self, x, y):
         """One step on this rank's shard; returns the global batch's (loss, correct) as 0-d device arrays."""
         net = self.net

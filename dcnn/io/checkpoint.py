@@ -88,7 +88,8 @@ def save(out_dir, net, *, epoch: int, config: dict, history: dict, augment=None,
     path = out_dir / CHECKPOINT
     save_arrays(path, arrays, meta)
     write_derived(out_dir, net, epoch=epoch, config=config, history=history, weights_metadata=weights_metadata,
-                  new_best=not (extra or {}).get("interrupted") and best_epoch(history) == epoch)
+                  new_best=not (extra or {}).get("interrupted") and not (extra or {}).get("mid_epoch")
+                  and best_epoch(history) == epoch)
     return path
 
 

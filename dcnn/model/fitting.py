@@ -52,11 +52,12 @@ def device_images(net, xb):
     return xp.astype(net.backend.from_numpy(xb), xp.float32) / 255
 
 
-def _batch(net, batch):
-    """(images, labels) on the device, or None for an empty batch (its images were all unreadable)."""
+def _batch(net, batch, keep_empty: bool = False):
+    """(images, labels) on the device, or None for an empty batch (its images were all unreadable;
+    ``keep_empty``: a data-parallel rank whose part of the global batch is empty still takes the step)."""
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
         raise TypeError(f"a loader must give (images, labels) pairs; got {type(batch).__name__}")
-    if len(batch[0]) == 0:
+    if len(batch[0]) == 0 and not (keep_empty and net.model.built):
         return None
     xd = device_images(net, batch[0])
     return xd, as_targets(net.backend, np.asarray(batch[1]), xd.shape[0], net.num_classes)
@@ -67,9 +68,9 @@ def evaluate_loader(net, loader) -> dict:
     if not is_loader(loader):
         raise TypeError(f"evaluate takes images and labels (x, y), or a loader of (images, labels) batches as x; "
                         f"got {type(loader).__name__} and no labels")
-    if net.data_parallel is not None:
-        raise NotImplementedError("evaluating a loader in a data-parallel (MPI) run is not supported yet; "
-                                  "give the test set as arrays")
+    parallel = net.data_parallel       # each rank its part (a loader built with rank/ranks); sums all-reduced
+    if parallel is not None:
+        parallel.sync_buffers()
     if net.loss is None:
         from .losses import get_loss
         net.loss = get_loss("cross_entropy")
@@ -86,9 +87,12 @@ def evaluate_loader(net, loader) -> dict:
         correct += net._correct(logits, yb)
         n += xb.shape[0]
     net.model.release()
-    if n == 0:
+    sums = np.array([float(loss_sum), int(correct), n], dtype=np.float64)   # one read at the end
+    if parallel is not None:
+        parallel.comm.allreduce_sum(sums)
+    if sums[2] == 0:
         raise ValueError(f"{loader!r} gave no images to evaluate")
-    return {"loss": float(loss_sum) / n, "accuracy": int(correct) / n}
+    return {"loss": float(sums[0]) / sums[2], "accuracy": float(sums[1]) / sums[2]}
 
 
 def _validation(net, validation_data):
@@ -118,14 +122,18 @@ def _check_common(epochs, initial_epoch, verbose):
 
 
 def fit_loader(net, loader, epochs: int = 1, validation_data=None, verbose: int = 1, callbacks=(),
-               initial_epoch: int = 0, augment=None) -> History:
+               initial_epoch: int = 0, augment=None, initial_sums=None) -> History:
     """``fit`` on a loader: each epoch is one pass of it (the remaining batches, for a loader resumed
-    mid-epoch).  A loader that raises (a dead worker, Ctrl-C) is closed, so no worker outlives the run."""
+    mid-epoch; ``initial_sums`` (loss sum, correct, seen) are that epoch's running sums so far, so its
+    metrics come out as if never interrupted).  A loader that raises (a dead worker, Ctrl-C) is closed,
+    so no worker outlives the run.
+
+    Data-parallel (MPI): each rank's loader gives its part of every global batch (``Loader(rank=,
+    ranks=)``); the ranks all-reduce the batch's row count (a host integer) so each weighs its
+    gradients by its share, and every rank takes every step, an empty part included."""
     _check_common(epochs, initial_epoch, verbose)
     net._require_compiled()
-    if net.data_parallel is not None:
-        raise NotImplementedError("training from a loader in a data-parallel (MPI) run is not supported yet; "
-                                  "give the data as arrays")
+    parallel = net.data_parallel
     if not net.model.built and net.input_shape is None and getattr(loader, "input_shape", None) is not None:
         net.input_shape = tuple(loader.input_shape)
     val = _validation(net, validation_data)
@@ -138,23 +146,30 @@ def fit_loader(net, loader, epochs: int = 1, validation_data=None, verbose: int 
             if hasattr(loader, "set_epoch"):
                 loader.set_epoch(epoch)
             first = getattr(loader, "step", 0) % max(len(loader), 1)     # a loader resumed mid-epoch
-            loss_sum = xp.zeros((), dtype=xp.float32, device=net.backend.device)
-            correct = xp.zeros((), dtype=xp.int64, device=net.backend.device)
-            seen, complete = 0, True
+            start = (0.0, 0, 0) if initial_sums is None or not first else initial_sums
+            initial_sums = None
+            loss_sum = xp.asarray(float(start[0]), dtype=xp.float32, device=net.backend.device)
+            correct = xp.asarray(int(start[1]), dtype=xp.int64, device=net.backend.device)
+            seen, complete = int(start[2]), True
             cbs.on_epoch_begin(epoch)
             for step, batch in enumerate(loader, start=first):
                 numbered = getattr(loader, "last_step", None)        # the loader's number, past any left out
                 step = step if numbered is None else numbered
-                batch = _batch(net, batch)
+                batch = _batch(net, batch, keep_empty=parallel is not None)
                 if batch is None:               # nothing readable in this batch
                     continue
                 xb, yb = batch
-                if augment is not None:
+                rows = int(xb.shape[0])
+                if parallel is not None:        # the global batch's rows: every rank agrees
+                    rows = parallel.count_batch(rows)
+                    if rows == 0:
+                        continue
+                if augment is not None and xb.shape[0]:
                     xb = augment(xb)
                 loss, hits = net.train_on_batch(xb, yb)
-                loss_sum += loss * xb.shape[0]
+                loss_sum += loss * rows
                 correct += hits
-                seen += xb.shape[0]
+                seen += rows
                 cbs.on_batch_end(step, {"loss": loss, "loss_sum": loss_sum, "correct": correct, "seen": seen,
                                         "data_wait": getattr(loader, "last_wait", None)})
                 if net.stop_training:

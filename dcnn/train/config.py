@@ -3,6 +3,7 @@ against its preset into a ``RunPlan``, and the rules for changing it on ``--resu
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -17,7 +18,8 @@ class TrainConfig:
 
     ``dataset`` is a built-in dataset's name or the path of your own data (an image folder with
     one subfolder per class, or a .npz file); ``image_size`` and ``channels`` apply to image
-    folders; ``val_split`` holds that share of the training images out as a validation set.
+    folders; ``stream``: the image folder is streamed (``dcnn train --workers N``), not decoded into
+    memory; ``val_split`` holds that share of the training images out as a validation set.
     """
     dataset: str = "fashion-mnist"
     model: str = presets.DEFAULT
@@ -32,6 +34,7 @@ class TrainConfig:
     val_split: float | None = None
     image_size: list | None = None
     channels: int | None = None
+    stream: bool = False
 
     def resolve(self) -> "RunPlan":
         """The run's whole plan, resolved once: the configuration with the preset's defaults filled in
@@ -54,6 +57,10 @@ class TrainConfig:
         if not (isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr > 0):
             raise ValueError(f"learning rate must be a positive number; got {c.lr!r}")
         c.lr = float(c.lr)
+        if c.stream and not (datasets.is_path(c.dataset) and Path(c.dataset).expanduser().is_dir()):
+            raise ValueError(f"streaming (--workers) reads an image folder (--data FOLDER); {c.dataset} is not one")
+        if c.stream and c.val_split is not None:
+            raise ValueError("--val-split is not supported with --workers yet: give a folder with train/ and test/")
         if c.val_split is not None and not (isinstance(c.val_split, (int, float)) and 0 < c.val_split < 1):
             raise ValueError(f"the validation split must be a fraction between 0 and 1; got {c.val_split!r}")
         if c.optimizer == preset.optimizer:

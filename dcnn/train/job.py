@@ -7,6 +7,9 @@ callbacks on ``DCNNetwork.fit``:
   alone, so a resumed run follows the same schedule;
 - ``Monitor`` (dcnn.train.monitor), the divergence guard and progress bar;
 - ``Checkpointer`` writes the checkpoint after each complete epoch (see ``dcnn.io.checkpoint``).
+- with ``config.stream`` (``--workers N``) the image folder is streamed through ``dcnn.data.loader.Loader``
+  (``dcnn.train.stream``), and ``MidEpochCheckpoints`` (``--checkpoint-every``) also writes the checkpoint
+  inside an epoch, with the loader's position and the epoch's running sums, for an exact resume.
 
 Ctrl-C finishes the current batch, writes a checkpoint and raises ``Interrupted``.  A run that
 stops (diverged, failed) keeps the run folder as it was after its last good epoch; one that never
@@ -27,13 +30,16 @@ import backends
 
 from .. import distributed
 from ..data import datasets
+from ..data.loader import WorkerError
 from ..io import checkpoint, runfolder
 from ..model import presets
+from ..model import fitting
 from ..model.callbacks import Callback
 from .augment import RandomShiftFlip
 from .callbacks import LRSchedule
 from .config import TrainConfig, merge_resume_config
 from .monitor import Monitor
+from .stream import MidEpochCheckpoints, ResumeLR, StreamData
 
 
 class TrainingError(Exception):
@@ -123,20 +129,24 @@ class _SigintHandler:
 
 def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict | None = None,
           backend=None, progress: bool = True, log_every: int = 10, dataset: datasets.Dataset | None = None,
-          callbacks=(), echo=print) -> dict:
+          callbacks=(), echo=print, workers: int = 0, strict_data: bool = False,
+          checkpoint_every: int | None = None) -> dict:
     """Run (or resume) a training job into ``out_dir``; returns the summary.
 
     Raises ``Diverged`` on a non-finite or runaway training loss (see ``Monitor``; the last good
     checkpoint is kept, and the message ends with a learning rate to try, from ``suggest_lr``) and
     ``Interrupted`` after Ctrl-C (a checkpoint of the current state is written).
-    ``dataset`` bypasses loading (tests pass small arrays).
+    ``dataset`` bypasses loading (tests pass small arrays).  A config with ``stream`` streams its image
+    folder through ``workers`` worker processes (``dcnn.train.stream``); ``strict_data`` stops on an
+    unreadable image; ``checkpoint_every`` also writes a checkpoint every that many steps inside an epoch.
     """
+    options = {"workers": workers, "strict_data": strict_data, "checkpoint_every": checkpoint_every}
     out_dir = Path(out_dir)
     if resume and not (out_dir / checkpoint.CHECKPOINT).is_file():
         checkpoint.load(out_dir)                        # raises the error that says what is missing
     if not distributed.is_lead():   # under mpirun, rank 0 alone checks, locks and writes the run folder
         return _train(config, out_dir, resume=resume, requested=requested, backend=backend, progress=progress,
-                      log_every=log_every, dataset=dataset, callbacks=callbacks, echo=echo)
+                      log_every=log_every, dataset=dataset, callbacks=callbacks, echo=echo, **options)
     # Checked, locked and tidied before any data is loaded or any epoch is spent.
     with runfolder.open_run_folder(out_dir) as folder:
         try:
@@ -147,7 +157,7 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, requested: dict
                 echo(f"removed {len(folder.removed_leftovers)} temporary file(s) left in {out_dir} by an earlier, "
                      f"interrupted write: {', '.join(folder.removed_leftovers)}")
             return _train(config, out_dir, resume=resume, requested=requested, backend=backend, progress=progress,
-                          log_every=log_every, dataset=dataset, callbacks=callbacks, echo=echo)
+                          log_every=log_every, dataset=dataset, callbacks=callbacks, echo=echo, **options)
         except BaseException:
             # A run that never finished an epoch leaves no folder (holding only .lock) behind, so that
             # its name is free again; a folder that was there before is left as it was.
@@ -181,7 +191,8 @@ def _lr_text(lr: float) -> str:
     return f"{float(f'{lr:.2g}'):g}" if lr >= 1e-4 else f"{lr:.2g}"
 
 
-def _train(config, out_dir, *, resume, requested, backend, progress, log_every, dataset, callbacks, echo) -> dict:
+def _train(config, out_dir, *, resume, requested, backend, progress, log_every, dataset, callbacks, echo, workers,
+           strict_data, checkpoint_every) -> dict:
     started = time.perf_counter()
     saved = None
     comm = distributed.active()     # several ranks under mpirun (dcnn.distributed), else None
@@ -204,12 +215,19 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
     compiling = time.perf_counter() - compiling
     if compiling > 2:
         echo(f"  compiled the {backend.name} kernels in {compiling:.0f} s (cached for later runs)")
-    if dataset is None:
-        dataset = datasets.load(config.dataset, config.data_dir, progress=progress, image_size=config.image_size,
-                                channels=config.channels)
-    data = dataset.limit(config.limit)
+    if config.stream:      # file names only; the pictures are decoded a batch at a time
+        data = StreamData(config.dataset, batch_size=config.batch_size, seed=config.seed, workers=workers,
+                          strict=strict_data, image_size=config.image_size, channels=config.channels,
+                          limit=config.limit, rank=0 if comm is None else comm.rank,
+                          ranks=1 if comm is None else comm.size)
+        validation = data.test
+    else:
+        if dataset is None:
+            dataset = datasets.load(config.dataset, config.data_dir, progress=progress, image_size=config.image_size,
+                                    channels=config.channels)
+        data = dataset.limit(config.limit)
+        validation = (data.x_test, data.y_test) if len(data.y_test) else None
     held_out = "test"
-    validation = (data.x_test, data.y_test) if len(data.y_test) else None
     if config.val_split:                  # validation from the training images; the test set waits to the end
         data, validation = data.split_validation(config.val_split, config.seed)
         held_out = "val"
@@ -219,7 +237,7 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
     augment = RandomShiftFlip(backend, config.seed, pad=preset.augment_shift) if config.augment else None
     parallel = None if comm is None else distributed.DataParallel(net, comm, augment=augment)
     history: dict = {}
-    initial_epoch = 0
+    initial_epoch, mid = 0, None
     if saved is not None:
         distributed.check_ranks(saved, 1 if comm is None else comm.size, source=str(out_dir / checkpoint.CHECKPOINT))
         try:
@@ -235,7 +253,10 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
         if distributed.is_lead():
             checkpoint.write_derived(out_dir, net, epoch=initial_epoch, config=saved["config"], history=history,
                                      weights_metadata=_weights_metadata(config, data))
-        note = ""
+        note, mid = "", saved.get("mid_epoch")
+        if mid is not None:
+            data.train.load_state_dict({**mid["loader"], "rank": data.train.rank})   # rank 0 wrote it
+            note = f" (and {mid['step']} steps of epoch {mid['epoch'] + 1}: it continues at the next batch)"
         if saved.get("interrupted"):
             note = (f" (epoch {saved['interrupted']['epoch']} was interrupted at step {saved['interrupted']['step']};"
                     " it restarts from its first batch with the weights learnt so far)")
@@ -260,12 +281,27 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
     with _SigintHandler(net, echo, immediate=parallel is None) as sigint:
         saver = Checkpointer(out_dir, config_dict, history, monitor, augment, weights_meta, interrupt=sigint,
                              write=checkpoint.save if parallel is None else parallel.save_checkpoint)
-        cbs = [LRSchedule(config.lr, preset.schedule, config.epochs),
+        schedule = LRSchedule(config.lr, preset.schedule, config.epochs)
+        cbs = [schedule, *([ResumeLR(schedule, mid["step"])] if mid else []),
                *(parallel.callbacks(sigint, log_every) if parallel is not None else ()), monitor, saver, *callbacks]
+        if config.stream and checkpoint_every:
+            cbs.append(MidEpochCheckpoints(checkpoint_every, data.train, saver._save))
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a NaN is reported below
-            net.fit(data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
-                    validation_data=validation, verbose=0, callbacks=cbs,
-                    initial_epoch=initial_epoch, augment=augment)
+            if config.stream:
+                sums = None if mid is None else (mid["sums"]["loss"], mid["sums"]["correct"], mid["sums"]["seen"])
+                try:
+                    fitting.fit_loader(net, data.train, epochs=config.epochs, validation_data=validation, verbose=0,
+                                       callbacks=cbs, initial_epoch=initial_epoch, augment=augment, initial_sums=sums)
+                except WorkerError as exc:       # a worker died: one clear line, and how to go on
+                    kept = (f"The last checkpoint is kept; continue with: dcnn train --resume --out "
+                            f"{shlex.quote(str(out_dir))} --workers {workers}"
+                            if (out_dir / checkpoint.CHECKPOINT).is_file() else "No checkpoint was written yet")
+                    raise TrainingError(f"{exc}. {kept}") from None
+                data.close()
+            else:
+                net.fit(data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
+                        validation_data=validation, verbose=0, callbacks=cbs,
+                        initial_epoch=initial_epoch, augment=augment)
 
     if monitor.failure is not None:
         lower, why = _suggestion(config.optimizer, config.lr, preset)

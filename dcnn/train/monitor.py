@@ -65,6 +65,7 @@ class Monitor(Callback):
 
     def on_epoch_begin(self, epoch):
         self.epoch, self.last_step, self.shown, self.seen = epoch, -1, 0, 0
+        self.wait_sum, self.wait_steps = 0.0, 0     # seconds the steps waited for data (a loader's last_wait)
         self.interval_start = (0.0, 0)      # (loss sum, images) at the last read
         self.step_on_device = self._device_int(0)
         self.t0 = time.perf_counter()
@@ -84,6 +85,9 @@ class Monitor(Callback):
                                  self.bad_step)
         self.step_on_device += 1
         self.last_step, self.seen = step, logs["seen"]
+        if logs.get("data_wait") is not None:      # a host float: no device sync
+            self.wait_sum += float(logs["data_wait"])
+            self.wait_steps += 1
         last = step + 1 == self.steps
         if (step + 1) % self.log_every and not last and not self.net.stop_training:
             return
@@ -109,7 +113,15 @@ class Monitor(Callback):
             self.shown = step + 1
             self.bar.set_postfix_str(f"loss={loss_sum / seen:.3f} "
                                      f"acc={correct / seen:.4f} {seen / elapsed:,.0f} img/s"
-                                     + (" testing..." if last else ""), refresh=last)
+                                     + self.wait_text() + (" testing..." if last else ""), refresh=last)
+
+    def wait_text(self) -> str:
+        """' data 12ms/step (30%)': the mean wait for data per step and its share of the epoch's time so far
+        (high: training is data-bound; add --workers), or '' when the data is not streamed."""
+        if not self.wait_steps:
+            return ""
+        share = self.wait_sum / max(time.perf_counter() - self.t0, 1e-9)
+        return f" data {1000 * self.wait_sum / self.wait_steps:.0f}ms/step ({min(share, 1):.0%})"
 
     def _judge_interval(self, mean_loss: float, step: int) -> None:
         if mean_loss > self.limit:
@@ -158,12 +170,13 @@ class Monitor(Callback):
                 rate = f" {self.seen / self.epoch_seconds[-1]:,.0f} img/s" if self.epoch_seconds else ""
                 # Short enough for an 80-column terminal: the held-out accuracy comes first.
                 self.bar.set_postfix_str(f"{self.held_out} acc={logs['val_accuracy']:.4f} "
-                                         f"loss={logs['val_loss']:.3f}; train acc={logs['accuracy']:.3f}{rate}")
+                                         f"loss={logs['val_loss']:.3f}; train acc={logs['accuracy']:.3f}{rate}"
+                                         f"{self.wait_text()}")
             self.bar.close()
         elif self.echo is not None and self.failure is None:   # no bar: one line per epoch
             self.echo(f"epoch {epoch + 1}/{self.epochs}  " + "  ".join(
                 f"{k.replace('val_', self.held_out + '_')}={v:.4f}" for k, v in logs.items())
-                + f"  ({self.epoch_seconds[-1] if self.epoch_seconds else 0:.1f}s)")
+                + f"  ({self.epoch_seconds[-1] if self.epoch_seconds else 0:.1f}s{self.wait_text()})")
 
     @property
     def images_per_second(self) -> float:
