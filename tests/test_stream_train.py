@@ -201,3 +201,22 @@ def test_a_dead_worker_is_one_clear_error_line(pics, tmp_path, capsys, monkeypat
     assert rc == 1 and "Traceback" not in err
     assert "dcnn: error: a data loader worker process was killed by SIGKILL" in err
     assert "No checkpoint was written yet" in err and not (tmp_path / "run").exists()
+
+
+def test_a_folder_too_big_for_memory_streams_without_being_asked(pics, tmp_path, capsys, monkeypatch):
+    """``dcnn train --data FOLDER`` alone: a folder larger than memory allows is streamed, never decoded whole."""
+    import dcnn.train.stream as stream
+    _never_decode_all(monkeypatch)
+    monkeypatch.setattr(stream, "memory_budget", lambda: 10_000)      # as if the machine had little memory
+    rc, out, err = dcnn(capsys, "train", "--data", pics, "--model", "lenet", "--epochs", 1, "--batch-size", 8,
+                        "--out", tmp_path / "run", "--no-progress")
+    assert rc == 0, err
+    assert "72 pictures" in out and "GiB once decoded" in out and "streaming them with" in out
+    _, _, meta = checkpoint.load(tmp_path / "run")
+    assert meta["config"]["stream"] is True
+    monkeypatch.undo()
+    monkeypatch.setattr(stream, "memory_budget", lambda: 1 << 40)     # it fits: loaded whole, as before
+    rc, out, err = dcnn(capsys, "train", "--data", pics, "--model", "lenet", "--epochs", 1, "--batch-size", 8,
+                        "--out", tmp_path / "small", "--no-progress", "--limit", 8)
+    assert rc == 0, err
+    assert "streaming" not in out and checkpoint.load(tmp_path / "small")[2]["config"]["stream"] is False

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -93,6 +94,18 @@ def _without_option(argv, name):
     return out
 
 
+def _stream_if_too_big(args, echo) -> None:
+    """An image folder that would not fit in memory once decoded streams, as with --workers 2."""
+    if args.workers is not None or args.resume or not args.data or not Path(args.data).is_dir() or args.val_split:
+        return
+    from ..train.stream import decoded_bytes, memory_budget
+    count, size = decoded_bytes(args.data, args.image_size, args.channels)
+    if size > memory_budget():
+        args.workers = min(2, os.cpu_count() or 1)
+        echo(f"{args.data}: {count:,} pictures, {size / 2**30:.1f} GiB once decoded, more than fits in memory "
+             f"beside training: streaming them with {args.workers} worker processes (choose with --workers N)")
+
+
 def _train(args, quiet: bool = False) -> int:
     from .. import distributed
     from ..io.checkpoint import CHECKPOINT
@@ -110,6 +123,7 @@ def _train(args, quiet: bool = False) -> int:
     backend = use_backend(args.backend)
     if distributed.active() is not None:
         distributed.set_threads(backend, distributed.active().threads)
+    _stream_if_too_big(args, echo)
     requested = {"dataset": args.data or args.dataset, "model": args.model, "val_split": args.val_split,
                  "image_size": args.image_size, "channels": args.channels, "epochs": args.epochs, "batch_size": args.batch_size,
                  "optimizer": args.optimizer, "lr": args.lr, "seed": args.seed, "limit": args.limit,

@@ -11,7 +11,10 @@ loaders in place of the image arrays.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import numpy as np
 
 from ..data.loader import Loader
 from ..data.sources import ImageFiles, image_folder
@@ -43,6 +46,28 @@ class StreamData:
         for loader in (self.train, self.test):
             if loader is not None:
                 loader.close()
+
+
+def memory_budget() -> int:
+    """Bytes a folder may take once decoded and still be loaded whole: a quarter of the memory available
+    now (the training itself needs the rest), at most 4 GiB."""
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):      # no sysconf: assume a small machine
+        available = 4 << 30
+    return min(available // 4, 4 << 30)
+
+
+def decoded_bytes(folder, image_size=None, channels=None) -> tuple[int, int]:
+    """(images, bytes as float32 once decoded) of an image folder, from its file names and first picture."""
+    train, test = image_folder(Path(folder).expanduser())
+    count = len(train) + len(test)
+    if not count:
+        return 0, 0
+    size = None if image_size is None else tuple(int(v) for v in image_size)
+    with Loader(train, 1, shuffle=False, image_size=size, channels=channels, workers=0) as probe:
+        shape = probe.input_shape
+    return count, count * int(np.prod(shape)) * 4
 
 
 def _first(source: ImageFiles, limit):
