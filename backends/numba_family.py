@@ -1,6 +1,8 @@
 """NumbaBackend's overrides of issue 20's operations (kernels in backends/numba_family_kernels.py):
 depthwise convolution (a direct loop: im2col + GEMM would waste the GEMM, each output channel
-seeing one input channel) and the element-wise activations (one pass instead of several).
+seeing one input channel), 1x1 convolutions (one GEMM, no im2col copy), the element-wise
+activations (one pass instead of several) and LayerNorm / GroupNorm (a task per row, its values
+in cache for both passes).
 
 Each is tested against the generic method it overrides (tests/test_backend_methods.py).
 """
@@ -24,6 +26,16 @@ class _DepthwiseSaved(NamedTuple):
     pads: tuple
     dilation: tuple
     has_bias: bool
+
+
+class _RowNormSaved(NamedTuple):
+    x: np.ndarray           # the input, C order
+    mean: np.ndarray        # (rows,)
+    inv_std: np.ndarray
+    weight: np.ndarray
+    groups: int
+    hw: int
+    per_element: int
 
 
 class PointwiseSaved(NamedTuple):
@@ -135,6 +147,46 @@ class NumbaFamily:
                                     dx.reshape(-1))
         return back(dx)
 
+    # --- LayerNorm and GroupNorm: one task per row of D values --------------------------------------
+    def _row_norm(self, x, weight, bias, groups, eps, per_element):
+        x = np.ascontiguousarray(x)
+        rows = x.shape[0] * groups
+        hw = int(np.prod(x.shape[2:])) if x.ndim > 2 else 1
+        y = np.empty_like(x)
+        mean, inv_std = np.empty(rows, x.dtype), np.empty(rows, x.dtype)
+        weight = np.ascontiguousarray(weight).reshape(-1)
+        kernels.rownorm_forward(x.reshape(-1), weight, np.ascontiguousarray(bias).reshape(-1), x.size // rows, groups,
+                                hw, per_element, float(eps), y.reshape(-1), mean, inv_std)
+        return y, _RowNormSaved(x, mean, inv_std, weight, groups, hw, per_element)
+
+    def _row_norm_backward(self, dy, saved, input_grad, shape):
+        x = saved.x
+        rows = x.shape[0] * saved.groups
+        dyc = np.ascontiguousarray(dy)
+        dx = np.empty_like(x) if input_grad else x[:0]
+        part = np.zeros((min(kernels.REDUCTION_CHUNKS, rows), 2, saved.weight.size))
+        kernels.rownorm_backward(dyc.reshape(-1), x.reshape(-1), saved.weight, saved.mean, saved.inv_std,
+                                 x.size // rows, saved.groups, saved.hw, saved.per_element, input_grad,
+                                 dx.reshape(-1), part)
+        sums = part.sum(axis=0).astype(dy.dtype)     # numpy adds the chunks in order along the axis
+        return (dx if input_grad else None), sums[0].reshape(shape), sums[1].reshape(shape)
+
+    def layer_norm(self, x, weight, bias, eps):
+        return self._row_norm(x, weight, bias, 1, eps, 1)
+
+    def layer_norm_backward(self, dy, saved, *, input_grad=True):
+        if not isinstance(saved, _RowNormSaved):
+            return super().layer_norm_backward(dy, saved, input_grad=input_grad)
+        return self._row_norm_backward(dy, saved, input_grad, saved.x.shape[1:])
+
+    def group_norm(self, x, weight, bias, groups, eps):
+        return self._row_norm(x, weight, bias, groups, eps, 0)
+
+    def group_norm_backward(self, dy, saved, *, input_grad=True):
+        if not isinstance(saved, _RowNormSaved):
+            return super().group_norm_backward(dy, saved, input_grad=input_grad)
+        return self._row_norm_backward(dy, saved, input_grad, (saved.x.shape[1],))
+
     def warm_up_family(self, dtype=np.float32) -> None:
         """Compile these kernels for ``dtype`` (NumbaBackend.warm_up calls it)."""
         x = np.ones((2, 3, 4, 4), dtype)
@@ -146,3 +198,7 @@ class NumbaFamily:
         self.depthwise_conv2d_backward(y, saved, w)
         y, saved = self.activation(x, "silu")
         self.activation_backward(y, saved)
+        r = np.ones(3, dtype)
+        y, saved = self.group_norm(x, r, r, 3, 1e-5)
+        self.group_norm_backward(y, saved)
+        self.group_norm_backward(y, saved, input_grad=False)

@@ -194,3 +194,77 @@ def activation_backward(dy, v, code, a, dx):
     """dx = dy * f'(x) over flat arrays (``v`` is x, or y for sigmoid and tanh)."""
     for i in prange(dy.size):
         dx[i] = dy[i] * _slope(code, np.float64(v[i]), a)
+
+
+# --- LayerNorm / GroupNorm: rows of D values (a sample, or a group of Cg channels), C order -------------
+
+@njit(parallel=True, cache=True)
+def rownorm_forward(x, weight, bias, d, groups, hw, per_element, eps, y, mean, inv_std):
+    """Per row: mean and 1/sqrt(var + eps) (two passes, float64), then y = xhat * weight + bias with
+    the weight of the element (LayerNorm: ``weight`` holds D values) or of its channel (GroupNorm:
+    the row's Cg channels of ``hw`` pixels).  One task per row."""
+    cg = d // hw
+    for r in prange(x.size // d):
+        base = r * d
+        s = 0.0
+        for j in range(d):
+            s += x[base + j]
+        mu = s / d
+        q = 0.0
+        for j in range(d):
+            t = x[base + j] - mu
+            q += t * t
+        inv = 1.0 / math.sqrt(q / d + eps)
+        mean[r], inv_std[r] = mu, inv
+        if per_element:
+            for j in range(d):
+                y[base + j] = (x[base + j] - mu) * inv * weight[j] + bias[j]
+        else:
+            for cl in range(cg):
+                k = (r % groups) * cg + cl
+                a, b = inv * weight[k], bias[k] - mu * inv * weight[k]
+                for p in range(hw):
+                    y[base + cl * hw + p] = x[base + cl * hw + p] * a + b
+
+
+@njit(parallel=True, cache=True)
+def rownorm_backward(dy, x, weight, mean, inv_std, d, groups, hw, per_element, input_grad, dx, part):
+    """The affine parameters' gradients as float64 partial sums over fixed chunks of rows
+    (part[chunk, 0] for the weight, part[chunk, 1] for the bias), and, if ``input_grad``, dx row by
+    row: inv_std * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * weight."""
+    rows = x.size // d
+    chunks = part.shape[0]
+    cg = d // hw
+    for chunk in prange(chunks):
+        for r in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
+            base = r * d
+            mu, inv = np.float64(mean[r]), np.float64(inv_std[r])
+            sg, sgx = 0.0, 0.0
+            for cl in range(cg):
+                k0 = (r % groups) * cg + cl
+                s1, s2 = 0.0, 0.0
+                for p in range(hw):
+                    j = cl * hw + p
+                    k = j if per_element else k0
+                    xhat = (x[base + j] - mu) * inv
+                    g = np.float64(dy[base + j])
+                    if per_element:
+                        part[chunk, 0, k] += g * xhat
+                        part[chunk, 1, k] += g
+                    else:
+                        s1 += g * xhat
+                        s2 += g
+                    gw = g * weight[k]
+                    sg += gw
+                    sgx += gw * xhat
+                if not per_element:
+                    part[chunk, 0, k0] += s1
+                    part[chunk, 1, k0] += s2
+            if input_grad:
+                for cl in range(cg):
+                    k0 = (r % groups) * cg + cl
+                    for p in range(hw):
+                        j = cl * hw + p
+                        k = j if per_element else k0
+                        xhat = (x[base + j] - mu) * inv
+                        dx[base + j] = inv * (dy[base + j] * weight[k] - sg / d - xhat * sgx / d)

@@ -349,3 +349,33 @@ def test_activation(fast, rng, kind, alpha, layout, dtype):
     close(fast, y, y_ref, tol, "y")
     dy = fast.from_numpy(rng.standard_normal(tuple(x.shape)).astype(dtype))
     close(fast, fast.activation_backward(dy, saved), generic(fast).activation_backward(dy, saved_ref), tol, "dx")
+
+
+@pytest.mark.parametrize("kind,shape,groups", [("layer", (3, 4, 5, 6), 1), ("layer", (5, 7), 1),
+                                               ("group", (3, 6, 4, 5), 2), ("group", (2, 4, 3, 3), 4),
+                                               ("group", (40, 3, 5, 1), 1)])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_norms(fast, rng, kind, shape, groups, layout, dtype):
+    data = rng.standard_normal(shape) * 3 + 2
+    if layout == "nhwc" and len(shape) == 4:
+        x = fast.xp.permute_dims(fast.from_numpy(data.transpose(0, 2, 3, 1).astype(dtype)), (0, 3, 1, 2))
+    else:
+        x = fast.from_numpy(data.astype(dtype))
+    pshape = shape[1:] if kind == "layer" else (shape[1],)
+    weight = fast.from_numpy(rng.uniform(0.5, 2, pshape).astype(dtype))
+    bias = fast.from_numpy(rng.standard_normal(pshape).astype(dtype))
+    dy = fast.from_numpy(rng.standard_normal(shape).astype(dtype))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    results = []
+    for be in (fast, generic(fast)):
+        if kind == "layer":
+            y, saved = be.layer_norm(x, weight, bias, 1e-5)
+            out = [y, *be.layer_norm_backward(dy, saved), *be.layer_norm_backward(dy, saved, input_grad=False)]
+        else:
+            y, saved = be.group_norm(x, weight, bias, groups, 1e-5)
+            out = [y, *be.group_norm_backward(dy, saved), *be.group_norm_backward(dy, saved, input_grad=False)]
+        assert out[4] is None
+        results.append(out[:4] + out[5:])
+    for name, a, r in zip(("y", "dx", "dweight", "dbias", "dweight (no dx)", "dbias (no dx)"), *results):
+        close(fast, a, r, tol, name)

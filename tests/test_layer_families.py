@@ -272,3 +272,63 @@ def test_dropout2d_stream_is_seeded_and_resumable():
 def test_resampling_errors(make, shape, message):
     with pytest.raises(ValueError, match=message):
         make().output_shape(shape) if shape else make()
+
+
+# --- the blocks of modern CNNs, built from these layers, against their torch twins ---------------------
+from dcnn.layers.blocks import inverted_residual  # noqa: E402
+from dcnn.layers.container import Residual  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("stride,cin,cout,expansion", [(1, 8, 8, 6), (2, 8, 12, 4), (1, 6, 10, 1)])
+def test_mobilenet_v2_block(dtype, stride, cin, cout, expansion):
+    """Expansion 1x1, BatchNorm, ReLU6, depthwise 3x3, BatchNorm, ReLU6, linear 1x1 projection, BatchNorm,
+    with the identity skip when the shape stays (a Residual)."""
+    layers = inverted_residual(cin, cout, stride, expansion)
+    assert isinstance(layers[0], Residual) == (stride == 1 and cin == cout)
+    compare_layers(layers, (cin, 9, 8), dtype)
+    compare_training(inverted_residual(cin, cout, stride, expansion), (cin, 9, 8), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("norm", ["layer", "group"])
+def test_convnext_block(dtype, norm):
+    """ConvNeXt's block: 7x7 depthwise, a norm, 1x1 to 4C, GELU, 1x1 back to C, plus the input."""
+    def block():
+        return [Residual([DepthwiseConv2D(7, padding=3), LayerNorm() if norm == "layer" else GroupNorm(1),
+                          Conv2D(24, 1), GELU(), Conv2D(6, 1)])]
+    compare_layers(block(), (6, 9, 9), dtype)
+    compare_training(block(), (6, 9, 9), dtype)
+
+
+def test_every_new_layer_saves_and_loads_through_the_json_spec(tmp_path):
+    """Constructor arguments are plain values (tuples come back as lists): a whole model of the new
+    layers is written with its spec and built again with the same predictions."""
+    import dcnn
+    from dcnn.layers.core import Dropout2D
+    layers = [Conv2D(6, (3, 2), stride=(1, 2), padding="same" if False else (1, 0), dilation=(2, 1), groups=2),
+              DepthwiseConv2D(3, 1, 1, depth_multiplier=2), SeparableConv2D(6, 3, padding=1), GroupNorm(3), SiLU(),
+              Conv2DTranspose(4, 3, stride=2, padding=1, output_padding=1), LayerNorm(), GELU("tanh"),
+              UpSampling2D((2, 1), "bilinear"), MaxPool2D(3, 2, 1), AvgPool2D(3, 1, 1), ZeroPadding2D(((1, 0), (2, 1))),
+              Cropping2D(((0, 1), (1, 0))), Dropout2D(0.2), Identity(), LeakyReLU(0.2), ELU(0.5), ReLU6(),
+              HardSwish(), HardSigmoid(), Sigmoid(), Tanh(), Conv2D(4, 2, padding="same"), Reshape((4, -1, 2)),
+              GlobalMaxPool2D(keepdims=True), Flatten(), Dense(5), BatchNorm1D(), Dense(3)]
+    net = dcnn.DCNNetwork(layers, input_shape=(2, 8, 6), seed=3).build()
+    path = net.save(tmp_path / "m.safetensors", classes=["a", "b", "c"])
+    loaded = dcnn.load(path)
+    assert [l.describe() for l in loaded.layers] == [l.describe() for l in net.layers]
+    x = np.random.default_rng(0).random((4, 2, 8, 6), np.float32)
+    np.testing.assert_allclose(loaded.predict(x), net.predict(x), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_mobilenet_preset_matches_its_torch_twin(shape):
+    from dcnn.model import presets
+    preset = presets.get_preset("mobilenet")
+    assert preset.augment and preset.optimizer == "adamw"
+    layers = preset.layers(shape, 10)
+    dropout = [l for l in layers if type(l).__name__ == "Dropout"]
+    dropout[0].rate = 0.0                                 # torch draws other masks
+    compare_layers(layers, shape, np.float64, batch=4)
+    net = preset.build(shape, 10)
+    assert net.model.output_shape(shape) == (10,) and 60_000 < net.model.param_count() < 120_000

@@ -56,14 +56,17 @@ class ReLU6(ReLU):
         return "ReLU6()"
 
 
-class Activation(Layer):
+class PointwiseActivation(Layer):
     """An element-wise activation: the backend's ``activation(x, kind, alpha)`` (one fused pass on
     the CPU and the GPU), with torch's formulas and its gradients at the kinks."""
 
-    kind = ""
+    kind = ""           # set by each subclass: one of backends.ops.activation.ACTIVATIONS
 
     def __init__(self):
         super().__init__()
+        if type(self) is PointwiseActivation:
+            raise TypeError("PointwiseActivation is the base of LeakyReLU, ELU, Sigmoid, Tanh, SiLU, GELU, "
+                            "HardSigmoid and HardSwish: use one of those")
         self.alpha = 0.0
 
     def describe(self) -> str:
@@ -84,7 +87,7 @@ def _number(layer: str, what: str, value) -> float:
     return float(value)
 
 
-class LeakyReLU(Activation):
+class LeakyReLU(PointwiseActivation):
     """x for x > 0, else negative_slope * x (torch.nn.LeakyReLU)."""
 
     kind = "leaky_relu"
@@ -97,7 +100,7 @@ class LeakyReLU(Activation):
         return f"LeakyReLU({self.negative_slope:g})"
 
 
-class ELU(Activation):
+class ELU(PointwiseActivation):
     """x for x > 0, else alpha * (exp(x) - 1) (torch.nn.ELU)."""
 
     kind = "elu"
@@ -110,25 +113,25 @@ class ELU(Activation):
         return f"ELU({self.alpha:g})"
 
 
-class Sigmoid(Activation):
+class Sigmoid(PointwiseActivation):
     """1 / (1 + exp(-x)) (torch.nn.Sigmoid)."""
 
     kind = "sigmoid"
 
 
-class Tanh(Activation):
+class Tanh(PointwiseActivation):
     """torch.nn.Tanh."""
 
     kind = "tanh"
 
 
-class SiLU(Activation):
+class SiLU(PointwiseActivation):
     """x * sigmoid(x), also called swish (torch.nn.SiLU)."""
 
     kind = "silu"
 
 
-class GELU(Activation):
+class GELU(PointwiseActivation):
     """x * Phi(x), Phi the standard normal CDF; ``approximate="tanh"``: the tanh approximation
     (torch.nn.GELU)."""
 
@@ -143,13 +146,13 @@ class GELU(Activation):
         return "GELU()" if self.approximate == "none" else "GELU(approximate='tanh')"
 
 
-class HardSigmoid(Activation):
+class HardSigmoid(PointwiseActivation):
     """relu6(x + 3) / 6 (torch.nn.Hardsigmoid)."""
 
     kind = "hardsigmoid"
 
 
-class HardSwish(Activation):
+class HardSwish(PointwiseActivation):
     """x * relu6(x + 3) / 6 (torch.nn.Hardswish, MobileNetV3's)."""
 
     kind = "hardswish"

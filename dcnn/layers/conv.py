@@ -94,6 +94,15 @@ class Conv2D(Layer):
         self.trainable = trainable
         self.init = init
 
+    def init_args(self) -> dict:
+        """The constructor's arguments for the JSON spec; ``dilation`` and ``groups`` only when they are
+        not 1, so that a plain convolution's spec stays readable by dcnn versions that predate them."""
+        args = super().init_args()
+        for name in ("dilation", "groups"):
+            if name in args and args[name] in (1, (1, 1), [1, 1]):
+                del args[name]
+        return args
+
     # --- geometry --------------------------------------------------------------------------
     def _filters(self, channels: int) -> int:
         return self.filters
