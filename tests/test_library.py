@@ -57,8 +57,8 @@ def test_a_model_built_in_python_saves_and_loads_whole(tmp_path):
     path = net.save(tmp_path / "m.safetensors", classes=["a", "b", "c"])
     meta = read_metadata(path)
     assert meta["spec"]["layers"][0] == {"layer": "Conv2D", "args": {
-        "filters": 4, "kernel_size": 3, "stride": 1, "padding": "same", "dilation": 1, "groups": 1, "use_bias": True,
-        "kernel": None, "trainable": True, "init": "he"}}
+        "filters": 4, "kernel_size": 3, "stride": 1, "padding": "same", "use_bias": True, "kernel": None,
+        "trainable": True, "init": "he"}}
     loaded = dcnn.load(path)
     assert loaded.classes == ["a", "b", "c"] and loaded.input_shape == (2, 8, 8)
     x = np.random.default_rng(1).random((5, 2, 8, 8), np.float32)
