@@ -21,7 +21,7 @@ import numpy as np
 from .arrays import MappedArray, Spilling, map_npy, map_npz_member, npz_members
 from .dataset import CorruptDataError, DataNotFoundError, Dataset, DatasetError
 from .decode import BadImage, decode
-from .userdata import _labels, _scan, _split_files
+from .userdata import _labels, scan_layout
 
 
 class ImageFiles(Spilling):
@@ -86,15 +86,7 @@ def image_folder(root, *, test_split: float = 0.2, seed: int = 0) -> tuple[Image
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataNotFoundError(f"{root} is not a folder: give a folder of images with one subfolder per class")
-    if (root / "train").is_dir():
-        classes, train_files, y_train = _scan(root / "train")
-        if (root / "test").is_dir():
-            _, test_files, y_test = _scan(root / "test", classes)
-        else:
-            train_files, y_train, test_files, y_test = _split_files(train_files, y_train, test_split, seed)
-    else:
-        classes, files, labels = _scan(root)
-        train_files, y_train, test_files, y_test = _split_files(files, labels, test_split, seed)
+    classes, train_files, y_train, test_files, y_test = scan_layout(root, test_split, seed)
     return (ImageFiles(train_files, y_train, classes, f"{root.name}/train"),
             ImageFiles(test_files, y_test, classes, f"{root.name}/test"))
 

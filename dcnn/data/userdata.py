@@ -99,6 +99,20 @@ def load_image_folder(root, *, image_size=None, channels: int | None = None, tes
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB); got {channels!r}")
     size = _size_arg(image_size)
+    classes, train_files, y_train, test_files, y_test = scan_layout(root, test_split, seed)
+    if size is None or channels is None:
+        first = read_image(train_files[0])
+        size = size or tuple(first.shape[1:])
+        channels = channels or first.shape[0]
+    x_train = _read_all(train_files, size, channels)
+    x_test = _read_all(test_files, size, channels)
+    return Dataset(root.name, x_train, y_train, x_test, y_test, tuple(classes), root,
+                   {"image_size": list(size), "channels": channels})
+
+
+def scan_layout(root: Path, test_split: float, seed: int):
+    """(classes, train files, train labels, test files, test labels) of an image folder: ``train/`` and
+    ``test/`` of class folders, or class folders alone (a seeded ``test_split`` of each class held out)."""
     if (root / "train").is_dir():
         classes, train_files, y_train = _scan(root / "train")
         if (root / "test").is_dir():
@@ -108,14 +122,7 @@ def load_image_folder(root, *, image_size=None, channels: int | None = None, tes
     else:
         classes, files, labels = _scan(root)
         train_files, y_train, test_files, y_test = _split_files(files, labels, test_split, seed)
-    if size is None or channels is None:
-        first = read_image(train_files[0])
-        size = size or tuple(first.shape[1:])
-        channels = channels or first.shape[0]
-    x_train = _read_all(train_files, size, channels)
-    x_test = _read_all(test_files, size, channels)
-    return Dataset(root.name, x_train, y_train, x_test, y_test, tuple(classes), root,
-                   {"image_size": list(size), "channels": channels})
+    return classes, train_files, y_train, test_files, y_test
 
 
 def _hold_out(labels, fraction, seed) -> np.ndarray:
