@@ -12,15 +12,32 @@ import math
 import warnings
 from pathlib import Path
 
-from ..model.callbacks import Callback, CallbackList, History, ProgbarLogger  # noqa: F401  (re-exported)
+from ..model.callbacks import Callback, CallbackList, History, ProgbarLogger, is_scalar  # noqa: F401
+from ..model.metrics import METRICS
 
 # --- stopping, saving, logging ------------------------------------------------------------------------
 
-def _better(mode: str, monitor: str):
+def auto_mode(monitor: str, net=None) -> str:
+    """'max' or 'min' for a logged name: losses go down; a metric goes its ``higher_is_better`` way
+    (a compiled one of ``net``'s, else dcnn's of that name; 'iou_3' is the iou of class 3); for other
+    names, Keras's rule ('acc' in the name: up)."""
+    name = monitor[4:] if monitor.startswith("val_") else monitor
+    if name == "loss" or name.endswith("_loss"):
+        return "min"
+    known = {m.name: m for m in getattr(net, "metrics", None) or ()}
+    for cut in range(name.count("_") + 1):
+        base = name.rsplit("_", cut)[0]
+        metric = known.get(base) or METRICS.get(base)
+        if metric is not None:
+            return "max" if getattr(metric, "higher_is_better", True) else "min"
+    return "max" if "acc" in name else "min"
+
+
+def _better(mode: str, monitor: str, net=None):
     if mode not in ("auto", "min", "max"):
         raise ValueError(f"mode must be 'auto', 'min' or 'max'; got {mode!r}")
     if mode == "auto":
-        mode = "max" if "acc" in monitor else "min"
+        mode = auto_mode(monitor, net)
     return (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b), mode
 
 
@@ -33,10 +50,13 @@ class EarlyStopping(Callback):
                  start_from_epoch: int = 0):
         self.monitor, self.patience, self.verbose = monitor, int(patience), verbose
         self.better, self.mode = _better(mode, monitor)
-        self.min_delta = abs(float(min_delta)) * (1 if self.mode == "max" else -1)
+        self.given_mode, self.delta = mode, abs(float(min_delta))
+        self.min_delta = self.delta * (1 if self.mode == "max" else -1)
         self.baseline, self.restore_best_weights, self.start_from_epoch = baseline, restore_best_weights, start_from_epoch
 
     def on_train_begin(self, net, epochs, steps):
+        self.better, self.mode = _better(self.given_mode, self.monitor, net)    # 'auto': the net's metrics
+        self.min_delta = self.delta * (1 if self.mode == "max" else -1)
         self.net, self.wait, self.stopped_epoch, self.best_epoch = net, 0, 0, None
         self.best = self.baseline if self.baseline is not None else (-math.inf if self.mode == "max" else math.inf)
         self.best_weights = None
@@ -77,10 +97,13 @@ class ModelCheckpoint(Callback):
         self.filepath, self.monitor, self.verbose = str(filepath), monitor, verbose
         self.save_best_only, self.save_weights_only = save_best_only, save_weights_only
         self.better, self.mode = _better(mode, monitor)
-        self.best = -math.inf if self.mode == "max" else math.inf
+        self.given_mode, self.best = mode, None      # the best is kept over several fit calls, as in Keras
 
     def on_train_begin(self, net, epochs, steps):
         self.net = net
+        self.better, self.mode = _better(self.given_mode, self.monitor, net)    # 'auto': the net's metrics
+        if self.best is None:
+            self.best = -math.inf if self.mode == "max" else math.inf
 
     def on_epoch_end(self, epoch, logs):
         path = Path(self.filepath.format(epoch=epoch + 1, **logs))
@@ -102,7 +125,8 @@ class ModelCheckpoint(Callback):
 
 
 class CSVLogger(Callback):
-    """One row per epoch (``epoch`` then the metrics) in ``filename``, rewritten atomically each epoch."""
+    """One row per epoch (``epoch`` then every number in the logs) in ``filename``, rewritten atomically
+    each epoch; the columns are the first epoch's."""
 
     def __init__(self, filename, separator: str = ",", append: bool = False):
         self.filename, self.sep, self.append = Path(filename), separator, append
@@ -116,7 +140,7 @@ class CSVLogger(Callback):
     def on_epoch_end(self, epoch, logs):
         from ..utils.files import atomic_write_text
         if self.keys is None:
-            self.keys = list(logs)
+            self.keys = [k for k, v in logs.items() if is_scalar(v)]
             self.lines.append(self.sep.join(["epoch", *self.keys]))
         self.lines.append(self.sep.join([str(epoch)] + [repr(float(logs[k])) if k in logs else "" for k in self.keys]))
         atomic_write_text(self.filename, "\n".join(self.lines) + "\n")
