@@ -20,7 +20,7 @@ from dcnn import Conv2D, DCNNetwork, Dense, Flatten, Input, ReLU, distributed
 from dcnn.data.mosaic import make_split
 from dcnn.model import fitting, metric_state
 from dcnn.model.metrics import MeanIoU, PixelAccuracy
-from dcnn.train.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, auto_mode
+from dcnn.train.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, auto_mode
 from test_no_host_wait import HostWait, no_read_back
 
 K = 11
@@ -103,6 +103,38 @@ def test_evaluate_matches_numpy_from_predicts_arg_max(ignore):
         assert set(got) == {"loss", "miou", "pixel_accuracy", "accuracy", *(f"iou_{c}" for c in range(K))}
 
 
+class MaskLoader:
+    """The loader protocol (dcnn.model.fitting): uint8 image batches with their masks."""
+
+    def __init__(self, images, masks, batch_size):
+        self.images, self.masks, self.batch_size = images, masks, batch_size
+
+    def __len__(self):
+        return -(-len(self.images) // self.batch_size)
+
+    def __iter__(self):
+        for start in range(0, len(self.images), self.batch_size):
+            yield self.images[start:start + self.batch_size], self.masks[start:start + self.batch_size]
+
+
+def test_a_loader_of_masks_fits_and_evaluates_as_arrays_do():
+    x, y = mosaics(9, seed=4)
+    images = np.round(x * 255).astype(np.uint8)        # moved as uint8, scaled on the device
+    net = seg_net(["miou", "pixel_accuracy"])
+    history = net.fit(MaskLoader(images[:6], y[:6], 4), epochs=2, validation_data=MaskLoader(images[6:], y[6:], 2),
+                      verbose=0)
+    assert list(history.history) == ["loss", "miou", "pixel_accuracy", "val_loss", "val_miou",
+                                     "val_pixel_accuracy"]
+    from_loader = net.evaluate(MaskLoader(images[6:], y[6:], 2))
+    from_arrays = net.evaluate(images[6:].astype(np.float32) / 255, y[6:])
+    assert from_loader["miou"] == pytest.approx(from_arrays["miou"], rel=1e-12)
+    assert from_loader["pixel_accuracy"] == pytest.approx(history["val_pixel_accuracy"][-1], rel=1e-12)
+    bad = y[6:].copy()
+    bad[0, 0, 0] = 12
+    with pytest.raises(ValueError, match=r"labels outside \[0, 10\]: 12"):
+        net.evaluate(MaskLoader(images[6:], bad, 2))
+
+
 def test_monitor_val_miou_keeps_the_highest(tmp_path):
     x, y = mosaics(10, seed=5)
     net = seg_net(seed=2)
@@ -129,6 +161,21 @@ def test_auto_mode_follows_each_metrics_direction():
         assert auto_mode(name) == "max", name
     for name in ("loss", "val_loss", "mae", "val_mae"):
         assert auto_mode(name) == "min", name
+
+
+def test_reduce_lr_on_plateau_of_val_miou_waits_for_it_to_stop_rising():
+    x, y = mosaics(6, seed=6)
+    net = seg_net()
+    plateau = ReduceLROnPlateau(monitor="val_miou", factor=0.5, patience=1, min_delta=0.0)
+    net.fit(x[:4], y[:4], epochs=1, batch_size=2, validation_data=(x[4:], y[4:]), verbose=0, callbacks=[plateau])
+    assert plateau.mode == "max"
+    plateau.on_train_begin(net, epochs=5, steps=1)
+    net.optimizer.lr = 1.0
+    rates = []
+    for epoch, score in enumerate([0.1, 0.2, 0.2, 0.15, 0.3, 0.25]):
+        plateau.on_epoch_end(epoch, {"val_miou": score})
+        rates.append(net.optimizer.lr)
+    assert rates == [1.0, 1.0, 0.5, 0.25, 0.25, 0.125]
 
 
 @pytest.mark.parametrize("case, match", [

@@ -1,6 +1,7 @@
 """Training callbacks with Keras's names and behaviour, for ``DCNNetwork.fit(callbacks=[...])``.
 
-- ``EarlyStopping``, ``ModelCheckpoint``, ``CSVLogger``, ``LearningRateScheduler``;
+- ``EarlyStopping``, ``ModelCheckpoint``, ``ReduceLROnPlateau``, ``CSVLogger``, ``LearningRateScheduler``
+  (``monitor`` may name any logged metric, e.g. 'val_miou'; mode 'auto' follows its direction);
 - per-step learning-rate schedules: ``OneCycleLR``, ``CosineDecay``, ``StepDecay``
   (the one-cycle maths is the one ``dcnn train`` uses: ``dcnn.train.augment.LRSchedule`` builds on it).
 
@@ -122,6 +123,47 @@ class ModelCheckpoint(Callback):
             self.net.save(path, metadata={"epoch": epoch + 1})
         if self.verbose:
             print(f"epoch {epoch + 1}: saved {path}")
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` has not improved by more than
+    ``min_delta`` for ``patience`` epochs, then wait ``cooldown`` epochs; never below ``min_lr``
+    (Keras's ReduceLROnPlateau; mode 'auto' follows the metric's direction, as EarlyStopping's)."""
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, verbose: int = 0,
+                 mode: str = "auto", min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0):
+        if not 0 < float(factor) < 1:
+            raise ValueError(f"ReduceLROnPlateau: factor must be in (0, 1) (it multiplies the rate); got {factor!r}")
+        self.monitor, self.factor, self.patience, self.verbose = monitor, float(factor), int(patience), verbose
+        self.given_mode, self.min_delta, self.cooldown, self.min_lr = mode, abs(float(min_delta)), int(cooldown), \
+            float(min_lr)
+        self.better, self.mode = _better(mode, monitor)
+
+    def on_train_begin(self, net, epochs, steps):
+        self.better, self.mode = _better(self.given_mode, self.monitor, net)
+        self.net, self.wait, self.cooldown_left = net, 0, 0
+        self.best = -math.inf if self.mode == "max" else math.inf
+
+    def on_epoch_end(self, epoch, logs):
+        current = logs.get(self.monitor)
+        if current is None:
+            warnings.warn(f"ReduceLROnPlateau: {self.monitor!r} is not among the metrics ({', '.join(logs)})",
+                          stacklevel=2)
+            return
+        if self.cooldown_left > 0:
+            self.cooldown_left -= 1
+            self.wait = 0
+        shifted = current - self.min_delta if self.mode == "max" else current + self.min_delta
+        if self.better(shifted, self.best):
+            self.best, self.wait = current, 0
+        elif self.cooldown_left == 0:
+            self.wait += 1
+            lr = float(self.net.optimizer.lr)
+            if self.wait >= self.patience and lr > self.min_lr:
+                self.net.optimizer.lr = max(lr * self.factor, self.min_lr)
+                self.cooldown_left, self.wait = self.cooldown, 0
+                if self.verbose:
+                    print(f"epoch {epoch + 1}: {self.monitor} has not improved; learning rate {self.net.optimizer.lr:.3g}")
 
 
 class CSVLogger(Callback):
