@@ -137,11 +137,12 @@ def evaluate_loader(net, loader) -> dict:
     net.model.release()
     if metrics is None and net.model.built:     # a rank with no batches still joins the all-reduce
         metrics = net.metric_set()
+    states = None
     if metrics is not None:        # one read at the end (data-parallel: one all-reduce first)
-        loss_sum, correct, n = read(net, metrics, [loss_sum, correct, n], local_values=True)
+        (loss_sum, correct, n), states = read(net, metrics, [loss_sum, correct, n], local_values=True)
     if not n:
         raise ValueError(f"{loader!r} gave no images to evaluate")
-    return {"loss": loss_sum / n, **metrics.logs(correct, n)}
+    return {"loss": loss_sum / n, **metrics.logs(correct, n, states)}
 
 
 def _validation(net, validation_data):
@@ -170,8 +171,8 @@ def _epoch_logs(net, loss_sum, correct, seen: int) -> dict:
     """The epoch's mean loss and metrics: one device read per epoch (data-parallel: the loss and
     hits are already the global batches'; the metrics' own sums are all-reduced here)."""
     metrics = net._train_metrics or net.reset_metrics()
-    loss_sum, correct = read(net, metrics, [loss_sum, correct], local_values=False)
-    return {"loss": loss_sum / seen, **metrics.logs(correct, seen)}
+    (loss_sum, correct), states = read(net, metrics, [loss_sum, correct], local_values=False)
+    return {"loss": loss_sum / seen, **metrics.logs(correct, seen, states)}
 
 
 def _check_common(epochs, initial_epoch, verbose):

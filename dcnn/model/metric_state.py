@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .losses import CrossEntropy
 from .metrics import Accuracy, ConfusionMatrix, get_metric
 
@@ -75,46 +77,71 @@ class MetricSet:
             m.load_state(arrays[:count])
             arrays = arrays[count:]
 
-    def logs(self, correct, seen) -> dict:
-        """Each metric's logs (host floats); ``correct`` and ``seen`` are the fast accuracy's sums."""
+    def logs(self, correct, seen, host_states=None) -> dict:
+        """Each metric's logs (host floats); ``correct`` and ``seen`` are the fast accuracy's sums.
+        ``host_states``: the device metrics' states already read (``read``); their results come from
+        twins holding those, so the metrics themselves stay on the device."""
+        twins = {}
+        if host_states is not None:
+            host_states = list(host_states)
+            for m in self.device:
+                twin, count = m.clone(), len(getattr(m, "_state_names", None) or m.state())
+                twin.backend = m.backend
+                twin.load_state(host_states[:count])
+                twins[id(m)], host_states = twin, host_states[count:]
         out = {}
         for m in self.metrics:
             if m is self.fast:
                 out[m.name] = correct / seen if seen else math.nan
-            else:
-                out.update(m.logs() if hasattr(m, "logs") else {m.name: float(m.result())})
+                continue
+            m = twins.get(id(m), m)
+            out.update(m.logs() if hasattr(m, "logs") else {m.name: float(m.result())})
         return out
 
 
-def read(net, metric_set: MetricSet, values, local_values: bool) -> list:
-    """Host floats of ``values`` (device 0-d arrays or host numbers) with one transfer.  Data-parallel:
-    first one all-reduce sums the metrics' states over the ranks, and ``values`` too where they are
-    this rank's own (``local_values``; fit's running loss and hits are already global)."""
+def _flat(xp, parts):
+    # float64 keeps the int64 counts exact (below 2^53) in one buffer with the float sums
+    return xp.concat([xp.reshape(xp.astype(p, xp.float64), (-1,)) for p in parts], axis=0)
+
+
+def _split(flat, parts, restore) -> list:
+    pieces, offset = [], 0
+    for p in parts:
+        size = math.prod(int(d) for d in p.shape)
+        pieces.append(restore(flat[offset:offset + size], p))
+        offset += size
+    return pieces
+
+
+def read(net, metric_set: MetricSet, values, local_values: bool) -> tuple[list, list | None]:
+    """Host floats of ``values`` (device 0-d arrays or host numbers) and host copies of the device
+    metrics' states (None if one has no ``state``), with one transfer.  Data-parallel: first one
+    all-reduce sums the metrics' states over the ranks, and ``values`` too where they are this
+    rank's own (``local_values``; fit's running loss and hits are already global)."""
     backend = net.backend
     xp = backend.xp
     values = [xp.astype(v, xp.float64) if hasattr(v, "shape")
               else xp.asarray(float(v), dtype=xp.float64, device=backend.device) for v in values]
     parallel = net.data_parallel
     if parallel is not None:
-        states = metric_set.states()
-        parts = (values if local_values else []) + states
+        parts = (values if local_values else []) + metric_set.states()
         if parts:
-            # float64 keeps the int64 counts exact (below 2^53) in one buffer with the float sums
-            flat = xp.concat([xp.reshape(xp.astype(p, xp.float64), (-1,)) for p in parts], axis=0)
+            flat = _flat(xp, parts)
             parallel.comm.allreduce_sum(flat)
-            pieces, offset = [], 0
-            for p in parts:
-                size = math.prod(int(d) for d in p.shape)
-                piece = xp.reshape(flat[offset:offset + size], p.shape)
-                pieces.append(piece if p.dtype == xp.float64 else xp.astype(xp.round(piece), p.dtype))
-                offset += size
+            pieces = _split(flat, parts, lambda f, p: xp.astype(xp.round(xp.reshape(f, p.shape)), p.dtype)
+                            if p.dtype != xp.float64 else xp.reshape(f, p.shape))
             if local_values:
                 values, pieces = pieces[:len(values)], pieces[len(values):]
             metric_set.load_states(pieces)
-    return [float(v) for v in backend.to_numpy(xp.stack(values)).tolist()] if values else []
+    states = metric_set.states() if all(hasattr(m, "state") for m in metric_set.device) else None
+    parts = values + (states or [])
+    pieces = _split(backend.to_numpy(_flat(xp, parts)), parts,
+                    lambda f, p: f.reshape(tuple(int(d) for d in p.shape)) if p.dtype == xp.float64
+                    else np.round(f).astype(np.int64).reshape(tuple(int(d) for d in p.shape)))
+    return [float(v) for v in pieces[:len(values)]], (None if states is None else pieces[len(values):])
 
 
 def evaluation_logs(net, metric_set: MetricSet, loss_sum, correct, seen) -> dict:
     """{'loss': mean loss, **metric logs} from one evaluation's device sums (this rank's)."""
-    loss_sum, correct, seen = read(net, metric_set, [loss_sum, correct, seen], local_values=True)
-    return {"loss": loss_sum / seen if seen else math.nan, **metric_set.logs(correct, seen)}
+    (loss_sum, correct, seen), states = read(net, metric_set, [loss_sum, correct, seen], local_values=True)
+    return {"loss": loss_sum / seen if seen else math.nan, **metric_set.logs(correct, seen, states)}

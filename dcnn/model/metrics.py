@@ -91,8 +91,9 @@ class Metric:
 
     def _read(self, *values) -> list:
         """Host values of device 0-d arrays and host numbers, with one transfer for the device ones."""
-        on_device = [i for i, v in enumerate(values) if not isinstance(v, (int, float))]
-        out = list(values)
+        host = (int, float, np.ndarray, np.generic)      # NumPy arrays: host copies (load_state's) or NumPy's own
+        on_device = [i for i, v in enumerate(values) if not isinstance(v, host)]
+        out = [v if isinstance(v, (int, float)) or i in on_device else float(v) for i, v in enumerate(values)]
         if on_device:
             xp = self.backend.xp
             stacked = xp.stack([xp.astype(values[i], xp.float64) for i in on_device])
@@ -214,7 +215,8 @@ class ConfusionMatrix(_ClassMetric):
         if self._counts is None:
             k = self.num_classes or 0
             return np.zeros((k, k), np.int64)
-        return self.backend.to_numpy(self._counts).astype(np.int64)
+        counts = self._counts if isinstance(self._counts, np.ndarray) else self.backend.to_numpy(self._counts)
+        return counts.astype(np.int64)
 
     def logs(self) -> dict:
         return {}          # a matrix, not a number per epoch
