@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import backends
-from dcnn import Conv2D, DCNNetwork, Dense, Flatten, Input, ReLU, distributed
+from dcnn import Conv2D, DCNNetwork, Dense, Flatten, Input, ReLU, Softmax, distributed
 from dcnn.data.mosaic import make_split
 from dcnn.model import fitting, metric_state
 from dcnn.model.metrics import MeanIoU, PixelAccuracy
@@ -265,6 +265,16 @@ def test_bce_predicts_sigmoid_probabilities():
     np.testing.assert_allclose(net.predict(noisy), 1 / (1 + np.exp(-logits)), rtol=1e-5, atol=1e-7)
     got = net.evaluate(noisy, masks)
     assert got["pixel_accuracy"] == pytest.approx(float(((logits > 0) == (masks > 0.5)).mean()), rel=1e-12)
+
+
+def test_a_trailing_softmax_is_a_layer_for_value_losses(rng):
+    """Cross-entropy fuses a final Softmax into the loss; mse trains and predicts through it."""
+    x = rng.random((6, 1, 4, 4), dtype=np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 6)]
+    net = DCNNetwork([Flatten(), Dense(3), Softmax()], input_shape=(1, 4, 4), seed=0).compile("sgd", loss="mse")
+    p = net.predict(x)
+    np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-6)
+    assert net.evaluate(x, y)["loss"] == pytest.approx(float(np.mean((p.astype(np.float64) - y) ** 2)), rel=1e-5)
 
 
 # --- classification stays as it was ------------------------------------------------------------------

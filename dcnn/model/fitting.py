@@ -18,7 +18,7 @@ import numpy as np
 
 from ..utils.checks import as_targets
 from .callbacks import CallbackList, History, ProgbarLogger
-from .losses import BCEWithLogits, CrossEntropy, TargetError, get_loss
+from .losses import VALUE_LOSSES, BCEWithLogits, CrossEntropy, TargetError, get_loss
 from .metric_state import read
 
 
@@ -58,10 +58,9 @@ def prediction(net, outputs):
     """What ``predict`` gives for a batch of outputs: softmax over axis 1 for cross-entropy (and a
     loss it does not know), sigmoid for bce_with_logits, the outputs themselves for mse and mae."""
     xp = net.backend.xp
-    name = getattr(net.loss, "name", "cross_entropy")
     if isinstance(net.loss, BCEWithLogits):
         return net.backend.activation(outputs, "sigmoid")[0]
-    if name in ("mse", "mae"):
+    if isinstance(net.loss, VALUE_LOSSES):
         return outputs
     z = xp.exp(outputs - xp.max(outputs, axis=1, keepdims=True))
     return z / xp.sum(z, axis=1, keepdims=True)

@@ -301,6 +301,10 @@ class BCEWithLogits(_Elementwise):
         return y
 
 
+# Losses of values (regression, reconstruction, masks): their outputs are no class logits, so no
+# Softmax layer is skipped for them, predict gives no softmax and no accuracy is logged by default.
+VALUE_LOSSES = (MeanSquaredError, MeanAbsoluteError, BCEWithLogits)
+
 LOSSES = {"cross_entropy": CrossEntropy, "categorical_crossentropy": CrossEntropy,
           "sparse_categorical_crossentropy": CrossEntropy, "softmax_cross_entropy": CrossEntropy,
           "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,

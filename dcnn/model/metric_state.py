@@ -16,14 +16,15 @@ import math
 
 import numpy as np
 
-from .losses import CrossEntropy
+from .losses import VALUE_LOSSES
 from .metrics import Accuracy, ConfusionMatrix, get_metric
 
 
 def compile_metrics(metrics, loss) -> list:
-    """The metric objects for ``compile(metrics=...)``: None is the loss's default."""
+    """The metric objects for ``compile(metrics=...)``: None is the loss's default (accuracy for
+    class losses; none for mse, mae and bce_with_logits)."""
     if metrics is None:
-        metrics = ["accuracy"] if loss is None or isinstance(loss, CrossEntropy) else []
+        metrics = [] if isinstance(loss, VALUE_LOSSES) else ["accuracy"]
     elif isinstance(metrics, str) or hasattr(metrics, "update"):
         metrics = [metrics]
     elif isinstance(metrics, dict):

@@ -16,7 +16,7 @@ from ..utils.checks import as_batch, check_input_shape
 from ..utils.files import load_arrays, save_arrays
 from . import fitting, metric_state, summary
 from .callbacks import History
-from .losses import CrossEntropy, get_loss
+from .losses import VALUE_LOSSES, get_loss
 from .optimizers import get_optimizer
 from .parameters import FlatParameters
 
@@ -140,8 +140,8 @@ class DCNNetwork:
     # --- computing ------------------------------------------------------------
     @property
     def _fuses_softmax(self) -> bool:
-        """Whether the loss applies the softmax itself (cross-entropy; the default before compile)."""
-        return self.loss is None or isinstance(self.loss, CrossEntropy)
+        """Whether the loss applies the softmax itself (cross-entropy, the default; not mse, mae, bce)."""
+        return not isinstance(self.loss, VALUE_LOSSES)
 
     def _logit_steps(self) -> list:
         # A trailing Softmax is skipped where the loss fuses softmax with cross-entropy.
