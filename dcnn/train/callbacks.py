@@ -22,7 +22,7 @@ def auto_mode(monitor: str, net=None) -> str:
     """'max' or 'min' for a logged name: losses go down; a metric goes its ``higher_is_better`` way
     (a compiled one of ``net``'s, else dcnn's of that name; 'iou_3' is the iou of class 3); for other
     names, Keras's rule ('acc' in the name: up)."""
-    name = monitor[4:] if monitor.startswith("val_") else monitor
+    name = monitor.removeprefix("val_")
     if name == "loss" or name.endswith("_loss"):
         return "min"
     known = {m.name: m for m in getattr(net, "metrics", None) or ()}
@@ -163,7 +163,8 @@ class ReduceLROnPlateau(Callback):
                 self.net.optimizer.lr = max(lr * self.factor, self.min_lr)
                 self.cooldown_left, self.wait = self.cooldown, 0
                 if self.verbose:
-                    print(f"epoch {epoch + 1}: {self.monitor} has not improved; learning rate {self.net.optimizer.lr:.3g}")
+                    print(f"epoch {epoch + 1}: {self.monitor} has not improved; "
+                          f"learning rate {self.net.optimizer.lr:.3g}")
 
 
 class CSVLogger(Callback):
