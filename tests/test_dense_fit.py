@@ -80,13 +80,14 @@ def test_segmentation_fit_logs_dense_metrics_each_epoch():
     assert final["pixel_accuracy"] == pytest.approx(history["val_pixel_accuracy"][-1], rel=1e-12)
 
 
-@pytest.mark.parametrize("ignore", [None, 255])
-def test_evaluate_matches_numpy_from_predicts_arg_max(ignore):
+@pytest.mark.parametrize("ignore, given", [(None, "names"), (255, "objects"), (255, "names")])
+def test_evaluate_matches_numpy_from_predicts_arg_max(ignore, given):
     x, y = mosaics(7, seed=3)
     if ignore is not None:
         y[:, :5, :] = ignore                   # an unlabelled band: neither right nor wrong
-        net = seg_net([MeanIoU(ignore_index=ignore), PixelAccuracy(ignore_index=ignore), "iou"],
-                      loss_options={"ignore_index": ignore})
+        metrics = [MeanIoU(ignore_index=ignore), PixelAccuracy(ignore_index=ignore), "iou"] if given == "objects" \
+            else ["miou", "pixel_accuracy", "iou"]       # by name: the loss's ignore_index is theirs too
+        net = seg_net(metrics, loss_options={"ignore_index": ignore})
     else:
         net = seg_net(["miou", "pixel_accuracy", "iou", "accuracy"])
     net.fit(x, y, epochs=2, batch_size=3, verbose=0)

@@ -22,14 +22,21 @@ from .metrics import Accuracy, ConfusionMatrix, get_metric
 
 def compile_metrics(metrics, loss) -> list:
     """The metric objects for ``compile(metrics=...)``: None is the loss's default (accuracy for
-    class losses; none for mse, mae and bce_with_logits)."""
+    class losses; none for mse, mae and bce_with_logits).  Class metrics given by name skip the
+    loss's ``ignore_index`` too (unlabelled pixels count for nothing); objects are taken as given."""
     if metrics is None:
         metrics = [] if isinstance(loss, VALUE_LOSSES) else ["accuracy"]
     elif isinstance(metrics, str) or hasattr(metrics, "update"):
         metrics = [metrics]
     elif isinstance(metrics, dict):
         raise TypeError("metrics must be a list of names or Metric objects (one output: no dict per output)")
-    out = [get_metric(m) for m in metrics]
+    ignore = getattr(loss, "ignore_index", None)
+    out = []
+    for m in metrics:
+        metric = get_metric(m)
+        if isinstance(m, str) and ignore is not None and hasattr(metric, "ignore_index"):
+            metric = get_metric(m, ignore_index=ignore)
+        out.append(metric)
     names = [m.name for m in out]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
