@@ -96,7 +96,7 @@ class DCNNetwork:
         ``loss``: 'cross_entropy' (classes on axis 1: (N, K) or (N, K, H, W)), 'mse', 'mae', 'bce_with_logits'
         or a loss object; ``label_smoothing`` and ``loss_options`` (e.g. ``{"ignore_index": 255}``) go to a
         loss given by name.  ``metrics``: names ('accuracy', 'pixel_accuracy', 'miou', 'iou', 'dice', 'mae',
-        'psnr'...) or Metric objects (dcnn.model.metric_state); None: ['accuracy'] for cross-entropy, else []."""
+        'psnr'...) or Metric objects (dcnn.model.metric_state); None: [] for mse/mae/bce, else ['accuracy']."""
         self.optimizer = get_optimizer(optimizer, **optimizer_options) if isinstance(optimizer, str) else \
             get_optimizer(optimizer)
         options = {**(loss_options or {}), **({"label_smoothing": label_smoothing} if label_smoothing else {})}
