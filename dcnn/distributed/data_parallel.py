@@ -8,7 +8,8 @@
   rank's weighted by its share of the batch (the loss is a mean: sum_r n_r/B * mean_r = mean
   over B, also for an uneven last batch or an empty shard), with the step's loss and hit count
   riding in the same buffer, so every rank sees the global-batch loss and takes the same decisions;
-- ``evaluate``: each rank evaluates its part of the test set; the sums are all-reduced;
+- ``evaluate``: each rank evaluates its part of the test set; the sums are all-reduced, the
+  metrics' with them (training metrics are summed per rank and all-reduced once per epoch);
 - BatchNorm keeps local statistics; ``sync_buffers`` averages the running buffers over the ranks
   before each evaluation and checkpoint (see the README for why);
 - dropout and augmentation draw from per-rank streams; checkpoints keep each rank's state.
@@ -19,6 +20,8 @@ import numpy as np
 
 from ..io import checkpoint
 from ..layers import Dropout
+from ..model import fitting
+from ..model.metric_state import evaluation_logs
 from ..train.callbacks import Callback
 from .optimizer import DistributedOptimizer
 
@@ -132,17 +135,18 @@ class DataParallel:
         loss, hits = net.optimizer.step(params, grads, weight=weight, riders=(loss * weight, hits))
         return loss, xp.astype(xp.round(hits), xp.int64)
 
-    def evaluate(self, xd, yd, batch_size):
-        """Mean loss and accuracy over the whole of (xd, yd), each rank evaluating its part."""
+    def evaluate(self, xd, yd, batch_size, metrics):
+        """Mean loss and the metrics (a MetricSet) over the whole of (xd, yd), each rank evaluating its
+        part: the loss sum, hits, count and the metrics' sums travel in one all-reduce."""
         self.sync_buffers()
-        n = int(xd.shape[0])
-        start, stop = shard_span(n, self.rank, self.size)
-        sums = np.zeros(2, dtype=np.float64)
+        net = self.net
+        start, stop = shard_span(int(xd.shape[0]), self.rank, self.size)
+        xp = net.backend.xp
+        sums = (xp.zeros((), dtype=xp.float32, device=net.backend.device),
+                xp.zeros((), dtype=xp.int64, device=net.backend.device), 0)
         if stop > start:
-            local = self.net._evaluate_local(xd[start:stop, ...], yd[start:stop, ...], batch_size)
-            sums[:] = local["loss"] * (stop - start), round(local["accuracy"] * (stop - start))
-        self.comm.allreduce_sum(sums)
-        return {"loss": float(sums[0]) / n, "accuracy": float(sums[1]) / n}
+            sums = fitting.evaluate_local(net, xd[start:stop, ...], yd[start:stop, ...], batch_size, metrics)
+        return evaluation_logs(net, metrics, *sums)
 
     # --- checkpoints -------------------------------------------------------------------------------
     def save_checkpoint(self, out_dir, net, *, extra=None, augment=None, **kwargs):

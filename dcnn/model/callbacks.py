@@ -5,11 +5,18 @@ The Keras-named callbacks a user passes to fit (EarlyStopping, ModelCheckpoint, 
 learning-rate schedules) build on ``Callback`` in ``dcnn.train.callbacks``.
 
 Hooks get the epoch's metrics as plain floats (``loss``, ``accuracy``, ``val_loss``,
-``val_accuracy``); ``on_batch_end`` gets device arrays, read sparingly (each read syncs).
+``val_accuracy``, and each compiled metric's logs, e.g. ``miou``, ``val_miou``, ``iou_3``);
+``on_batch_end`` gets device arrays, read sparingly (each read syncs).
 """
 from __future__ import annotations
 
+import numbers
 import sys
+
+
+def is_scalar(value) -> bool:
+    """A number the epoch logs can hold (History, the CSV log, the progress line); not an array."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 class Callback:
@@ -44,7 +51,8 @@ class History(Callback):
     def on_epoch_end(self, epoch, logs):
         self.epochs.append(epoch)
         for key, value in logs.items():
-            self.history.setdefault(key, []).append(value)
+            if is_scalar(value):
+                self.history.setdefault(key, []).append(value)
 
     def __getitem__(self, key):
         return self.history[key]
@@ -88,6 +96,7 @@ class ProgbarLogger(Callback):
             self.bar.update(1)
 
     def on_epoch_end(self, epoch, logs):
+        logs = {k: v for k, v in logs.items() if is_scalar(v)}
         parts = "  ".join(f"{k}={v:.4f}" for k, v in logs.items())
         if self.bar is not None:
             self.bar.set_postfix_str(" ".join(f"{k}={v:.4f}" for k, v in logs.items()), refresh=True)

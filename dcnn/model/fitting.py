@@ -18,6 +18,8 @@ import numpy as np
 
 from ..utils.checks import as_targets
 from .callbacks import CallbackList, History, ProgbarLogger
+from .losses import VALUE_LOSSES, BCEWithLogits, CrossEntropy, TargetError, get_loss
+from .metric_state import read
 
 
 def check_batch_size(batch_size) -> None:
@@ -34,6 +36,50 @@ def is_loader(x) -> bool:
     """Whether ``x`` is a loader of batches rather than an array of samples."""
     return (hasattr(x, "__iter__") and hasattr(x, "__len__") and not hasattr(x, "shape")
             and not hasattr(x, "__array__") and not isinstance(x, (list, tuple, str, bytes, dict)))
+
+
+def targets(net, y, count: int):
+    """``y`` checked on the host by the loss against the outputs' shape, then on the device: a clear
+    error (a ValueError) before any step, never a NaN or a wrong metric later."""
+    loss, shape = net.loss if net.loss is not None else get_loss("cross_entropy"), net.output_shape
+    classic = isinstance(loss, CrossEntropy) and len(shape) == 1 and loss.ignore_index is None
+    if classic or not hasattr(loss, "check_targets"):      # (N,) labels or (N, K) one-hot, as always
+        if classic and loss.weight is not None and loss.weight.shape[0] != shape[0]:
+            raise ValueError(f"cross-entropy has {loss.weight.shape[0]} class weights but the model has "
+                             f"{shape[0]} outputs")
+        try:
+            return as_targets(net.backend, y, count, shape[0])
+        except TypeError as exc:
+            raise TargetError(str(exc)) from None
+    return net.backend.from_numpy(loss.check_targets(y, shape, count))
+
+
+def prediction(net, outputs):
+    """What ``predict`` gives for a batch of outputs: softmax over axis 1 for cross-entropy (and a
+    loss it does not know), sigmoid for bce_with_logits, the outputs themselves for mse and mae."""
+    xp = net.backend.xp
+    if isinstance(net.loss, BCEWithLogits):
+        return net.backend.activation(outputs, "sigmoid")[0]
+    if isinstance(net.loss, VALUE_LOSSES):
+        return outputs
+    z = xp.exp(outputs - xp.max(outputs, axis=1, keepdims=True))
+    return z / xp.sum(z, axis=1, keepdims=True)
+
+
+def evaluate_local(net, xd, yd, batch_size, metrics):
+    """Device sums (loss sum, hits) and the sample count over (xd, yd), in eval mode, with
+    ``metrics`` updated; nothing is read back."""
+    xp = net.backend.xp
+    loss_sum = xp.zeros((), dtype=xp.float32, device=net.backend.device)
+    correct = xp.zeros((), dtype=xp.int64, device=net.backend.device)
+    n = xd.shape[0]
+    for start, stop in spans(n, batch_size):
+        xb, yb = xd[start:stop, ...], yd[start:stop, ...]
+        logits = net.logits(xb, training=False)
+        loss_sum += net.loss.forward(logits, yb) * xb.shape[0]
+        correct += net._correct(logits, yb)
+        metrics.update(logits, yb)
+    return loss_sum, correct, n
 
 
 def device_images(net, xb):
@@ -60,11 +106,11 @@ def _batch(net, batch, keep_empty: bool = False):
     if len(batch[0]) == 0 and not (keep_empty and net.model.built):
         return None
     xd = device_images(net, batch[0])
-    return xd, as_targets(net.backend, np.asarray(batch[1]), xd.shape[0], net.num_classes)
+    return xd, targets(net, np.asarray(batch[1]), xd.shape[0])
 
 
 def evaluate_loader(net, loader) -> dict:
-    """Mean loss and accuracy over one pass of ``loader``, in eval mode."""
+    """Mean loss and the compiled metrics over one pass of ``loader``, in eval mode."""
     if not is_loader(loader):
         raise TypeError(f"evaluate takes images and labels (x, y), or a loader of (images, labels) batches as x; "
                         f"got {type(loader).__name__} and no labels")
@@ -72,27 +118,30 @@ def evaluate_loader(net, loader) -> dict:
     if parallel is not None:
         parallel.sync_buffers()
     if net.loss is None:
-        from .losses import get_loss
         net.loss = get_loss("cross_entropy")
     xp = net.backend.xp
     loss_sum = xp.zeros((), dtype=xp.float32, device=net.backend.device)
     correct = xp.zeros((), dtype=xp.int64, device=net.backend.device)
-    n = 0
+    n, metrics = 0, None
     for batch in map(lambda b: _batch(net, b), loader):
         if batch is None:
             continue
         xb, yb = batch
+        metrics = metrics or net.metric_set()     # after the first batch: the model is built
         logits = net.logits(xb, training=False)
         loss_sum += net.loss.forward(logits, yb) * xb.shape[0]
         correct += net._correct(logits, yb)
+        metrics.update(logits, yb)
         n += xb.shape[0]
     net.model.release()
-    sums = np.array([float(loss_sum), int(correct), n], dtype=np.float64)   # one read at the end
-    if parallel is not None:
-        parallel.comm.allreduce_sum(sums)
-    if sums[2] == 0:
+    if metrics is None and net.model.built:     # a rank with no batches still joins the all-reduce
+        metrics = net.metric_set()
+    states = None
+    if metrics is not None:        # one read at the end (data-parallel: one all-reduce first)
+        (loss_sum, correct, n), states = read(net, metrics, [loss_sum, correct, n], local_values=True)
+    if not n:
         raise ValueError(f"{loader!r} gave no images to evaluate")
-    return {"loss": float(sums[0]) / sums[2], "accuracy": float(sums[1]) / sums[2]}
+    return {"loss": loss_sum / n, **metrics.logs(correct, n, states)}
 
 
 def _validation(net, validation_data):
@@ -109,6 +158,20 @@ def _evaluate(net, val) -> dict:
     if is_loader(val):
         return evaluate_loader(net, val)
     return net._evaluate_device(*val, batch_size=256)
+
+
+def _reset_metrics(net) -> None:
+    """Zero the training metrics (a loader's model may be built only by its first batch: then they
+    start there, in ``train_on_batch``)."""
+    net._train_metrics = net.metric_set() if net.model.built else None
+
+
+def _epoch_logs(net, loss_sum, correct, seen: int) -> dict:
+    """The epoch's mean loss and metrics: one device read per epoch (data-parallel: the loss and
+    hits are already the global batches'; the metrics' own sums are all-reduced here)."""
+    metrics = net._train_metrics or net.reset_metrics()
+    (loss_sum, correct), states = read(net, metrics, [loss_sum, correct], local_values=False)
+    return {"loss": loss_sum / seen, **metrics.logs(correct, seen, states)}
 
 
 def _check_common(epochs, initial_epoch, verbose):
@@ -151,6 +214,7 @@ def fit_loader(net, loader, epochs: int = 1, validation_data=None, verbose: int 
             loss_sum = xp.asarray(float(start[0]), dtype=xp.float32, device=net.backend.device)
             correct = xp.asarray(int(start[1]), dtype=xp.int64, device=net.backend.device)
             seen, complete = int(start[2]), True
+            _reset_metrics(net)
             cbs.on_epoch_begin(epoch)
             for step, batch in enumerate(loader, start=first):
                 numbered = getattr(loader, "last_step", None)        # the loader's number, past any left out
@@ -177,7 +241,7 @@ def fit_loader(net, loader, epochs: int = 1, validation_data=None, verbose: int 
                     break
             if seen == 0:
                 raise ValueError(f"epoch {epoch + 1}: the loader gave no images (are all of them unreadable?)")
-            logs = {"loss": float(loss_sum) / seen, "accuracy": int(correct) / seen}  # one sync per epoch
+            logs = _epoch_logs(net, loss_sum, correct, seen)
             if val is not None and complete:
                 logs.update({f"val_{k}": v for k, v in _evaluate(net, val).items()})
             if complete:
@@ -241,6 +305,7 @@ def fit(net, x, y=None, epochs: int = 1, batch_size: int = 32, validation_data=N
             order = net.backend.from_numpy(order)
             loss_sum = xp.zeros((), dtype=xp.float32, device=net.backend.device)
             correct = xp.zeros((), dtype=xp.int64, device=net.backend.device)
+            _reset_metrics(net)
             cbs.on_epoch_begin(epoch)
             for step, (start, stop) in enumerate(spans(n, batch_size)):
                 idx = order[start:stop]
@@ -256,7 +321,7 @@ def fit(net, x, y=None, epochs: int = 1, batch_size: int = 32, validation_data=N
                 cbs.on_batch_end(step, {"loss": loss, "loss_sum": loss_sum, "correct": correct, "seen": seen})
                 if net.stop_training:
                     break
-            logs = {"loss": float(loss_sum) / seen, "accuracy": int(correct) / seen}  # one sync per epoch
+            logs = _epoch_logs(net, loss_sum, correct, seen)
             complete = seen == n
             if val is not None and complete:   # a mid-epoch stop (Ctrl-C) skips the test pass
                 logs.update({f"val_{k}": v for k, v in _evaluate(net, val).items()})

@@ -19,6 +19,11 @@ import numpy as np
 from backends import backend_of
 
 
+class TargetError(ValueError, TypeError):
+    """Targets that do not fit the model or the loss (a ValueError; also a TypeError, which wrong
+    dtypes raised before)."""
+
+
 def _host(y, name: str = "y") -> np.ndarray:
     """``y`` as a host NumPy array (a device array is copied back: one sync, before training)."""
     if isinstance(y, np.ndarray):
@@ -39,7 +44,7 @@ def _shape(shape) -> tuple:
 
 def _finite_floats(y: np.ndarray, name: str, what: str) -> np.ndarray:
     if not (np.issubdtype(y.dtype, np.floating) or np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
-        raise TypeError(f"{name} must hold numbers ({what}); got dtype {y.dtype}")
+        raise TargetError(f"{name} must hold numbers ({what}); got dtype {y.dtype}")
     with np.errstate(over="ignore", invalid="ignore"):
         out = y.astype(np.float32)
     if not np.isfinite(out).all():
@@ -184,7 +189,7 @@ class CrossEntropy(Loss):
             return y
         whole = np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and np.all(np.mod(y, 1) == 0)
         if not (np.issubdtype(y.dtype, np.integer) or whole):
-            raise TypeError(f"y must be integer class labels of shape {y.shape}; got dtype {y.dtype}"
+            raise TargetError(f"y must be integer class labels of shape {y.shape}; got dtype {y.dtype}"
                             + (" with fractional or non-finite values" if np.issubdtype(y.dtype, np.floating) else ""))
         bad = (y < 0) | (y >= k)
         if self.ignore_index is not None:
@@ -295,6 +300,10 @@ class BCEWithLogits(_Elementwise):
                              f"{float(y.min()):g}..{float(y.max()):g}")
         return y
 
+
+# Losses of values (regression, reconstruction, masks): their outputs are no class logits, so no
+# Softmax layer is skipped for them, predict gives no softmax and no accuracy is logged by default.
+VALUE_LOSSES = (MeanSquaredError, MeanAbsoluteError, BCEWithLogits)
 
 LOSSES = {"cross_entropy": CrossEntropy, "categorical_crossentropy": CrossEntropy,
           "sparse_categorical_crossentropy": CrossEntropy, "softmax_cross_entropy": CrossEntropy,

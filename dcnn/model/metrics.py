@@ -41,9 +41,22 @@ class Metric:
 
     name = "?"
     higher_is_better = True
+    _state_names = ()     # the running sums: each adds over batches, so ranks' sums add too
 
     def __init__(self):
         self.backend = None
+
+    def state(self) -> list:
+        """The running sums as device arrays (host counts moved there), in a fixed order: summing
+        each over data-parallel ranks gives the metric of all their batches."""
+        xp = self.backend.xp
+        return [v if hasattr(v, "shape") else xp.asarray(v, dtype=xp.int64, device=self.backend.device)
+                for v in (getattr(self, name) for name in self._state_names)]
+
+    def load_state(self, arrays) -> None:
+        """Replace the running sums with ``arrays`` (as ``state`` gives them, e.g. all-reduced)."""
+        for name, value in zip(self._state_names, arrays):
+            setattr(self, name, value)
 
     def reset(self, backend=None) -> "Metric":
         """Zero the sums on ``backend`` (by default the one already in use, else the active one)."""
@@ -78,8 +91,9 @@ class Metric:
 
     def _read(self, *values) -> list:
         """Host values of device 0-d arrays and host numbers, with one transfer for the device ones."""
-        on_device = [i for i, v in enumerate(values) if not isinstance(v, (int, float))]
-        out = list(values)
+        host = (int, float, np.ndarray, np.generic)      # NumPy arrays: host copies (load_state's) or NumPy's own
+        on_device = [i for i, v in enumerate(values) if not isinstance(v, host)]
+        out = [v if isinstance(v, (int, float)) or i in on_device else float(v) for i, v in enumerate(values)]
         if on_device:
             xp = self.backend.xp
             stacked = xp.stack([xp.astype(values[i], xp.float64) for i in on_device])
@@ -127,6 +141,7 @@ class Accuracy(_ClassMetric):
     """The fraction of positions (images, or pixels) whose arg-max is the label."""
 
     name = "accuracy"
+    _state_names = ("_right", "_seen")
 
     def _reset(self):
         xp = self.backend.xp
@@ -163,6 +178,7 @@ class ConfusionMatrix(_ClassMetric):
     ``num_classes`` is K (by default the outputs' axis 1, or 2 for one binary logit)."""
 
     name = "confusion_matrix"
+    _state_names = ("_counts",)
 
     def __init__(self, num_classes: int | None = None, ignore_index: int | None = None):
         super().__init__(ignore_index)
@@ -172,7 +188,8 @@ class ConfusionMatrix(_ClassMetric):
         self.num_classes = None if num_classes is None else int(num_classes)
 
     def _reset(self):
-        self._counts = None
+        k, xp = self.num_classes, self.backend.xp     # k known: the sums exist before any update (all-reducible)
+        self._counts = None if k is None else xp.zeros((k, k), dtype=xp.int64, device=self.backend.device)
 
     def update(self, outputs, targets) -> None:
         self._begin(outputs)
@@ -198,7 +215,8 @@ class ConfusionMatrix(_ClassMetric):
         if self._counts is None:
             k = self.num_classes or 0
             return np.zeros((k, k), np.int64)
-        return self.backend.to_numpy(self._counts).astype(np.int64)
+        counts = self._counts if isinstance(self._counts, np.ndarray) else self.backend.to_numpy(self._counts)
+        return counts.astype(np.int64)
 
     def logs(self) -> dict:
         return {}          # a matrix, not a number per epoch
@@ -286,6 +304,8 @@ class Dice(ConfusionMatrix):
 
 class _ValueMetric(Metric):
     """A sum over every value of outputs and targets of the same shape (regression, reconstruction)."""
+
+    _state_names = ("_sum", "_seen")
 
     def _reset(self):
         xp = self.backend.xp

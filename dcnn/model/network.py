@@ -12,11 +12,11 @@ from ..layers import Layer, Sequential, Softmax
 from ..layers.container import apply_steps, backprop_steps, run_order
 from ..layers.graph import Graph
 from ..layers.spec import SpecError, model_spec
-from ..utils.checks import as_batch, as_targets, check_input_shape
+from ..utils.checks import as_batch, check_input_shape
 from ..utils.files import load_arrays, save_arrays
-from . import fitting, summary
+from . import fitting, metric_state, summary
 from .callbacks import History
-from .losses import get_loss
+from .losses import VALUE_LOSSES, get_loss
 from .optimizers import get_optimizer
 from .parameters import FlatParameters
 
@@ -54,6 +54,8 @@ class DCNNetwork:
         self.input_shape = None if input_shape is None else check_input_shape(input_shape)
         self.loss = None
         self.optimizer = None
+        self.metrics = None           # Metric objects, set by compile (None: the loss's default)
+        self._train_metrics = None    # the MetricSet that train_on_batch updates
         self.history = History()
         self.data_parallel = None     # set by dcnn.distributed.DataParallel
 
@@ -88,19 +90,44 @@ class DCNNetwork:
         self.model.set_needs_input_grad(False)
         return self
 
-    def compile(self, optimizer="sgd", loss="cross_entropy", *, label_smoothing: float = 0.0,
-                **optimizer_options) -> "DCNNetwork":
+    def compile(self, optimizer="sgd", loss="cross_entropy", metrics=None, *, label_smoothing: float = 0.0,
+                loss_options: dict | None = None, **optimizer_options) -> "DCNNetwork":
         """``optimizer`` is 'sgd', 'adam', 'adamw' or an Optimizer; options such as lr=, momentum= go to it.
-        ``label_smoothing`` goes to a loss given by name (torch.nn.CrossEntropyLoss's meaning)."""
+        ``loss``: 'cross_entropy' (classes on axis 1: (N, K) or (N, K, H, W)), 'mse', 'mae', 'bce_with_logits'
+        or a loss object; ``label_smoothing`` and ``loss_options`` (e.g. ``{"ignore_index": 255}``) go to a
+        loss given by name.  ``metrics``: names ('accuracy', 'pixel_accuracy', 'miou', 'iou', 'dice', 'mae',
+        'psnr'...) or Metric objects (dcnn.model.metric_state); None: [] for mse/mae/bce, else ['accuracy']."""
         self.optimizer = get_optimizer(optimizer, **optimizer_options) if isinstance(optimizer, str) else \
             get_optimizer(optimizer)
-        self.loss = get_loss(loss, **({"label_smoothing": label_smoothing} if label_smoothing else {}))
+        options = {**(loss_options or {}), **({"label_smoothing": label_smoothing} if label_smoothing else {})}
+        if options and not isinstance(loss, str):
+            raise ValueError(f"label_smoothing and loss_options are for a loss given by name; got a "
+                             f"{type(loss).__name__} object (set its options when making it)")
+        self.loss = get_loss(loss, **options)
+        self.metrics = metric_state.compile_metrics(metrics, self.loss)
+        self._train_metrics = None
         return self
 
     @property
-    def num_classes(self) -> int:
+    def output_shape(self) -> tuple:
+        """The per-sample shape of the outputs: (K,) for classes, (K, H, W) per pixel."""
         self._require_built()
-        return self.model.output_shape(self.input_shape)[-1]
+        return tuple(int(d) for d in self.model.output_shape(self.input_shape))
+
+    @property
+    def num_classes(self) -> int:
+        """The outputs' class axis (axis 1 of a batch): K of (K,) or of (K, H, W)."""
+        return self.output_shape[0]
+
+    def metric_set(self) -> "metric_state.MetricSet":
+        """A fresh set of the compiled metrics (clones, zeroed) for one pass over outputs of this model."""
+        return metric_state.MetricSet(self.metrics if self.metrics is not None else
+                                      metric_state.compile_metrics(None, self.loss), self.output_shape, self.backend)
+
+    def reset_metrics(self) -> "metric_state.MetricSet":
+        """Zero the training metrics that train_on_batch updates (fit does it at each epoch's start)."""
+        self._train_metrics = self.metric_set()
+        return self._train_metrics
 
     def _require_built(self):
         if not self.model.built:
@@ -111,10 +138,15 @@ class DCNNetwork:
             raise RuntimeError("call compile(optimizer=..., loss=...) before training")
 
     # --- computing ------------------------------------------------------------
+    @property
+    def _fuses_softmax(self) -> bool:
+        """Whether the loss applies the softmax itself (cross-entropy, the default; not mse, mae, bce)."""
+        return not isinstance(self.loss, VALUE_LOSSES)
+
     def _logit_steps(self) -> list:
-        # A trailing Softmax is skipped in training: the loss fuses softmax with cross-entropy.
+        # A trailing Softmax is skipped where the loss fuses softmax with cross-entropy.
         # ReLU -> MaxPool2D pairs run as MaxPool2D -> ReLU (same result, a quarter of the work).
-        if self.layers and isinstance(self.layers[-1], Softmax):
+        if self.layers and isinstance(self.layers[-1], Softmax) and self._fuses_softmax:
             return run_order(self.layers[:-1])
         return run_order(self.layers)
 
@@ -132,6 +164,8 @@ class DCNNetwork:
             backprop_steps(dy, saved)
 
     def _logits_graph(self) -> Graph:
+        if not self._fuses_softmax:       # a trailing Softmax is a layer like any other
+            return self.model
         if self._logits_for is not self.model:
             self._logits_for, self._logits = self.model, self.model.logits_graph(lambda l: isinstance(l, Softmax))
             self._logits.needs_input_grad = False
@@ -144,7 +178,8 @@ class DCNNetwork:
         return self._apply(x, training)[0]
 
     def train_on_batch(self, x, y):
-        """One optimisation step on device arrays; returns (loss, correct) as 0-d device arrays."""
+        """One optimisation step on device arrays; returns (loss, correct) as 0-d device arrays.
+        The compiled metrics' sums are updated on the device (``reset_metrics`` zeroes them)."""
         if self.data_parallel is not None:      # this rank's shard; gradients averaged over ranks
             return self.data_parallel.train_on_batch(x, y)
         loss, correct = self._forward_backward(x, y)
@@ -159,6 +194,7 @@ class DCNNetwork:
         correct = getattr(self.loss, "correct", None)
         if correct is None:
             correct = self._correct(logits, y)
+        (self._train_metrics or self.reset_metrics()).update(logits, y)   # device work only: read once per epoch
         del logits
         self.model.zero_grad()
         self._backprop(self.loss.backward(), saved)
@@ -197,8 +233,11 @@ class DCNNetwork:
     _grad_refs = ()
 
     def _correct(self, logits, y):
+        """Right arg-maxes over axis 1 (images, or pixels of dense outputs); 0 for values, not classes."""
         xp = self.backend.xp
-        labels = y if y.ndim == 1 else xp.argmax(y, axis=1)
+        if logits.ndim > 2 and not self._fuses_softmax:
+            return xp.zeros((), dtype=xp.int64, device=self.backend.device)
+        labels = y if y.ndim == logits.ndim - 1 else xp.argmax(y, axis=1)
         return xp.sum(xp.astype(xp.argmax(logits, axis=1) == labels, xp.int64))
 
     def _prepare(self, x, y=None):
@@ -208,7 +247,7 @@ class DCNNetwork:
         xd = as_batch(self.backend, x, self.input_shape)
         if y is None:
             return xd
-        return xd, as_targets(self.backend, y, xd.shape[0], self.num_classes)
+        return xd, fitting.targets(self, y, xd.shape[0])
 
     def fit(self, x, y=None, epochs: int = 1, batch_size: int = 32, validation_data=None, shuffle: bool = True,
             verbose: int = 1, callbacks=(), initial_epoch: int = 0, augment=None,
@@ -228,24 +267,14 @@ class DCNNetwork:
     stop_training = False
 
     def _evaluate_device(self, xd, yd, batch_size):
+        metrics = self.metric_set()
         if self.data_parallel is not None:      # each rank its part; sums all-reduced
-            return self.data_parallel.evaluate(xd, yd, batch_size)
-        return self._evaluate_local(xd, yd, batch_size)
-
-    def _evaluate_local(self, xd, yd, batch_size):
-        xp = self.backend.xp
-        loss_sum = xp.zeros((), dtype=xp.float32, device=self.backend.device)
-        correct = xp.zeros((), dtype=xp.int64, device=self.backend.device)
-        n = xd.shape[0]
-        for start, stop in fitting.spans(n, batch_size):
-            xb, yb = xd[start:stop, ...], yd[start:stop, ...]
-            logits = self.logits(xb, training=False)
-            loss_sum += self.loss.forward(logits, yb) * xb.shape[0]
-            correct += self._correct(logits, yb)
-        return {"loss": float(loss_sum) / n, "accuracy": int(correct) / n}
+            return self.data_parallel.evaluate(xd, yd, batch_size, metrics)
+        return metric_state.evaluation_logs(self, metrics, *fitting.evaluate_local(self, xd, yd, batch_size, metrics))
 
     def evaluate(self, x, y=None, batch_size: int = 256) -> dict:
-        """Mean loss and accuracy, in eval mode; ``x`` may be a loader of (images, labels) batches (no ``y``)."""
+        """Mean loss and each compiled metric ({'loss', 'accuracy'} by default for classes), in eval mode;
+        ``x`` may be a loader of (images, labels) batches (no ``y``)."""
         if y is None:
             return fitting.evaluate_loader(self, x)
         fitting.check_batch_size(batch_size)
@@ -254,14 +283,14 @@ class DCNNetwork:
         return self._evaluate_device(*self._prepare(x, y), batch_size=batch_size)
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
-        """Class probabilities as a host NumPy array of shape (N, classes)."""
+        """The outputs as a host NumPy array, as the loss reads them: class probabilities (softmax over
+        axis 1: (N, K), or (N, K, H, W) per pixel) for cross-entropy, sigmoid probabilities for
+        bce_with_logits, the raw outputs for mse and mae."""
         fitting.check_batch_size(batch_size)
         xd = self._prepare(x)
-        xp = self.backend.xp
-        softmax = Softmax()
-        outs = [softmax.apply(self.logits(xd[start:stop, ...], training=False))[0]
+        outs = [fitting.prediction(self, self.logits(xd[start:stop, ...], training=False))
                 for start, stop in fitting.spans(xd.shape[0], batch_size)]
-        return self.backend.to_numpy(xp.concat(outs, axis=0))
+        return self.backend.to_numpy(self.backend.xp.concat(outs, axis=0))
 
     # --- describing -----------------------------------------------------------
     def parameter_counts(self) -> tuple[int, int]:
@@ -365,6 +394,7 @@ class DCNNetwork:
         if self.optimizer is not None:
             self.optimizer.to(target)
         self._flat = None
+        self._train_metrics = None
         self.backend = target
         return self
 

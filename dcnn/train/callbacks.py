@@ -1,6 +1,7 @@
 """Training callbacks with Keras's names and behaviour, for ``DCNNetwork.fit(callbacks=[...])``.
 
-- ``EarlyStopping``, ``ModelCheckpoint``, ``CSVLogger``, ``LearningRateScheduler``;
+- ``EarlyStopping``, ``ModelCheckpoint``, ``ReduceLROnPlateau``, ``CSVLogger``, ``LearningRateScheduler``
+  (``monitor`` may name any logged metric, e.g. 'val_miou'; mode 'auto' follows its direction);
 - per-step learning-rate schedules: ``OneCycleLR``, ``CosineDecay``, ``StepDecay``
   (the one-cycle maths is the one ``dcnn train`` uses: ``dcnn.train.augment.LRSchedule`` builds on it).
 
@@ -12,15 +13,32 @@ import math
 import warnings
 from pathlib import Path
 
-from ..model.callbacks import Callback, CallbackList, History, ProgbarLogger  # noqa: F401  (re-exported)
+from ..model.callbacks import Callback, CallbackList, History, ProgbarLogger, is_scalar  # noqa: F401
+from ..model.metrics import METRICS
 
 # --- stopping, saving, logging ------------------------------------------------------------------------
 
-def _better(mode: str, monitor: str):
+def auto_mode(monitor: str, net=None) -> str:
+    """'max' or 'min' for a logged name: losses go down; a metric goes its ``higher_is_better`` way
+    (a compiled one of ``net``'s, else dcnn's of that name; 'iou_3' is the iou of class 3); for other
+    names, Keras's rule ('acc' in the name: up)."""
+    name = monitor.removeprefix("val_")
+    if name == "loss" or name.endswith("_loss"):
+        return "min"
+    known = {m.name: m for m in getattr(net, "metrics", None) or ()}
+    for cut in range(name.count("_") + 1):
+        base = name.rsplit("_", cut)[0]
+        metric = known.get(base) or METRICS.get(base)
+        if metric is not None:
+            return "max" if getattr(metric, "higher_is_better", True) else "min"
+    return "max" if "acc" in name else "min"
+
+
+def _better(mode: str, monitor: str, net=None):
     if mode not in ("auto", "min", "max"):
         raise ValueError(f"mode must be 'auto', 'min' or 'max'; got {mode!r}")
     if mode == "auto":
-        mode = "max" if "acc" in monitor else "min"
+        mode = auto_mode(monitor, net)
     return (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b), mode
 
 
@@ -33,10 +51,13 @@ class EarlyStopping(Callback):
                  start_from_epoch: int = 0):
         self.monitor, self.patience, self.verbose = monitor, int(patience), verbose
         self.better, self.mode = _better(mode, monitor)
-        self.min_delta = abs(float(min_delta)) * (1 if self.mode == "max" else -1)
+        self.given_mode, self.delta = mode, abs(float(min_delta))
+        self.min_delta = self.delta * (1 if self.mode == "max" else -1)
         self.baseline, self.restore_best_weights, self.start_from_epoch = baseline, restore_best_weights, start_from_epoch
 
     def on_train_begin(self, net, epochs, steps):
+        self.better, self.mode = _better(self.given_mode, self.monitor, net)    # 'auto': the net's metrics
+        self.min_delta = self.delta * (1 if self.mode == "max" else -1)
         self.net, self.wait, self.stopped_epoch, self.best_epoch = net, 0, 0, None
         self.best = self.baseline if self.baseline is not None else (-math.inf if self.mode == "max" else math.inf)
         self.best_weights = None
@@ -77,10 +98,13 @@ class ModelCheckpoint(Callback):
         self.filepath, self.monitor, self.verbose = str(filepath), monitor, verbose
         self.save_best_only, self.save_weights_only = save_best_only, save_weights_only
         self.better, self.mode = _better(mode, monitor)
-        self.best = -math.inf if self.mode == "max" else math.inf
+        self.given_mode, self.best = mode, None      # the best is kept over several fit calls, as in Keras
 
     def on_train_begin(self, net, epochs, steps):
         self.net = net
+        self.better, self.mode = _better(self.given_mode, self.monitor, net)    # 'auto': the net's metrics
+        if self.best is None:
+            self.best = -math.inf if self.mode == "max" else math.inf
 
     def on_epoch_end(self, epoch, logs):
         path = Path(self.filepath.format(epoch=epoch + 1, **logs))
@@ -101,8 +125,51 @@ class ModelCheckpoint(Callback):
             print(f"epoch {epoch + 1}: saved {path}")
 
 
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` has not improved by more than
+    ``min_delta`` for ``patience`` epochs, then wait ``cooldown`` epochs; never below ``min_lr``
+    (Keras's ReduceLROnPlateau; mode 'auto' follows the metric's direction, as EarlyStopping's)."""
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, verbose: int = 0,
+                 mode: str = "auto", min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0):
+        if not 0 < float(factor) < 1:
+            raise ValueError(f"ReduceLROnPlateau: factor must be in (0, 1) (it multiplies the rate); got {factor!r}")
+        self.monitor, self.factor, self.patience, self.verbose = monitor, float(factor), int(patience), verbose
+        self.given_mode, self.min_delta, self.cooldown, self.min_lr = mode, abs(float(min_delta)), int(cooldown), \
+            float(min_lr)
+        self.better, self.mode = _better(mode, monitor)
+
+    def on_train_begin(self, net, epochs, steps):
+        self.better, self.mode = _better(self.given_mode, self.monitor, net)
+        self.net, self.wait, self.cooldown_left = net, 0, 0
+        self.best = -math.inf if self.mode == "max" else math.inf
+
+    def on_epoch_end(self, epoch, logs):
+        current = logs.get(self.monitor)
+        if current is None:
+            warnings.warn(f"ReduceLROnPlateau: {self.monitor!r} is not among the metrics ({', '.join(logs)})",
+                          stacklevel=2)
+            return
+        if self.cooldown_left > 0:
+            self.cooldown_left -= 1
+            self.wait = 0
+        shifted = current - self.min_delta if self.mode == "max" else current + self.min_delta
+        if self.better(shifted, self.best):
+            self.best, self.wait = current, 0
+        elif self.cooldown_left == 0:
+            self.wait += 1
+            lr = float(self.net.optimizer.lr)
+            if self.wait >= self.patience and lr > self.min_lr:
+                self.net.optimizer.lr = max(lr * self.factor, self.min_lr)
+                self.cooldown_left, self.wait = self.cooldown, 0
+                if self.verbose:
+                    print(f"epoch {epoch + 1}: {self.monitor} has not improved; "
+                          f"learning rate {self.net.optimizer.lr:.3g}")
+
+
 class CSVLogger(Callback):
-    """One row per epoch (``epoch`` then the metrics) in ``filename``, rewritten atomically each epoch."""
+    """One row per epoch (``epoch`` then every number in the logs) in ``filename``, rewritten atomically
+    each epoch; the columns are the first epoch's."""
 
     def __init__(self, filename, separator: str = ",", append: bool = False):
         self.filename, self.sep, self.append = Path(filename), separator, append
@@ -116,7 +183,7 @@ class CSVLogger(Callback):
     def on_epoch_end(self, epoch, logs):
         from ..utils.files import atomic_write_text
         if self.keys is None:
-            self.keys = list(logs)
+            self.keys = [k for k, v in logs.items() if is_scalar(v)]
             self.lines.append(self.sep.join(["epoch", *self.keys]))
         self.lines.append(self.sep.join([str(epoch)] + [repr(float(logs[k])) if k in logs else "" for k in self.keys]))
         atomic_write_text(self.filename, "\n".join(self.lines) + "\n")
