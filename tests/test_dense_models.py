@@ -240,3 +240,19 @@ def test_unet_exports_to_onnx(tmp_path, shape):
         # atol scales with the logits (up to ~20 here): float32 rounding through 15 convolutions and
         # BatchNorms puts dcnn and ONNX Runtime each ~2e-5 from the float64 result at that size.
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(want).max())))
+
+
+def test_dcnn_export_writes_a_saved_unet(tmp_path, capsys):
+    """``dcnn export --logits`` of a saved unet preset (width 16, 56x56): ONNX Runtime gives dcnn's logits."""
+    pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install -e '.[onnx]')")
+    ort = pytest.importorskip("onnxruntime", reason="checking the export needs onnxruntime")
+    from dcnn import cli
+    net = presets.get_preset("unet").build((1, 56, 56), 11, seed=1, backend="numpy")
+    path = net.save(tmp_path / "unet.safetensors")
+    assert cli.main(["export", str(path), str(tmp_path / "unet.onnx"), "--logits"]) == 0, capsys.readouterr().err
+    x = np.random.default_rng(2).random((2, 1, 56, 56), np.float32)
+    session = ort.InferenceSession(str(tmp_path / "unet.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"input": x})
+    want = net.backend.to_numpy(net.logits(net.backend.from_numpy(x)))
+    assert got.shape == (2, 11, 56, 56)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(want).max())))

@@ -186,9 +186,14 @@ DENSE_PRESETS: dict[str, Preset] = {p.name: p for p in (
 DEFAULT = "convnet"
 
 
+def all_presets() -> dict[str, Preset]:
+    """Every preset by name: the classifiers, then the dense ones (for listings such as ``dcnn info``)."""
+    return {**PRESETS, **DENSE_PRESETS}
+
+
 def get_preset(name: str) -> Preset:
     key = str(name).strip().lower()
-    found = PRESETS.get(key) or DENSE_PRESETS.get(key)
+    found = all_presets().get(key)
     if found is None:
-        raise ValueError(f"unknown model preset {name!r}; valid ones are: {', '.join([*PRESETS, *DENSE_PRESETS])}")
+        raise ValueError(f"unknown model preset {name!r}; valid ones are: {', '.join(all_presets())}")
     return found
