@@ -256,3 +256,22 @@ def test_dcnn_export_writes_a_saved_unet(tmp_path, capsys):
     want = net.backend.to_numpy(net.logits(net.backend.from_numpy(x)))
     assert got.shape == (2, 11, 56, 56)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(want).max())))
+
+
+def test_mbconv_model_saves_whole_and_exports_to_onnx(tmp_path):
+    """An MBConv classifier goes through the JSON spec (dcnn.load) and ONNX (Mul with (N, C, 1, 1) gates)."""
+    pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install -e '.[onnx]')")
+    ort = pytest.importorskip("onnxruntime", reason="checking the export needs onnxruntime")
+    import dcnn
+    from dcnn.io.export import export_onnx
+    from dcnn.model.network import DCNNetwork
+    x = Input((3, 12, 12))
+    y = mbconv(mbconv(Conv2D(8, 3, padding=1)(x), 8), 12, stride=2)
+    net = DCNNetwork(inputs=x, outputs=Dense(4)(GlobalAvgPool2D()(y)), seed=2, backend="numpy").build()
+    loaded = dcnn.load(net.save(tmp_path / "m.safetensors", classes=list("abcd")))
+    images = np.random.default_rng(3).random((5, 3, 12, 12), np.float32)
+    np.testing.assert_array_equal(loaded.predict(images), net.predict(images))
+    path = export_onnx(net, tmp_path / "m.onnx", logits=True)
+    (got,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": images})
+    want = net.backend.to_numpy(net.logits(net.backend.from_numpy(images)))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(want).max())))
