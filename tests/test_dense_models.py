@@ -124,6 +124,15 @@ def test_unet_matches_its_torch_twin(shape, up, dtype):
                      torch.nn.functional.cross_entropy, what=f"unet {shape} {up}")
 
 
+def test_unet_preset_at_full_size_matches_its_torch_twin():
+    """The preset's own network (width 16, 56x56, 11 classes): one Adam step in float64."""
+    shape = (1, 56, 56)
+    inputs, outputs = presets.get_preset("unet").layers(shape, 11)
+    graph = compare_training(inputs, outputs, np.float64, pixel_labels(shape, 11), CrossEntropy(),
+                             torch.nn.functional.cross_entropy, steps=1, what="the unet preset")
+    assert graph.param_count() == 482_619
+
+
 def test_unet_preset_is_the_torch_scripts_network_and_recipe():
     preset = presets.get_preset("unet")
     assert "unet" not in presets.PRESETS and preset is presets.DENSE_PRESETS["unet"]    # not a classifier
