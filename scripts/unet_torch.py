@@ -1,29 +1,35 @@
-"""A small U-Net in PyTorch on fashion-mosaic: the peer that dcnn's ``unet`` preset is measured against.
+"""dcnn's ``unet`` preset and its PyTorch twin on fashion-mosaic: same network, weights, data and recipe.
 
-    python scripts/unet_torch.py                      # the recipe below; prints per-epoch test metrics
+    python scripts/unet_torch.py --steps 10              # per-step time of both, interleaved (a ratio)
+    python scripts/unet_torch.py                         # PyTorch trains the whole recipe (one JSON line)
+    python scripts/unet_torch.py --framework dcnn        # dcnn trains it, the same way
     python scripts/unet_torch.py --epochs 1 --limit 2000 --json out.json
 
 The data are the files ``dcnn.data.mosaic`` writes (made on first use from Fashion-MNIST): 12,000
 training and 2,000 test mosaics of 56x56, 11 classes (background and the 10 garments).
 
-The network uses only what dcnn has or is getting (issues 19 and 20): 3x3 convolutions (padding 1,
-no bias) each followed by BatchNorm and ReLU, 2x2 max-pooling, 2x2 stride-2 transposed convolutions
-(or nearest 2x upsampling and a 3x3 convolution: ``--up upsample``), concatenated skips and a 1x1
-convolution to the classes:
+The network is ``dcnn.model.presets.unet`` (the ``unet`` preset's builder) with its seeded initial
+weights; PyTorch runs ``dcnn.io.torch_model.to_torch`` of it with those weights loaded.  3x3
+convolutions (padding 1, no bias) each followed by BatchNorm and ReLU, 2x2 max-pooling, 2x2 stride-2
+transposed convolutions (or nearest 2x upsampling and a 3x3 convolution: ``--up upsample``),
+concatenated skips and a 1x1 convolution to the classes:
 
     56x56: block(1 -> c) ----------------------------------------- concat -> block(2c -> c) -> 1x1 -> 11
     28x28:    pool, block(c -> 2c) --------------------- concat -> block(4c -> 2c) -> up
     14x14:       pool, block(2c -> 4c) ------- concat -> block(8c -> 4c) -> up
      7x7:           pool, block(4c -> 8c) -> up
 
-where block(a -> b) is two conv-BN-ReLU layers (a -> b, b -> b).  The recipe: Adam, batch 32,
-dcnn's one-cycle schedule per step (``dcnn.train.callbacks.one_cycle``: warm-up over 15% of the
-steps from lr/10, cosine decay to lr/100), cross-entropy, no augmentation, 2 threads.
+where block(a -> b) is two conv-BN-ReLU layers (a -> b, b -> b).  The recipe is the preset's: Adam,
+batch 32, dcnn's one-cycle schedule per step (``dcnn.train.callbacks.one_cycle``: warm-up over 15%
+of the steps from lr/10, cosine decay to lr/100), cross-entropy, no augmentation, 2 threads, the
+batch order of dcnn's shuffle stream (seeded).  Both frameworks' steps are the same work: forward,
+per-pixel cross-entropy, backward, an Adam step (dcnn's at the layer level: Graph.apply/backprop,
+dcnn.model.losses.CrossEntropy, dcnn.model.optimizers.Adam, not DCNNetwork.fit).
 
-Measured (torch 2.13 CPU, 2 threads, a shared 2-core Xeon VM at load 4-7, seed 0), after 4 epochs:
-base 16 (482,619 parameters): test pixel accuracy 0.9525, mIoU 0.8091 (0.591, 0.746, 0.791, 0.809
-by epoch); base 8 (121,123): 0.9330 and 0.7490.  Base 16's median step was 110 ms in its quietest
-epoch, so its 1,500 steps take about 3 minutes on idle cores (33 minutes of wall time under that load).
+Measured with the earlier hand-written torch module (torch's default initialisation, torch 2.13 CPU,
+2 threads, a shared 2-core Xeon VM at load 4-7, seed 0), after 4 epochs: base 16 (482,619
+parameters): test pixel accuracy 0.9525, mIoU 0.8091 (0.591, 0.746, 0.791, 0.809 by epoch); base 8
+(121,123): 0.9330 and 0.7490.  Base 16's median step was 110 ms in its quietest epoch.
 
 Metrics are computed on the test mosaics after each epoch: pixel accuracy and mean IoU as
 ``dcnn.model.metrics`` defines them (torchmetrics' MulticlassAccuracy(micro) and
@@ -31,7 +37,8 @@ MulticlassJaccardIndex(macro), from a confusion matrix), and per-class IoU at th
 Times: ``train_s`` is the wall time of the training steps alone.  On a shared machine other
 processes stretch some steps many times over, so ``median_train_s`` (steps x the median step)
 and ``quietest_train_s`` (steps x the lowest of the epochs' median steps) estimate the same run
-on idle cores.
+on idle cores.  ``--steps N`` alternates steps (dcnn, torch, torch, dcnn, ...) on random batches,
+so load from other processes falls on both alike, after 3 untimed warm-up steps each.
 """
 from __future__ import annotations
 
@@ -41,87 +48,129 @@ import os
 import sys
 import time
 
-import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-
-from dcnn.data import mosaic  # noqa: E402
-from dcnn.train.callbacks import one_cycle  # noqa: E402
-from dcnn.utils.files import load_arrays  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", type=int, default=16, help="channels at full resolution (c)")
     p.add_argument("--up", choices=("transpose", "upsample"), default="transpose")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--steps", type=int, default=0, help="timed steps per framework, interleaved (no job)")
+    p.add_argument("--framework", choices=("torch", "dcnn"), default="torch", help="which one trains the job")
+    p.add_argument("--backend", default="numpy", help="dcnn's backend")
+    p.add_argument("--epochs", type=int, default=None, help="default: the preset's (4)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the preset's (32)")
+    p.add_argument("--lr", type=float, default=None, help="default: the preset's (3e-3)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's when > 0, else plain Adam")
-    p.add_argument("--schedule", choices=("onecycle", "constant"), default="onecycle")
+    p.add_argument("--schedule", choices=("onecycle", "constant"), default=None, help="default: the preset's")
     p.add_argument("--limit", type=int, default=None, help="train on the first N mosaics only")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--json", default=None, help="write the summary here too")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    _threads(args.threads)                 # before NumPy, OpenBLAS and Numba are imported
+    from dcnn.model import presets
+    preset = presets.get_preset("unet")
+    for name, value in (("epochs", preset.epochs), ("batch_size", preset.batch_size), ("lr", preset.lr),
+                        ("schedule", preset.schedule)):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
 
 
-def block(a: int, b: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True),
-                         nn.Conv2d(b, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True))
-
-
-def up(a: int, b: int, kind: str) -> nn.Module:
-    if kind == "transpose":
-        return nn.ConvTranspose2d(a, b, 2, stride=2)
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(a, b, 3, padding=1))
-
-
-class UNet(nn.Module):
-    def __init__(self, base: int = 16, classes: int = 11, depth: int = 3, kind: str = "transpose"):
-        super().__init__()
-        widths = [base * 2 ** i for i in range(depth + 1)]
-        self.down = nn.ModuleList([block(1, widths[0])] + [block(widths[i], widths[i + 1]) for i in range(depth)])
-        self.up = nn.ModuleList([up(widths[i + 1], widths[i], kind) for i in reversed(range(depth))])
-        self.merge = nn.ModuleList([block(2 * widths[i], widths[i]) for i in reversed(range(depth))])
-        self.pool = nn.MaxPool2d(2)
-        self.head = nn.Conv2d(widths[0], classes, 1)
-
-    def forward(self, x):
-        skips = []
-        for i, layer in enumerate(self.down):
-            x = layer(x if i == 0 else self.pool(x))
-            skips.append(x)
-        skips.pop()
-        for upsample, merge in zip(self.up, self.merge):
-            x = merge(torch.cat([skips.pop(), upsample(x)], dim=1))
-        return self.head(x)
+def _threads(n: int) -> None:
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = str(n)
 
 
 def load(data_dir=None):
+    """Host arrays: float32 images (N, 1, 56, 56) in [0, 1] and uint8 masks (N, 56, 56) per split."""
+    import numpy as np
+    from dcnn.data import mosaic
+    from dcnn.utils.files import load_arrays
     arrays, _ = load_arrays(mosaic.ensure(data_dir))
-    x = {s: torch.from_numpy(arrays[f"x_{s}"][:, None].astype(np.float32) / np.float32(255)) for s in ("train", "test")}
-    y = {s: torch.from_numpy(arrays[f"y_{s}"]) for s in ("train", "test")}      # uint8; long per batch
-    return x, y
+    x = {s: arrays[f"x_{s}"][:, None].astype(np.float32) / np.float32(255) for s in ("train", "test")}
+    return x, {s: arrays[f"y_{s}"] for s in ("train", "test")}
 
 
-def confusion(model, x, y, classes: int, batch: int = 250) -> np.ndarray:
-    model.eval()
-    counts = torch.zeros(classes * classes, dtype=torch.int64)
-    with torch.no_grad():
-        for start in range(0, len(x), batch):
-            pred = model(x[start:start + batch]).argmax(1).flatten()
-            true = y[start:start + batch].long().flatten()
-            counts += torch.bincount(true * classes + pred, minlength=classes * classes)
-    model.train()
-    return counts.reshape(classes, classes).numpy()
+def build(args, classes: int = 11):
+    """The dcnn network (numbered as the preset builds it) and its torch twin with the same weights."""
+    from dcnn.io.torch_model import load_into_torch, to_torch
+    from dcnn.model import presets
+    from dcnn.model.network import DCNNetwork
+    inputs, outputs = presets.unet((1, 56, 56), classes, width=args.base, up=args.up)
+    net = DCNNetwork(inputs=inputs, outputs=outputs, seed=args.seed, backend=args.backend).build()
+    module = to_torch(net.model)
+    load_into_torch(module, net.state_dict())
+    return net, module
 
 
-def scores(counts: np.ndarray) -> dict:
+class DcnnTrainer:
+    """One step is what DCNNetwork.train_on_batch does (less its accuracy count), at the layer level."""
+
+    def __init__(self, net, args):
+        from dcnn.model.losses import CrossEntropy
+        from dcnn.model.optimizers import Adam, AdamW
+        self.net, self.loss = net, CrossEntropy()
+        self.optimizer = AdamW(lr=args.lr, weight_decay=args.weight_decay) if args.weight_decay else Adam(lr=args.lr)
+        self.refs = [(layer, name) for _, layer in net.model.named_modules() for name in layer.params]
+
+    def step(self, x, y, lr):
+        """x, y: host batches; returns the loss (a float: one sync, as torch's loss.item())."""
+        backend, model = self.net.backend, self.net.model
+        self.optimizer.lr = lr
+        model.train(True)
+        logits, saved = model.apply(backend.from_numpy(x))
+        loss = self.loss.forward(logits, backend.from_numpy(y.astype("int64")))
+        del logits
+        model.zero_grad()
+        model.backprop(self.loss.backward(), saved)
+        params = self.net.flat_parameters()
+        self.optimizer.step(params, params.gather([layer.grads[name] for layer, name in self.refs]))
+        return float(loss)
+
+    def predict(self, x):
+        self.net.model.train(False)
+        return self.net.backend.to_numpy(self.net.model.apply(self.net.backend.from_numpy(x))[0]).argmax(1)
+
+
+class TorchTrainer:
+    def __init__(self, module, args):
+        import torch
+        self.torch, self.module = torch, module
+        self.optimizer = (torch.optim.AdamW(module.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+                          if args.weight_decay else torch.optim.Adam(module.parameters(), lr=args.lr))
+
+    def step(self, x, y, lr):
+        torch = self.torch
+        self.module.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(self.module(torch.from_numpy(x)), torch.from_numpy(y).long())
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+    def predict(self, x):
+        self.module.eval()
+        with self.torch.inference_mode():
+            return self.module(self.torch.from_numpy(x)).argmax(1).numpy()
+
+
+def confusion(trainer, x, y, classes: int, batch: int = 250):
+    import numpy as np
+    counts = np.zeros(classes * classes, np.int64)
+    for start in range(0, len(x), batch):
+        pred = trainer.predict(x[start:start + batch]).ravel()
+        true = y[start:start + batch].astype(np.int64).ravel()
+        counts += np.bincount(true * classes + pred, minlength=classes * classes)
+    return counts.reshape(classes, classes)
+
+
+def scores(counts) -> dict:
+    import numpy as np
     counts = counts.astype(np.float64)
     tp = np.diag(counts)
     union = counts.sum(0) + counts.sum(1) - tp
@@ -131,65 +180,94 @@ def scores(counts: np.ndarray) -> dict:
             "iou": [round(float(v), 4) for v in iou]}
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
+def compare_steps(args) -> dict:
+    import numpy as np
+    import torch
+    torch.set_num_threads(args.threads)
+    net, module = build(args)
+    net.backend.warm_up()
+    trainers = {"dcnn": DcnnTrainer(net, args), "torch": TorchTrainer(module, args)}
+    x, y = load(args.data_dir)
+    rng = np.random.default_rng(args.seed)
+    times = {"dcnn": [], "torch": []}
+    for i in range(args.steps + 3):                 # the first three are warm-up
+        idx = np.sort(rng.choice(len(y["train"]), args.batch_size, replace=False))
+        xb, yb = x["train"][idx], y["train"][idx]
+        for who in (("dcnn", "torch") if i % 2 == 0 else ("torch", "dcnn")):
+            t = time.perf_counter()
+            trainers[who].step(xb, yb, args.lr)
+            if i >= 3:
+                times[who].append(time.perf_counter() - t)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    result = {"model": f"unet-{args.base}-{args.up}", "batch": args.batch_size, "steps": args.steps,
+              "threads": args.threads, "dcnn_step_ms": med["dcnn"] * 1000, "torch_step_ms": med["torch"] * 1000,
+              "dcnn_over_torch": med["dcnn"] / med["torch"], "load_average": os.getloadavg()[0]}
+    print(f"unet-{args.base}: batch {args.batch_size}, {args.steps} steps each, {args.threads} threads, median "
+          f"training step: dcnn {result['dcnn_step_ms']:.1f} ms, torch {result['torch_step_ms']:.1f} ms, "
+          f"dcnn / torch = {result['dcnn_over_torch']:.2f}", file=sys.stderr)
+    print(json.dumps(result))
+    return result
+
+
+def job(args) -> dict:
+    """The whole recipe in one framework; progress on stderr, one JSON line (the summary) on stdout."""
+    import numpy as np
+    import torch
+    from dcnn.data import mosaic
+    from dcnn.train.callbacks import one_cycle
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    started = time.perf_counter()
+    net, module = build(args, len(mosaic.CLASSES))
+    if args.framework == "dcnn":
+        net.backend.warm_up()
+    trainer = DcnnTrainer(net, args) if args.framework == "dcnn" else TorchTrainer(module, args)
     x, y = load(args.data_dir)
     xtr, ytr = x["train"][:args.limit], y["train"][:args.limit]
-    model = UNet(args.base, len(mosaic.CLASSES), kind=args.up)
-    params = sum(p.numel() for p in model.parameters())
-    opt = (torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay) if args.weight_decay
-           else torch.optim.Adam(model.parameters(), lr=args.lr))
-    loss_fn = nn.CrossEntropyLoss()
-    n = len(xtr)
-    steps = -(-n // args.batch_size)
+    n, b = len(xtr), args.batch_size
+    steps = -(-n // b)
     total = steps * args.epochs
-    order_rng = np.random.default_rng(args.seed)
     step_times, history, epoch_medians = [], [], []
-    print(f"U-Net base {args.base} ({params:,} parameters, {args.up}), {n} training mosaics, batch {args.batch_size}, "
-          f"lr {args.lr} {args.schedule}, {args.epochs} epochs, {args.threads} threads", flush=True)
-    start = time.perf_counter()
+    log = lambda text: print(text, file=sys.stderr, flush=True)
+    log(f"{args.framework}: U-Net base {args.base} ({net.model.param_count():,} parameters, {args.up}), {n} training "
+        f"mosaics, batch {b}, lr {args.lr} {args.schedule}, {args.epochs} epochs, {args.threads} threads")
     for epoch in range(args.epochs):
-        order = torch.from_numpy(order_rng.permutation(n))
+        order = net.shuffle_rng.permutation(n)       # dcnn's batch order, for both frameworks
         loss_sum = 0.0
         for step in range(steps):
             t0 = time.perf_counter()
-            idx = order[step * args.batch_size:(step + 1) * args.batch_size]
+            idx = np.sort(order[step * b:(step + 1) * b])
             lr = one_cycle(args.lr, (epoch * steps + step) / total) if args.schedule == "onecycle" else args.lr
-            for group in opt.param_groups:
-                group["lr"] = lr
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xtr[idx]), ytr[idx].long())
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(idx)
+            loss_sum += trainer.step(xtr[idx], ytr[idx], lr) * len(idx)
             step_times.append(time.perf_counter() - t0)
         train_s = sum(step_times)
         epoch_medians.append(float(np.median(step_times[-steps:])))
-        result = scores(confusion(model, x["test"], y["test"], len(mosaic.CLASSES)))
+        result = scores(confusion(trainer, x["test"], y["test"], len(mosaic.CLASSES)))
         history.append({"epoch": epoch + 1, "loss": loss_sum / n, "test_pixel_accuracy": result["pixel_accuracy"],
                         "test_miou": result["miou"], "train_s": train_s})
-        print(f"epoch {epoch + 1}: loss {loss_sum / n:.4f}  test pixel accuracy {result['pixel_accuracy']:.4f}  "
-              f"mIoU {result['miou']:.4f}  ({train_s:.0f} s training, median step "
-              f"{epoch_medians[-1] * 1000:.0f} ms)", flush=True)
-    summary = {"model": f"unet-{args.base}-{args.up}", "parameters": params, "args": vars(args),
-               "train_mosaics": n, "steps": len(step_times), "train_s": sum(step_times),
+        log(f"epoch {epoch + 1}: loss {loss_sum / n:.4f}  test pixel accuracy {result['pixel_accuracy']:.4f}  "
+            f"mIoU {result['miou']:.4f}  ({train_s:.0f} s training, median step {epoch_medians[-1] * 1000:.0f} ms)")
+    summary = {"framework": args.framework, "model": f"unet-{args.base}-{args.up}",
+               "parameters": net.model.param_count(), "args": vars(args), "train_mosaics": n,
+               "steps": len(step_times), "train_s": sum(step_times),
                "median_train_s": float(np.median(step_times)) * len(step_times),
                "quietest_train_s": min(epoch_medians) * len(step_times),
                "epoch_median_step_ms": [round(m * 1000, 1) for m in epoch_medians],
-               "total_s": time.perf_counter() - start, "test_pixel_accuracy": result["pixel_accuracy"],
+               "seconds": time.perf_counter() - started, "test_pixel_accuracy": result["pixel_accuracy"],
                "test_miou": result["miou"], "test_iou": dict(zip(mosaic.CLASSES, result["iou"])), "history": history,
                "torch": torch.__version__}
-    print(f"done: test pixel accuracy {summary['test_pixel_accuracy']:.4f}, mIoU {summary['test_miou']:.4f}; "
-          f"training {summary['train_s']:.0f} s wall ({summary['median_train_s']:.0f} s at the median step, "
-          f"{summary['quietest_train_s']:.0f} s at the quietest epoch's), "
-          f"{summary['total_s']:.0f} s in all")
-    print("per-class IoU: " + ", ".join(f"{k} {v:.3f}" for k, v in summary["test_iou"].items()))
+    log("per-class IoU: " + ", ".join(f"{k} {v:.3f}" for k, v in summary["test_iou"].items()))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=1)
+    print(json.dumps(summary))
     return summary
+
+
+def main(argv=None):
+    sys.path.insert(0, ROOT)
+    args = parse_args(argv)
+    return compare_steps(args) if args.steps else job(args)
 
 
 if __name__ == "__main__":

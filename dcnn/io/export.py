@@ -127,11 +127,13 @@ def to_onnx(net, *, classes=None, logits: bool = False):
     if not logits and not (layers and isinstance(layers[-1], Softmax)):
         x = graph.node("Softmax", [x], axis=1)
     out_name = "logits" if logits else "probabilities"
+    # (classes,), or (classes, H, W) for per-pixel scores; the softmax above is over axis 1 either way.
+    out_shape = net.model.output_shape(net.input_shape)
     graph.nodes.append(helper.make_node("Identity", [x], [out_name], name="output"))
     model = helper.make_model(
         helper.make_graph(graph.nodes, "dcnn", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
                                                                                 ["N", *net.input_shape])],
-                          [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["N", net.num_classes])],
+                          [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["N", *out_shape])],
                           graph.initializers),
         opset_imports=[helper.make_opsetid("", OPSET)], producer_name="dcnn")
     model.ir_version = min(model.ir_version, 9)     # readable by ONNX Runtime releases of the last years

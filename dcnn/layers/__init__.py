@@ -1,5 +1,6 @@
 from .activations import ELU, GELU, HardSigmoid, HardSwish, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU, Softmax, Tanh
 from .base import Layer
+from .blocks import inverted_residual, mbconv, squeeze_excite
 from .container import ConvBlock, Residual, Sequential, basic_block, projection
 from .conv import Conv2D, DepthwiseConv2D
 from .conv_variants import Conv2DTranspose, SeparableConv2D
@@ -15,6 +16,7 @@ from .symbolic import Input, SymbolicTensor
 __all__ = ["Add", "Average", "AvgPool2D", "basic_block", "BatchNorm1D", "BatchNorm2D", "Concatenate", "Conv2D",
            "Conv2DTranspose", "ConvBlock", "Cropping2D", "Dense", "DepthwiseConv2D", "Dropout", "Dropout2D", "ELU",
            "FeatureMapNorm", "Flatten", "GELU", "GlobalAvgPool2D", "GlobalMaxPool2D", "Graph", "GroupNorm",
-           "HardSigmoid", "HardSwish", "Identity", "Input", "Layer", "LayerNorm", "LeakyReLU", "MaxPool2D",
-           "Multiply", "projection", "ReLU", "ReLU6", "Reshape", "Residual", "SeparableConv2D", "Sequential",
-           "Sigmoid", "SiLU", "Softmax", "Subtract", "SymbolicTensor", "Tanh", "UpSampling2D", "ZeroPadding2D"]
+           "HardSigmoid", "HardSwish", "Identity", "Input", "inverted_residual", "Layer", "LayerNorm", "LeakyReLU",
+           "MaxPool2D", "mbconv", "Multiply", "projection", "ReLU", "ReLU6", "Reshape", "Residual", "SeparableConv2D",
+           "Sequential", "Sigmoid", "SiLU", "Softmax", "squeeze_excite", "Subtract", "SymbolicTensor", "Tanh",
+           "UpSampling2D", "ZeroPadding2D"]

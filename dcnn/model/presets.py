@@ -13,6 +13,15 @@
 - ``lenet``: LeNet-5's shape (5x5 convolutions, 6 and 16 maps, dense 120 and 84).
 - ``seed``: the seed notebook's network: the two hand-made edge filters (vertical and
   horizontal, frozen) in a ConvBlock, a second ConvBlock, dense 128, dense 10.
+
+Dense (per-pixel) presets, in ``DENSE_PRESETS`` (``PRESETS`` holds the classifiers, whose outputs
+are (N, classes); ``get_preset`` finds both):
+
+- ``unet``: a U-Net for fashion-mosaic (56x56, 11 classes): two conv-BN-ReLU layers per level, 16,
+  32, 64 and 128 maps at 56, 28, 14 and 7 pixels, 2x2 stride-2 transposed convolutions up,
+  concatenated skips, a 1x1 convolution to per-pixel class scores (N, classes, H, W); Adam 3e-3,
+  one-cycle, batch 32, 4 epochs, scored by pixel accuracy and mean IoU (scripts/unet_torch.py is
+  its PyTorch twin).
 """
 from __future__ import annotations
 
@@ -21,8 +30,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..layers import (BatchNorm2D, Conv2D, ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
-                       basic_block)
+from ..layers import (BatchNorm2D, Concatenate, Conv2D, Conv2DTranspose, ConvBlock, Dense, Dropout, Flatten,
+                       GlobalAvgPool2D, Input, MaxPool2D, ReLU, UpSampling2D, basic_block)
 from ..layers.blocks import inverted_residual, relu6
 from .network import DCNNetwork
 
@@ -34,7 +43,7 @@ HORIZONTAL_EDGE = VERTICAL_EDGE.T.copy()
 class Preset:
     name: str
     description: str
-    layers: Callable[[tuple, int], list]     # (input_shape, classes) -> layers
+    layers: Callable[[tuple, int], list]     # (input_shape, classes) -> layers, or (inputs, outputs) if graph
     optimizer: str = "adam"
     lr: float = 1e-3
     optimizer_options: dict = field(default_factory=dict)
@@ -44,10 +53,19 @@ class Preset:
     augment: bool = False
     augment_shift: int = 2                   # pixels of random shift when augmenting (0: flips only)
     label_smoothing: float = 0.0             # torch.nn.CrossEntropyLoss's meaning
+    graph: bool = False                      # ``layers`` gives a graph's (inputs, outputs) (the functional API)
+    loss: str = "cross_entropy"              # a dcnn.model.losses name
+    metrics: tuple = ("accuracy",)           # dcnn.model.metrics names, reported each epoch
+    monitor: str = "val_accuracy"            # what picks the best epoch
+    dataset: str | None = None               # the dataset the recipe was made for (None: any classifier's)
 
     def build(self, input_shape, classes: int, *, seed: int = 0, backend=None) -> DCNNetwork:
-        net = DCNNetwork(self.layers(tuple(input_shape), classes), input_shape=input_shape, seed=seed,
-                         backend=backend)
+        made = self.layers(tuple(input_shape), classes)
+        if self.graph:
+            inputs, outputs = made
+            net = DCNNetwork(inputs=inputs, outputs=outputs, input_shape=input_shape, seed=seed, backend=backend)
+        else:
+            net = DCNNetwork(made, input_shape=input_shape, seed=seed, backend=backend)
         return net.build()
 
 
@@ -102,6 +120,43 @@ def _seed(input_shape, classes):
             Flatten(), Dense(128), ReLU(), Dense(classes)]
 
 
+def conv_bn_relu(x, width: int, layers: int = 2):
+    """``layers`` times a 3x3 convolution (padding 1, no bias: the BatchNorm has one), BatchNorm, ReLU."""
+    for _ in range(layers):
+        x = ReLU()(BatchNorm2D()(Conv2D(width, 3, padding=1, use_bias=False)(x)))
+    return x
+
+
+def unet(input_shape, classes: int, width: int = 16, depth: int = 3, up: str = "transpose"):
+    """A U-Net's (inputs, outputs): ``depth`` times conv_bn_relu then a 2x2 max-pool down (widths
+    ``width * 2**level``), a conv_bn_relu at the bottom, then per level up a 2x2 stride-2 transposed
+    convolution (``up="upsample"``: nearest 2x upsampling and a 3x3 convolution) to the skip's
+    width, the skip and the upsampled maps concatenated (skip first, as torch.cat([skip, up])),
+    conv_bn_relu; a 1x1 convolution to ``classes`` maps.  An odd size is floored by the pool and
+    given back by the transposed convolution's output_padding, so any size >= 2**depth fits."""
+    if up not in ("transpose", "upsample"):
+        raise ValueError(f"unet's up is 'transpose' or 'upsample'; got {up!r}")
+    if min(input_shape[1:]) < 2 ** depth:
+        raise ValueError(f"a unet of depth {depth} needs images of at least {2 ** depth} pixels; got {input_shape}")
+    inputs = x = Input(input_shape)
+    skips = []
+    for level in range(depth + 1):
+        x = conv_bn_relu(x if level == 0 else MaxPool2D(2)(x), width * 2 ** level)
+        skips.append(x)
+    skips.pop()
+    for level in reversed(range(depth)):
+        skip = skips.pop()
+        if up == "transpose":
+            extra = tuple(s - 2 * n for s, n in zip(skip.shape[1:], x.shape[1:]))   # 0, or 1 for an odd size
+            x = Conv2DTranspose(width * 2 ** level, 2, stride=2, output_padding=extra)(x)
+        else:
+            if skip.shape[1:] != tuple(2 * n for n in x.shape[1:]):
+                raise ValueError(f"unet(up='upsample') needs sizes divisible by {2 ** depth}; got {input_shape}")
+            x = Conv2D(width * 2 ** level, 3, padding=1)(UpSampling2D(2)(x))
+        x = conv_bn_relu(Concatenate()([skip, x]), width * 2 ** level)
+    return inputs, Conv2D(classes, 1)(x)
+
+
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("convnet", "2 conv blocks (32, 64 maps; max-pool, BatchNorm, ReLU), dense 256, dropout; "
                       "Adam with a one-cycle schedule (the default, strongest)",
@@ -120,11 +175,25 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("seed", "the seed notebook's net: frozen edge-filter ConvBlock, ConvBlock(16), dense 128",
            _seed, optimizer="sgd", lr=0.05, optimizer_options={"momentum": 0.9}, epochs=3, batch_size=64),
 )}
+# Per-pixel models (outputs (N, classes, H, W)), apart from the classifiers that PRESETS promises.
+DENSE_PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("unet", "a U-Net for fashion-mosaic: conv-BN-ReLU pairs of 16, 32, 64, 128 maps, 2x2 max-pools, "
+                   "stride-2 transposed convolutions up, concatenated skips, 1x1 to per-pixel classes; "
+                   "Adam, one-cycle, batch 32, pixel accuracy and mean IoU",
+           unet, graph=True, optimizer="adam", lr=3e-3, epochs=4, batch_size=32, metrics=("pixel_accuracy", "miou"),
+           monitor="val_miou", dataset="fashion-mosaic"),
+)}
 DEFAULT = "convnet"
+
+
+def all_presets() -> dict[str, Preset]:
+    """Every preset by name: the classifiers, then the dense ones (for listings such as ``dcnn info``)."""
+    return {**PRESETS, **DENSE_PRESETS}
 
 
 def get_preset(name: str) -> Preset:
     key = str(name).strip().lower()
-    if key not in PRESETS:
-        raise ValueError(f"unknown model preset {name!r}; valid ones are: {', '.join(PRESETS)}")
-    return PRESETS[key]
+    found = all_presets().get(key)
+    if found is None:
+        raise ValueError(f"unknown model preset {name!r}; valid ones are: {', '.join(all_presets())}")
+    return found
