@@ -1,6 +1,7 @@
 """fashion-mosaic: made by its stated rules, the same bytes everywhere (the recorded checksum),
 train and test garments kept apart, cached atomically, and loaded through dcnn.datasets."""
 import dataclasses
+import types
 from pathlib import Path
 
 import numpy as np
@@ -131,7 +132,7 @@ def test_names_and_errors(tmp_path, monkeypatch):
 
 
 def test_torch_twin_scores_as_dcnn_and_runs(cache, in_cache, rng, monkeypatch):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     import unet_torch
     from backends import resolve
@@ -140,7 +141,8 @@ def test_torch_twin_scores_as_dcnn_and_runs(cache, in_cache, rng, monkeypatch):
     logits[:, 4] -= 9                                         # class 4: never predicted...
     labels = rng.integers(0, 11, (6, 8, 8))
     labels[labels == 4] = 5                                   # ...nor true: out of the mean
-    counts = unet_torch.confusion(torch.nn.Identity(), torch.from_numpy(logits), torch.from_numpy(labels), 11, 4)
+    argmax = types.SimpleNamespace(predict=lambda x: x.argmax(1))   # a trainer that predicts the logits' argmax
+    counts = unet_torch.confusion(argmax, logits, labels, 11, 4)
     ours = unet_torch.scores(counts)
     be = resolve("numpy")
     assert ours["miou"] == pytest.approx(_result(MeanIoU(), be, logits, labels), rel=1e-12)
