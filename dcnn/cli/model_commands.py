@@ -15,6 +15,7 @@ def cmd_evaluate(args) -> int:
     from ..data import datasets
     from ..io.loading import load_trained, model_name, run_config
     from ..train.metrics import confusion_matrix, per_class_accuracy
+    from . import segment_commands
     backend = use_backend(args.backend)
     net, meta, path = load_trained(args.weights, args.model, backend)
     name = args.dataset or meta.get("dataset")
@@ -29,6 +30,10 @@ def cmd_evaluate(args) -> int:
     if data.input_shape != net.input_shape or data.num_classes != len(classes):
         raise ValueError(f"{path} was trained for inputs {net.input_shape} and {len(classes)} classes; "
                          f"{data.name} has {data.input_shape} and {data.num_classes}")
+    segmentation = segment_commands.is_segmentation(net, meta)
+    segment_commands.check_data_task(data, segmentation, path)
+    if segmentation:
+        return segment_commands.evaluate_segmentation(args, net, meta, path, data)
     probs = net.predict(data.x_test, batch_size=args.batch_size)
     predicted = np.argmax(probs, axis=1)
     cm = confusion_matrix(data.y_test, predicted, len(classes))
@@ -64,10 +69,16 @@ def cmd_predict(args) -> int:
     """Each image on its own: a file that cannot be read is reported and the rest go on (exit 1 at the end)."""
     from ..data.images import expand_image_paths, model_image
     from ..io.loading import load_trained
+    from .segment_commands import is_segmentation, predict_segmentation
     backend = use_backend(args.backend)
     net, meta, path = load_trained(args.weights, args.model, backend)
     classes = list(meta["classes"])
     paths = expand_image_paths(args.images)
+    if is_segmentation(net, meta):
+        return predict_segmentation(args, net, meta, path, paths)
+    if args.out is not None:
+        raise ValueError(f"--out writes the masks of a segmentation model; {path} classifies whole images "
+                         "(its predictions are printed)")
     images, good, failures = [], [], []
     for image in paths:
         try:

@@ -24,12 +24,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a model preset on a dataset, with a checkpoint after every epoch. "
                                    "With no options: the default preset on Fashion-MNIST.")
     data = p.add_mutually_exclusive_group()
-    data.add_argument("--dataset", type=dataset_name, metavar="NAME", help="fashion-mnist (default), mnist or cifar10")
+    data.add_argument("--dataset", type=dataset_name, metavar="NAME",
+                      help="fashion-mnist (default), mnist, cifar10, or fashion-mosaic (segmentation masks: the "
+                           "unet preset's, and its default)")
     data.add_argument("--data", type=data_path, metavar="PATH",
                       help="your own data: a folder of images with one subfolder per class (or train/ and test/ "
                            "folders of those), or a .npz file with x_train, y_train[, x_test, y_test, classes]")
     p.add_argument("--model", type=preset_name, metavar="PRESET",
-                   help=f"preset: {', '.join(presets.PRESETS)} (default {presets.DEFAULT})")
+                   help=f"preset: {', '.join(presets.all_presets())} (default {presets.DEFAULT}; unet labels every "
+                        "pixel, and refuses --augment and --workers, which would not move its masks)")
     p.add_argument("--epochs", type=positive_int, metavar="N", help="number of epochs (default: the preset's)")
     p.add_argument("--batch-size", type=positive_int, metavar="N",
                    help="images per step (default: the preset's); under mpirun it stays the global batch, "
@@ -75,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "pip install -e '.[dist]'); across machines use mpirun -n N dcnn train")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix on a test set")
+    p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix on a test set (mean IoU, "
+                                        "pixel accuracy and per-class IoU for a segmentation model)")
     p.add_argument("weights", type=Path, help="a weights file (.safetensors) or a run folder")
     p.add_argument("--dataset", type=dataset_name, help="a built-in dataset or your data's folder or .npz file "
                                                          "(default: the one the weights were trained on)")
@@ -87,13 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_custom_layers(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="classify image files (PNG, JPEG) with trained weights")
+    p = sub.add_parser("predict", help="classify image files (PNG, JPEG) with trained weights, or colour their "
+                                       "pixels by class with a segmentation model (--out mask.png)")
     p.add_argument("weights", type=Path, help="a weights file (.safetensors) or a run folder")
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files, folders of images or glob patterns ('photos/*.jpg'); a file that cannot be "
                         "read is reported and the others still classified (exit status 1)")
     p.add_argument("--model", type=preset_name, help="default: the preset the weights were trained with")
     p.add_argument("--top", type=positive_int, default=3, help="how many classes to show (default 3)")
+    p.add_argument("--out", type=Path, metavar="PATH",
+                   help="a segmentation model's coloured mask: a .png file for one image (with NAME-legend.png of "
+                        "the class colours beside it), or a folder for several")
     p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
                    help="invert grey images to light-on-dark like (Fashion-)MNIST; auto: when the border is light")
     p.add_argument("--backend", type=backend_name)

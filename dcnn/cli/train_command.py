@@ -60,8 +60,24 @@ def _check_stream_options(args) -> None:
                          "subfolders, or leave out --workers")
 
 
+def _check_task_options(args) -> None:
+    """A segmentation preset with a classification dataset (or the other way round), --augment or
+    --workers: refused before anything is loaded, for the reason dcnn.train.config gives."""
+    if args.resume:
+        return                  # the checkpoint's own configuration, checked when it is resolved
+    from ..model import presets
+    from ..train.config import check_task
+    preset = presets.get_preset(args.model or presets.DEFAULT)
+    try:
+        check_task(preset, args.data or args.dataset or preset.dataset or "fashion-mnist", augment=bool(args.augment),
+                   stream=args.workers is not None)
+    except ValueError as exc:
+        raise UsageError(f"{exc} (see dcnn train --help)") from None
+
+
 def cmd_train(args) -> int:
     from .. import distributed
+    _check_task_options(args)
     _check_image_options(args)
     _check_stream_options(args)
     if args.ranks and args.ranks > 1 and distributed.launched_size() <= 1:
@@ -106,6 +122,23 @@ def _stream_if_too_big(args, echo) -> None:
              f"beside training: streaming them with {args.workers} worker processes (choose with --workers N)")
 
 
+def _done_line(result: dict) -> str:
+    """'done: convnet on fashion-mnist: test accuracy 0.9212 (...) after 4 epochs', mIoU for a segmentation run."""
+    epochs = f"{result['epochs']} epoch" + ("" if result["epochs"] == 1 else "s")
+    if result.get("test_miou") is not None:
+        score = f"test mIoU {result['test_miou']:.4f}, pixel accuracy {result['test_pixel_accuracy']:.4f}"
+        val = result.get("val_miou")
+        val = f", validation mIoU {val:.4f}" if val is not None else ""
+    elif result.get("test_accuracy") is not None:
+        score = f"test accuracy {result['test_accuracy']:.4f}"
+        val = result.get("val_accuracy")
+        val = f", validation accuracy {val:.4f}" if val is not None else ""
+    else:
+        return f"done: {epochs}"
+    return (f"done: {result['model']} on {result['dataset']}: {score} (loss {result['test_loss']:.4f}, "
+            f"{result['test_images']:,} images){val} after {epochs}")
+
+
 def _train(args, quiet: bool = False) -> int:
     from .. import distributed
     from ..io.checkpoint import CHECKPOINT
@@ -114,8 +147,8 @@ def _train(args, quiet: bool = False) -> int:
     out_stream = sys.stderr if args.json else sys.stdout
     echo = (lambda text="": None) if quiet else echo_to(out_stream)
 
-    dataset = args.data or args.dataset or "fashion-mnist"
     model = args.model or presets.DEFAULT
+    dataset = args.data or args.dataset or presets.get_preset(model).dataset or "fashion-mnist"
     out = args.out if args.out is not None else _default_out(Path(dataset).stem if args.data else dataset, model,
                                                              args.resume)
     if not args.resume and (out / CHECKPOINT).exists():
@@ -133,15 +166,13 @@ def _train(args, quiet: bool = False) -> int:
     result = train(config, out, resume=args.resume, requested=requested, backend=backend,
                    progress=not args.no_progress, log_every=args.log_every, echo=echo, workers=args.workers or 0,
                    strict_data=args.strict_data, checkpoint_every=args.checkpoint_every)
-    acc = result["test_accuracy"]
-    epochs = f"{result['epochs']} epoch" + ("" if result["epochs"] == 1 else "s")
-    val = (f", validation accuracy {result['val_accuracy']:.4f}" if result.get("val_accuracy") is not None else "")
-    echo(f"done: {result['model']} on {result['dataset']}: test accuracy {acc:.4f} (loss {result['test_loss']:.4f}, "
-         f"{result['test_images']:,} images){val} after {epochs}" if acc is not None else f"done: {epochs}")
+    echo(_done_line(result))
     ips = result["images_per_second"]
     echo(f"      {fmt_seconds(result['seconds'])} in all"
          + (f", {ips:,.0f} training images/s" if ips else "") + f" on {result['backend']}")
     echo(f"      weights: {result['weights']}  (dcnn evaluate {result['out']})")
+    if result.get("best_epoch") is not None and result["best_epoch"] != result["epochs"]:
+        echo(f"      best: epoch {result['best_epoch']} by {result['monitor']}, in {result['best_weights']}")
     if args.json and not quiet:
         echo_to(sys.stdout)(json.dumps(result))
     return 0

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from .args import add_custom_layers
 
 EXAMPLES = """\
@@ -24,7 +26,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         description="Run one image through a model layer by layer and write one PNG per stage (conv, "
                     "activation, pool, normalisation... up to Flatten) beside the image, plus the first "
                     "layer's filters; for a trained model also its training curves and, with --results, "
-                    "a confusion matrix and misclassified test images. Needs matplotlib: "
+                    "a confusion matrix and misclassified test images (for a segmentation model: "
+                    "segmentation.png, test images beside their true and predicted masks). Needs matplotlib: "
                     "pip install matplotlib (in a clone: pip install -e '.[plot]').",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("weights_arg", nargs="?", type=Path, metavar="MODEL",
@@ -78,6 +81,8 @@ def draw(args) -> list[Path]:
     import backends
 
     from ..viz import plot_filters, plot_results, plot_stages, plot_training_curves
+    from ..viz.segmentation import plot_segmentation
+    from .segment_commands import check_data_task, is_segmentation
     positional = getattr(args, "weights_arg", None)
     if positional is not None:
         if args.weights is not None and args.weights != positional:
@@ -98,19 +103,25 @@ def draw(args) -> list[Path]:
         model_name = f"{args.model or name_of(meta, args.weights)} ({args.weights})"
     else:
         from ..viz.seed import edge_filter_demo
-        net, history = edge_filter_demo(max_activation=args.max_activation, backend=backend), None
+        net, history, meta = edge_filter_demo(max_activation=args.max_activation, backend=backend), None, {}
         dataset_name, model_name = args.dataset or "fashion-mnist", "seed edge-filter demo"
+    segmentation = args.weights is not None and is_segmentation(net, meta)
     dataset = None
-    if args.image is None or args.results:
+    if args.image is None or args.results or segmentation:
         from ..data.datasets import load
         dataset = load(dataset_name, args.data_dir)
+        if segmentation:
+            check_data_task(dataset, True, args.weights)
     image, caption = pick_image(args, net, dataset)
     out = args.out
     written = plot_stages(net, image, out, max_maps=args.max_maps, caption=f"{caption} · {model_name}")
     written.append(plot_filters(net, out / "filters.png"))
     if history:
         written.append(plot_training_curves(history, out / "training_curves.png"))
-    if args.results:
+    if segmentation:       # its results: test images beside their true and predicted masks (--results or not)
+        written.append(plot_segmentation(net, dataset.x_test, dataset.y_test, out / "segmentation.png",
+                                         dataset.classes))
+    elif args.results:
         written += plot_results(net, dataset.x_test, dataset.y_test, out, dataset.classes)
     return written
 
@@ -132,8 +143,11 @@ def pick_image(args, net, dataset):
     if not 0 <= args.index < len(images):
         raise ValueError(f"--index {args.index} is out of range: the {dataset.name} {args.split} split has "
                          f"{len(images)} images (0..{len(images) - 1})")
-    return images[args.index], (f"{dataset.name} {args.split} image {args.index}: "
-                                f"{dataset.classes[labels[args.index]]}")
+    label = labels[args.index]
+    # one class per image, or a mask: the classes that it shows
+    what = dataset.classes[label] if np.ndim(label) == 0 else \
+        ", ".join(dataset.classes[k] for k in np.unique(label) if k) or "background only"
+    return images[args.index], f"{dataset.name} {args.split} image {args.index}: {what}"
 
 
 def load_trained(weights: Path, model: str | None, backend):

@@ -20,6 +20,7 @@ from .userdata import load_path
 # Datasets made from a built-in one: name -> loader(data_dir, download=, verify=, progress=).
 GENERATED = {mosaic.NAME: mosaic.load}
 GENERATED_ALIASES = {"fashion_mosaic": mosaic.NAME, "fashionmosaic": mosaic.NAME}
+SEGMENTATION = (mosaic.NAME,)      # labelled per pixel; every other named dataset one label per image
 
 
 def all_names() -> list[str]:
@@ -39,6 +40,14 @@ def is_path(name) -> bool:
         return True
     key = str(name).strip().lower()
     return ALIASES.get(key, key) not in SPECS and _generated(key) is None
+
+
+def task(name) -> str | None:
+    """'segmentation' or 'classification' for a dataset known by name, without loading it; None for
+    your own data (``Dataset.task`` says, once it is loaded)."""
+    if is_path(name):
+        return None
+    return "segmentation" if _generated(name) in SEGMENTATION else "classification"
 
 
 def canonical(name) -> str:

@@ -10,7 +10,8 @@ or the new one, never a mix.
 
 Beside it, for people and other tools: ``weights.safetensors`` (the last epoch's model
 alone, with torch.nn.Sequential keys, what ``dcnn evaluate`` and ``dcnn predict`` read),
-``best.safetensors`` (the epoch with the highest test accuracy so far), ``config.json``
+``best.safetensors`` (the best epoch so far by the preset's ``monitor``: the highest test accuracy,
+or mean IoU for a segmentation preset), ``config.json``
 and ``history.json``; each is written atomically too.  They are all *derived* from the
 checkpoint: a kill between two of the writes can leave one stale, so ``--resume``
 rewrites them from the checkpoint (``write_derived``) before it does anything else.
@@ -62,14 +63,17 @@ def set_rng_states(net, states: dict, augment=None) -> None:
         augment.state = states["augment"]
 
 
-def best_epoch(history: dict) -> int | None:
-    """The (1-based) epoch with the highest test accuracy; the earliest on a tie."""
-    accuracies = history.get("val_accuracy") or []
-    return int(np.argmax(accuracies)) + 1 if accuracies else None
+def best_epoch(history: dict, monitor: str = "val_accuracy") -> int | None:
+    """The (1-based) best epoch by ``monitor`` (a logged name: highest, or lowest for a loss); the
+    earliest on a tie."""
+    values = history.get(monitor) or []
+    if not values:
+        return None
+    return int(np.argmin(values) if monitor.endswith("loss") else np.argmax(values)) + 1
 
 
 def save(out_dir, net, *, epoch: int, config: dict, history: dict, augment=None, extra: dict | None = None,
-         weights_metadata: dict | None = None) -> Path:
+         weights_metadata: dict | None = None, monitor: str = "val_accuracy") -> Path:
     """Write the run's checkpoint, then the files derived from it, into ``out_dir``."""
     out_dir = Path(out_dir)
     backend = net.backend
@@ -89,13 +93,14 @@ def save(out_dir, net, *, epoch: int, config: dict, history: dict, augment=None,
     save_arrays(path, arrays, meta)
     write_derived(out_dir, net, epoch=epoch, config=config, history=history, weights_metadata=weights_metadata,
                   new_best=not (extra or {}).get("interrupted") and not (extra or {}).get("mid_epoch")
-                  and best_epoch(history) == epoch)
+                  and best_epoch(history, monitor) == epoch, monitor=monitor)
     return path
 
 
 def write_derived(out_dir, net, *, epoch: int, config: dict, history: dict, weights_metadata: dict | None = None,
-                  new_best: bool | None = None) -> None:
-    """weights.safetensors, best.safetensors (when ``epoch`` is the best one), config.json and history.json.
+                  new_best: bool | None = None, monitor: str = "val_accuracy") -> None:
+    """weights.safetensors, best.safetensors (when ``epoch`` is the best one by ``monitor``), config.json
+    and history.json.
 
     ``new_best=None`` (on resume) repairs: each file is rewritten only if it does not hold what the
     checkpoint says, as after a kill between the checkpoint and it.  A resumed run that then fails
@@ -107,11 +112,11 @@ def write_derived(out_dir, net, *, epoch: int, config: dict, history: dict, weig
     meta = {**(weights_metadata or {}), "epoch": int(epoch)}
     if not (repair and _holds(out_dir / WEIGHTS, net, meta)):
         net.save_weights(out_dir / WEIGHTS, metadata=meta)
-    best = best_epoch(history)
+    best = best_epoch(history, monitor)
     if repair:
         new_best = best == epoch and _file_epoch(out_dir / BEST) != epoch
     if new_best:
-        net.save_weights(out_dir / BEST, metadata={**meta, "val_accuracy": history["val_accuracy"][epoch - 1]})
+        net.save_weights(out_dir / BEST, metadata={**meta, monitor: history[monitor][epoch - 1]})
     _write_text_if_changed(out_dir / CONFIG, json.dumps(config, indent=2) + "\n")
     _write_text_if_changed(out_dir / HISTORY, json.dumps({"epochs_done": int(epoch), **history}, indent=2) + "\n")
 

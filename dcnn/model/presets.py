@@ -58,6 +58,7 @@ class Preset:
     metrics: tuple = ("accuracy",)           # dcnn.model.metrics names, reported each epoch
     monitor: str = "val_accuracy"            # what picks the best epoch
     dataset: str | None = None               # the dataset the recipe was made for (None: any classifier's)
+    task: str = "classification"             # or "segmentation": a label per pixel, trained on masks
 
     def build(self, input_shape, classes: int, *, seed: int = 0, backend=None) -> DCNNetwork:
         made = self.layers(tuple(input_shape), classes)
@@ -181,7 +182,7 @@ DENSE_PRESETS: dict[str, Preset] = {p.name: p for p in (
                    "stride-2 transposed convolutions up, concatenated skips, 1x1 to per-pixel classes; "
                    "Adam, one-cycle, batch 32, pixel accuracy and mean IoU",
            unet, graph=True, optimizer="adam", lr=3e-3, epochs=4, batch_size=32, metrics=("pixel_accuracy", "miou"),
-           monitor="val_miou", dataset="fashion-mosaic"),
+           monitor="val_miou", dataset="fashion-mosaic", task="segmentation"),
 )}
 DEFAULT = "convnet"
 

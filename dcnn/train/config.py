@@ -17,11 +17,12 @@ class TrainConfig:
     """What defines a run (saved in its checkpoint).  ``None`` means "the preset's choice".
 
     ``dataset`` is a built-in dataset's name or the path of your own data (an image folder with
-    one subfolder per class, or a .npz file); ``image_size`` and ``channels`` apply to image
-    folders; ``stream``: the image folder is streamed (``dcnn train --workers N``), not decoded into
-    memory; ``val_split`` holds that share of the training images out as a validation set.
+    one subfolder per class, or a .npz file); None: the preset's own (fashion-mosaic for unet), else
+    fashion-mnist; ``image_size`` and ``channels`` apply to image folders; ``stream``: the image
+    folder is streamed (``dcnn train --workers N``), not decoded into memory; ``val_split`` holds
+    that share of the training images out as a validation set.
     """
-    dataset: str = "fashion-mnist"
+    dataset: str | None = None
     model: str = presets.DEFAULT
     epochs: int | None = None
     batch_size: int | None = None
@@ -41,12 +42,13 @@ class TrainConfig:
         and every value checked, the preset itself and the optimiser's options."""
         preset = presets.get_preset(self.model)
         c = TrainConfig(**asdict(self))
-        c.model, c.dataset = preset.name, datasets.canonical(self.dataset)
+        c.model, c.dataset = preset.name, datasets.canonical(self.dataset or preset.dataset or "fashion-mnist")
         c.epochs = preset.epochs if c.epochs is None else c.epochs
         c.batch_size = preset.batch_size if c.batch_size is None else c.batch_size
         c.optimizer = (preset.optimizer if c.optimizer is None else c.optimizer).lower()
         c.lr = preset.lr if c.lr is None else c.lr
         c.augment = preset.augment if c.augment is None else bool(c.augment)
+        check_task(preset, c.dataset, augment=c.augment, stream=c.stream)
         _positive_int("epochs", c.epochs, minimum=1)
         _positive_int("batch size", c.batch_size, minimum=1)
         if c.limit is not None:
@@ -82,6 +84,38 @@ class RunPlan:
     config: TrainConfig
     preset: presets.Preset
     optimizer_options: dict
+
+
+def check_task(preset: presets.Preset, dataset: str, *, augment: bool = False, stream: bool = False) -> None:
+    """Refuse a dataset of the other task (your own data is checked once loaded: ``check_data_task``)
+    and the options that a per-pixel preset cannot use."""
+    if preset.task == "segmentation" and stream:
+        raise ValueError(f"--workers streams a folder of pictures with one label each; the {preset.name} preset "
+                         "learns a label per pixel from masks held in memory: leave out --workers")
+    if preset.task == "segmentation" and augment:
+        raise ValueError(f"--augment shifts and flips each training image but not its mask, so the {preset.name} "
+                         "preset's per-pixel labels would no longer match the pixels: leave out --augment")
+    task = datasets.task(dataset)
+    if task is not None and task != preset.task:
+        raise ValueError(task_mismatch(preset, dataset, task))
+
+
+def check_data_task(preset: presets.Preset, data) -> None:
+    """A loaded dataset (your own data too) against the preset's task."""
+    task = getattr(data, "task", "classification")      # a streamed folder: one label per picture
+    if task != preset.task:
+        raise ValueError(task_mismatch(preset, data.name, task))
+
+
+def task_mismatch(preset: presets.Preset, dataset: str, task: str) -> str:
+    """Why ``preset`` cannot train on ``dataset`` (of ``task``), and what would."""
+    suited = [p.name for p in presets.all_presets().values() if p.task == task]
+    if preset.task == "segmentation":
+        return (f"the {preset.name} preset labels every pixel (segmentation) and needs a dataset of masks, such as "
+                f"--dataset {preset.dataset or 'fashion-mosaic'}; {dataset} has one label per image "
+                f"(classification): train it with a classifier ({', '.join(suited)})")
+    return (f"the {preset.name} preset gives one label per image (classification); {dataset} labels every pixel "
+            f"(segmentation): train it with --model {' or '.join(suited) or '...'}")
 
 
 def _positive_int(what, value, minimum):

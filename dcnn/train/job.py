@@ -10,6 +10,8 @@ callbacks on ``DCNNetwork.fit``:
 - with ``config.stream`` (``--workers N``) the image folder is streamed through ``dcnn.data.loader.Loader``
   (``dcnn.train.stream``), and ``MidEpochCheckpoints`` (``--checkpoint-every``) also writes the checkpoint
   inside an epoch, with the loader's position and the epoch's running sums, for an exact resume.
+- a segmentation preset (unet) compiles its own loss and metrics, keeps best.safetensors by its monitor
+  (val_miou), and its summary adds the test set's mIoU, per-class IoU and pixel confusion matrix.
 
 Ctrl-C finishes the current batch, writes a checkpoint and raises ``Interrupted``.  A run that
 stops (diverged, failed) keeps the run folder as it was after its last good epoch; one that never
@@ -17,6 +19,7 @@ wrote a checkpoint removes the folder it created, so that the next run takes its
 """
 from __future__ import annotations
 
+import functools
 import shlex
 import signal
 import threading
@@ -37,7 +40,8 @@ from ..model import fitting
 from ..model.callbacks import Callback
 from .augment import RandomShiftFlip
 from .callbacks import LRSchedule
-from .config import TrainConfig, merge_resume_config
+from .config import TrainConfig, check_data_task, merge_resume_config
+from .metrics import dense_confusion_matrix, segmentation_scores
 from .monitor import Monitor
 from .stream import MidEpochCheckpoints, ResumeLR, StreamData
 
@@ -232,8 +236,10 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
         data, validation = data.split_validation(config.val_split, config.seed)
         held_out = "val"
 
+    check_data_task(preset, data)
     net = preset.build(data.input_shape, data.num_classes, seed=config.seed, backend=backend)
-    net.compile(config.optimizer, lr=config.lr, label_smoothing=preset.label_smoothing, **plan.optimizer_options)
+    net.compile(config.optimizer, loss=preset.loss, metrics=list(preset.metrics), lr=config.lr,
+                label_smoothing=preset.label_smoothing, **plan.optimizer_options)
     augment = RandomShiftFlip(backend, config.seed, pad=preset.augment_shift) if config.augment else None
     parallel = None if comm is None else distributed.DataParallel(net, comm, augment=augment)
     history: dict = {}
@@ -252,7 +258,7 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
         # left weights.safetensors, best.safetensors or history.json behind it.
         if distributed.is_lead():
             checkpoint.write_derived(out_dir, net, epoch=initial_epoch, config=saved["config"], history=history,
-                                     weights_metadata=_weights_metadata(config, data))
+                                     weights_metadata=_weights_metadata(config, data), monitor=preset.monitor)
         note, mid = "", saved.get("mid_epoch")
         if mid is not None:
             data.train.load_state_dict({**mid["loader"], "rank": data.train.rank})   # rank 0 wrote it
@@ -279,8 +285,9 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
                       reference_loss=previous_losses[-1] if previous_losses else None, held_out=held_out)
     net.stop_training = False
     with _SigintHandler(net, echo, immediate=parallel is None) as sigint:
+        write = checkpoint.save if parallel is None else parallel.save_checkpoint
         saver = Checkpointer(out_dir, config_dict, history, monitor, augment, weights_meta, interrupt=sigint,
-                             write=checkpoint.save if parallel is None else parallel.save_checkpoint)
+                             write=functools.partial(write, monitor=preset.monitor))
         schedule = LRSchedule(config.lr, preset.schedule, config.epochs)
         cbs = [schedule, *([ResumeLR(schedule, mid["step"])] if mid else []),
                *(parallel.callbacks(sigint, log_every) if parallel is not None else ()), monitor, saver, *callbacks]
@@ -307,11 +314,11 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
         lower, why = _suggestion(config.optimizer, config.lr, preset)
         if (out_dir / checkpoint.CHECKPOINT).is_file():
             good = initial_epoch if saver.saved_epoch is None else saver.saved_epoch
-            best = checkpoint.best_epoch(history)
+            best = checkpoint.best_epoch(history, preset.monitor)
             kept = f"the last good checkpoint (epoch {good}) is kept in {out_dir}"
             if best is not None:
-                kept += (f", and the best weights (epoch {best}, test accuracy {history['val_accuracy'][best - 1]:.4f})"
-                         f" in {out_dir / checkpoint.BEST}")
+                kept += (f", and the best weights (epoch {best}, {_logged_name(preset.monitor, held_out)} "
+                         f"{history[preset.monitor][best - 1]:.4f}) in {out_dir / checkpoint.BEST}")
             # The whole command: it continues to the epochs asked for, at a rate that should not diverge.
             kept += (f". Continue at a lower learning rate ({why}): dcnn train --resume --out "
                      f"{shlex.quote(str(out_dir))} --epochs {config.epochs} --lr {_lr_text(lower)}")
@@ -331,6 +338,11 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
     test = {"loss": last.get("val_loss"), "accuracy": last.get("val_accuracy")}
     if held_out == "val":
         test = net.evaluate(data.x_test, data.y_test) if len(data.y_test) else {"loss": None, "accuracy": None}
+    best = checkpoint.best_epoch(history, preset.monitor)
+    dense = {}
+    if preset.task == "segmentation" and len(data.y_test):   # the final weights, from one pixel confusion matrix
+        counts = dense_confusion_matrix(net, data.x_test, data.y_test, batch_size=config.batch_size)
+        dense = {f"test_{k}": v for k, v in segmentation_scores(counts, data.classes).items() if k != "pixels"}
     seconds = time.perf_counter() - started
     return {
         "dataset": config.dataset, "model": config.model, "backend": backend.describe(),
@@ -339,11 +351,15 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
         "ranks": 1 if comm is None else comm.size,
         "seconds": round(seconds, 2), "train_seconds": round(sum(monitor.epoch_seconds), 2),
         "train_loss": last.get("loss"), "train_accuracy": last.get("accuracy"),
-        "test_loss": test["loss"], "test_accuracy": test["accuracy"], "test_images": int(len(data.y_test)),
+        "test_loss": test["loss"], "test_accuracy": test.get("accuracy"), "test_images": int(len(data.y_test)),
+        "task": preset.task, **dense,
         **({"val_loss": last.get("val_loss"), "val_accuracy": last.get("val_accuracy"),
+            **{k: v for k, v in last.items() if k.startswith("val_")},
             "val_images": int(len(validation[1]))} if held_out == "val" else {}),
         "images_per_second": round(monitor.images_per_second, 1) if monitor.images else None,
         "out": str(out_dir), "weights": str(out_dir / checkpoint.WEIGHTS),
+        "monitor": preset.monitor, "best_epoch": best,
+        "best_weights": str(out_dir / checkpoint.BEST) if best is not None else None,
         "history": history,
     }
 
@@ -354,7 +370,13 @@ def _count(n: int, noun: str) -> str:
 
 
 def _weights_metadata(config: TrainConfig, data) -> dict:
-    return {"preset": config.model, "dataset": config.dataset, "classes": list(data.classes)}
+    return {"preset": config.model, "dataset": config.dataset, "task": getattr(data, "task", "classification"),
+            "classes": list(data.classes)}
+
+
+def _logged_name(key: str, held_out: str) -> str:
+    """'val_miou' -> 'test miou' (or 'val miou' with a validation split)."""
+    return key.replace("val_", held_out + " ", 1).replace("_", " ")
 
 
 def _plot_curves(history, out_dir, echo):

@@ -1,4 +1,5 @@
-"""Counting how a classifier does: the one confusion matrix (the CLI and dcnn.viz both use it)."""
+"""Counting how a classifier does: the one confusion matrix (the CLI and dcnn.viz both use it), and its
+per-pixel twin for a segmentation model (``dense_confusion_matrix``, ``segmentation_scores``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -32,3 +33,31 @@ def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarr
 def per_class_accuracy(counts: np.ndarray) -> np.ndarray:
     """The share of each true class (row) that was predicted right."""
     return np.diag(counts) / np.maximum(counts.sum(axis=1), 1)
+
+
+def dense_confusion_matrix(net, x, y, batch_size: int = 128) -> np.ndarray:
+    """Pixel counts[true, predicted] of a per-pixel classifier over images ``x`` and masks ``y`` (host
+    arrays), in eval mode: summed on the device (``metrics.ConfusionMatrix``) and read back once."""
+    from ..model import fitting
+    from ..model.metrics import ConfusionMatrix
+    fitting.check_batch_size(batch_size)
+    matrix = ConfusionMatrix(net.num_classes, ignore_index=getattr(net.loss, "ignore_index", None))
+    matrix.reset(net.backend)
+    for start, stop in fitting.spans(len(x), batch_size):
+        xb = fitting.device_images(net, x[start:stop])     # a batch at a time: the test set stays on the host
+        matrix.update(net.logits(xb, training=False), fitting.targets(net, y[start:stop], xb.shape[0]))
+    return matrix.result()
+
+
+def segmentation_scores(counts: np.ndarray, classes) -> dict:
+    """Mean IoU, pixel accuracy and each class's IoU (by name; None for a class in neither the masks nor the
+    predictions, which the mean leaves out, as torchmetrics does) from a pixel confusion matrix."""
+    from ..model.metrics import iou_per_class
+    counts = np.asarray(counts, np.int64)
+    present = (counts.sum(0) + counts.sum(1)) > 0
+    iou = iou_per_class(counts)
+    total = int(counts.sum())
+    return {"miou": float(iou[present].mean()) if present.any() else None,
+            "pixel_accuracy": float(np.trace(counts) / total) if total else None,
+            "per_class_iou": {str(name): float(v) if seen else None for name, v, seen in zip(classes, iou, present)},
+            "confusion_matrix": counts.tolist(), "pixels": total}

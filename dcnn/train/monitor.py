@@ -29,7 +29,7 @@ class Monitor(Callback):
     epoch) unless the epoch recovered by its end: its last interval, and its test loss, under the
     limit.  A NaN or infinite loss, training or test, stops at once.  The test loss never stops
     a run on its own: a test loss that rises while the training loss falls is overfitting, which
-    best.safetensors (the epoch of the best test accuracy) and early stopping handle.
+    best.safetensors (the best epoch by the preset's monitor) and early stopping handle.
     """
 
     FACTOR = 3.0
@@ -52,6 +52,8 @@ class Monitor(Callback):
         self.net, self.epochs, self.steps = net, epochs, steps
         self.bad_step = self._device_int(-1)
         self.uniform_loss = math.log(max(net.num_classes, 2))
+        # fit's running hit count is per output position: per pixel for a segmentation model
+        self.positions = math.prod(net.output_shape[1:])
 
     @property
     def limit(self) -> float:
@@ -112,7 +114,8 @@ class Monitor(Callback):
             self.bar.update(step + 1 - self.shown)
             self.shown = step + 1
             self.bar.set_postfix_str(f"loss={loss_sum / seen:.3f} "
-                                     f"acc={correct / seen:.4f} {seen / elapsed:,.0f} img/s"
+                                     f"{'acc' if self.positions == 1 else 'pix acc'}="
+                                     f"{correct / (seen * self.positions):.4f} {seen / elapsed:,.0f} img/s"
                                      + self.wait_text() + (" testing..." if last else ""), refresh=last)
 
     def wait_text(self) -> str:
@@ -166,11 +169,13 @@ class Monitor(Callback):
             self.failure, self.reason, self.runaway_loss = (epoch + 1, self.last_step + 1), "epoch", logs["loss"]
             self.net.stop_training = True
         if self.bar is not None:
-            if "val_accuracy" in logs:
+            metrics = [k for k in logs if f"val_{k}" in logs and k != "loss"]    # the compiled ones
+            if metrics:
                 rate = f" {self.seen / self.epoch_seconds[-1]:,.0f} img/s" if self.epoch_seconds else ""
-                # Short enough for an 80-column terminal: the held-out accuracy comes first.
-                self.bar.set_postfix_str(f"{self.held_out} acc={logs['val_accuracy']:.4f} "
-                                         f"loss={logs['val_loss']:.3f}; train acc={logs['accuracy']:.3f}{rate}"
+                # Short enough for an 80-column terminal: the held-out metrics come first.
+                held = " ".join(f"{_SHORT.get(k, k)}={logs['val_' + k]:.4f}" for k in metrics)
+                self.bar.set_postfix_str(f"{self.held_out} {held} loss={logs['val_loss']:.3f}; "
+                                         f"train {_SHORT.get(metrics[0], metrics[0])}={logs[metrics[0]]:.3f}{rate}"
                                          f"{self.wait_text()}")
             self.bar.close()
         elif self.echo is not None and self.failure is None:   # no bar: one line per epoch
@@ -181,6 +186,9 @@ class Monitor(Callback):
     @property
     def images_per_second(self) -> float:
         return self.images / max(sum(self.epoch_seconds), 1e-9)
+
+
+_SHORT = {"accuracy": "acc", "pixel_accuracy": "pix acc"}     # names on the progress bar
 
 
 def _columns(stream) -> int | None:

@@ -87,3 +87,12 @@ def show_image(ax, image: np.ndarray, title: str | None = None, fontsize: int = 
     ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=fontsize)
+
+
+def colour_key(fig, colours, names, columns: int = 4) -> None:
+    """A legend below the figure: one swatch per (RGB in [0, 1]) colour and its name."""
+    from matplotlib.patches import Patch
+    handles = [Patch(facecolor=tuple(c), edgecolor="0.4", label=str(n)) for c, n in zip(colours, names)]
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(columns, len(handles)), fontsize=8,
+                   frameon=False)

@@ -1,4 +1,5 @@
-"""Loss and accuracy per epoch, training against validation."""
+"""Loss and accuracy (or a segmentation model's pixel accuracy and mean IoU) per epoch, training against
+validation."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,6 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from ._figure import new_figure, save_png
+
+PLOTTED = ("loss", "accuracy", "pixel_accuracy", "miou")
 
 
 def plot_training_curves(history: dict, path) -> Path:
@@ -16,13 +19,13 @@ def plot_training_curves(history: dict, path) -> Path:
 def training_curves_figure(history: dict):
     """Plot ``{"loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...]}``.
 
-    One panel for loss and one for accuracy (when present); validation curves are
-    drawn when their lists are. A ``History`` object is accepted too.
+    One panel for loss and one for each of accuracy, pixel_accuracy and miou that is present;
+    validation curves are drawn when their lists are. A ``History`` object is accepted too.
     """
     history = getattr(history, "history", history)
     if not isinstance(history, dict):
         raise TypeError(f"history must be a dict of per-epoch lists; got {type(history).__name__}")
-    metrics = [m for m in ("loss", "accuracy") if history.get(m) or history.get(f"val_{m}")]
+    metrics = [m for m in PLOTTED if history.get(m) or history.get(f"val_{m}")]
     if not metrics:
         raise ValueError(f"history has no 'loss' or 'accuracy' values to plot; its keys are {sorted(history)}")
     fig = new_figure(4.2 * len(metrics) + 0.4, 3.4)
