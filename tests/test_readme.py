@@ -204,6 +204,8 @@ def test_every_python_block_runs_as_written(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == ["bag", "sneaker", "trouser"]
     assert list(namespace["pictures"].classes) == ["bag", "sneaker", "trouser"]
     assert namespace["pictures"].input_shape == (3, 64, 64)
+    # dense prediction: a mask per test mosaic, and the denoising picture (noisy | reconstruction | clean)
+    assert namespace["masks"].shape == (4, 56, 56) and (tmp_path / "denoising.png").is_file()
 
     # "From the command line, on the same folder": the commands, as written, on the folder it made
     commands = bash_commands(section(README.read_text(), "### Your own data"))
