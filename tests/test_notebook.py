@@ -71,5 +71,8 @@ def test_example_notebook_runs(tmp_path):
     assert text.count("total parameters") == 1        # summary() printed once, not echoed
     accuracy = float(text.split("test accuracy on 1000 images: ")[1][:5])
     assert accuracy > 0.7
+    # the denoising autoencoder: its reconstructions score above the noisy input they were made from
+    noisy, reconstructed = map(float, re.search(r"noisy input ([\d.]+) dB, reconstruction ([\d.]+) dB", text).groups())
+    assert reconstructed > noisy + 2, (noisy, reconstructed)
     assert (tmp_path / "seed-fashion.safetensors").is_file()
     assert "DCNNetwork(input_shape=(1, 28, 28)" in str(outputs[-1])

@@ -2,8 +2,9 @@
 
 - Every Python block runs as written, in order, like the cells of a notebook. The blocks are run
   unchanged; only the data is smaller: ``dcnn.datasets.load`` of a built-in dataset gives a slice
-  of it (or, where it is not installed, random images of its shape). The README makes its own
-  image folder (``pictures/``), and the commands it then shows for that folder are run too.
+  of it (or, where it is not installed, random images of its shape; for fashion-mosaic, mosaics of
+  random garments with their masks). The README makes its own image folder (``pictures/``), and
+  the commands it then shows for that folder are run too.
 - Every file or folder of the repository that the README names (``dcnn/model/parameters.py``,
   ``scripts/bench.py``, ``docs/...``) exists, and every module or name it gives as
   ``dcnn.x.y`` or ``backends.x`` resolves.
@@ -21,7 +22,7 @@ import pytest
 
 import backends
 import dcnn
-from dcnn.data import datasets
+from dcnn.data import datasets, mosaic
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -159,15 +160,25 @@ def _small(real_load):
     def load(name="fashion-mnist", data_dir=None, **kwargs):
         if datasets.is_path(name):
             return real_load(name, data_dir, **kwargs)
-        spec = datasets.get_spec(name)
         try:
             full = real_load(name, data_dir, download=False)
-            x_train, y_train, x_test, y_test = full.x_train[:256], full.y_train[:256], full.x_test[:128], full.y_test[:128]
+            name, classes = full.name, full.classes
+            x_train, y_train, x_test, y_test = (a.copy() for a in (full.x_train[:256], full.y_train[:256],
+                                                                  full.x_test[:128], full.y_test[:128]))
         except datasets.DatasetError:
             rng = np.random.default_rng(0)
-            x_train, x_test = (rng.random((n, *spec.input_shape), np.float32) for n in (256, 128))
-            y_train, y_test = (rng.integers(0, len(spec.classes), n) for n in (256, 128))
-        return datasets.Dataset(spec.name, x_train, y_train, x_test, y_test, spec.classes)
+            if datasets.canonical(name) == mosaic.NAME:      # mosaics of random "garments", as test_dense_fit makes
+                garments = (rng.random((4 * 384, 28, 28)) ** 3 * 255).astype(np.uint8)
+                images, masks = mosaic.make_split(garments, rng.integers(0, 10, len(garments)), 384, "train")
+                x, y = images[:, None].astype(np.float32) / 255, masks.astype(np.int64)
+                x_train, y_train, x_test, y_test = x[:256], y[:256], x[256:], y[256:]
+                name, classes = mosaic.NAME, mosaic.CLASSES
+            else:
+                spec = datasets.get_spec(name)
+                x_train, x_test = (rng.random((n, *spec.input_shape), np.float32) for n in (256, 128))
+                y_train, y_test = (rng.integers(0, len(spec.classes), n) for n in (256, 128))
+                name, classes = spec.name, spec.classes
+        return datasets.Dataset(name, x_train, y_train, x_test, y_test, classes)
     return load
 
 
@@ -193,6 +204,8 @@ def test_every_python_block_runs_as_written(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == ["bag", "sneaker", "trouser"]
     assert list(namespace["pictures"].classes) == ["bag", "sneaker", "trouser"]
     assert namespace["pictures"].input_shape == (3, 64, 64)
+    # dense prediction: a mask per test mosaic, and the denoising picture (noisy | reconstruction | clean)
+    assert namespace["masks"].shape == (4, 56, 56) and (tmp_path / "denoising.png").is_file()
 
     # "From the command line, on the same folder": the commands, as written, on the folder it made
     commands = bash_commands(section(README.read_text(), "### Your own data"))
