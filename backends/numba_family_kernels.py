@@ -1,5 +1,6 @@
-"""Numba CPU kernels of issue 20's operations (backends/numba_family.py): depthwise convolution
-and the element-wise activations.
+"""Numba CPU kernels of issue 20's operations (backends/numba_family.py): depthwise convolution,
+the transposed convolution whose kernel tiles its output (kernel == stride) and the element-wise
+activations.
 
 As in backends/numba_kernels.py: parallel loops (``prange``), cached on disk, no fastmath,
 channels-last (N, H, W, C) arrays, and reductions over a fixed number of chunks in float64,
@@ -11,6 +12,8 @@ import math
 
 import numpy as np
 from numba import njit, prange
+
+from .numba_kernels import F32, NO_TRANS, ROW_MAJOR, TRANS
 
 REDUCTION_CHUNKS = 32
 
@@ -125,6 +128,80 @@ def depthwise_weight_grad(x, dy, kh, kw, sh, sw, dh, dw, pt, pl, out):
             for chunk in range(1, chunks):
                 total += part[chunk, t, o]
             out[t, o] = total
+
+
+# --- transposed convolution with kernel == stride (no padding, dilation or groups) -------------------
+# Each input pixel's taps land on their own output pixels, so the convolution is one GEMM,
+# (pixels, C) @ (C, KH*KW*F), and a pixel shuffle; its gradients are the shuffle's gather and two
+# GEMMs.  ``per_task`` images a task, their products in the task's buffer (in its core's cache).
+
+@njit(parallel=True, cache=True)
+def tiled_transpose_forward(sgemm, x, wmat, bias, kh, kw, y, per_task):
+    """y[b, h*kh + i, w*kw + j, f] = sum_c x[b, h, w, c] * wmat[c, (i*kw + j)*F + f] + bias[f]; output rows
+    and columns past H*kh, W*kw (an output_padding) hold the bias alone.  x: C-contiguous (N, H, W, C)."""
+    n, h, w, c = x.shape
+    _, oh, ow, f = y.shape
+    width = kh * kw * f
+    for t in prange((n + per_task - 1) // per_task):
+        b0 = t * per_task
+        b1 = min(n, b0 + per_task)
+        buf = np.empty(((b1 - b0) * h * w, width), np.float32)
+        sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, buf.shape[0], width, c, 1.0, x.ctypes.data + b0 * h * w * c * F32, c,
+              wmat.ctypes.data, width, 0.0, buf.ctypes.data, width)
+        for b in range(b0, b1):
+            for yy in range(h):
+                for i in range(kh):
+                    row = y[b, yy * kh + i]
+                    for xx in range(w):
+                        r = ((b - b0) * h + yy) * w + xx
+                        for j in range(kw):
+                            base = (i * kw + j) * f
+                            for o in range(f):
+                                row[xx * kw + j, o] = buf[r, base + o] + bias[o]
+                for xo in range(w * kw, ow):
+                    for i in range(kh):
+                        y[b, yy * kh + i, xo] = bias
+            for yo in range(h * kh, oh):
+                for xo in range(ow):
+                    y[b, yo, xo] = bias
+
+
+@njit(parallel=True, cache=True)
+def tiled_transpose_backward(sgemm, dy, x, wmat, kh, kw, dx, partial, per_task, input_grad, weight_grad):
+    """Gradients of ``tiled_transpose_forward``: each task gathers its pixels' (KH*KW*F) output gradient
+    rows g (any strides: dy may be a view), then partial[t, :C] = x_rows.T @ g, partial[t, C] = the
+    column sums of g (float64, in row order; the bias's), dx rows = g @ wmat.T.  The caller adds the
+    partials in order and the output_padding's edge to the bias gradient."""
+    n, h, w, c = x.shape
+    f = dy.shape[3]
+    width = kh * kw * f
+    for t in prange((n + per_task - 1) // per_task):
+        b0 = t * per_task
+        b1 = min(n, b0 + per_task)
+        m = (b1 - b0) * h * w
+        g = np.empty((m, width), np.float32)
+        for b in range(b0, b1):
+            for yy in range(h):
+                for xx in range(w):
+                    r = ((b - b0) * h + yy) * w + xx
+                    for i in range(kh):
+                        for j in range(kw):
+                            src = dy[b, yy * kh + i, xx * kw + j]
+                            base = (i * kw + j) * f
+                            for o in range(f):
+                                g[r, base + o] = src[o]
+        if weight_grad:
+            sgemm(ROW_MAJOR, TRANS, NO_TRANS, c, width, m, 1.0, x.ctypes.data + b0 * h * w * c * F32, c,
+                  g.ctypes.data, width, 0.0, partial[t].ctypes.data, width)
+            sums = np.zeros(width)
+            for r in range(m):
+                for col in range(width):
+                    sums[col] += g[r, col]
+            for col in range(width):
+                partial[t, c, col] = sums[col]
+        if input_grad:
+            sgemm(ROW_MAJOR, NO_TRANS, TRANS, m, c, width, 1.0, g.ctypes.data, width, wmat.ctypes.data, width, 0.0,
+                  dx.ctypes.data + b0 * h * w * c * F32, c)
 
 
 # --- element-wise activations (codes as in numba_family.CODES), computed in float64 ---------------

@@ -326,6 +326,34 @@ def test_depthwise_conv2d(fast, rng, c, m, k, stride, pads, dilation, h, w, bias
                 close(fast, a, r, tol, name)
 
 
+TRANSPOSED = [  # (channels, filters, (kh, kw), stride, padding, output_padding, dilation, h, w)
+    (3, 4, (2, 2), (2, 2), (0, 0), (0, 0), (1, 1), 5, 4), (5, 2, (2, 3), (2, 3), (0, 0), (1, 2), (1, 1), 3, 4),
+    (2, 3, (1, 1), (1, 1), (0, 0), (0, 0), (1, 1), 4, 3), (4, 3, (3, 3), (2, 2), (1, 1), (1, 1), (1, 1), 4, 5)]
+
+
+@pytest.mark.parametrize("c,f,k,stride,padding,output_padding,dilation,h,w", TRANSPOSED)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("strided_dy", [False, True])
+def test_conv_transpose2d(fast, rng, c, f, k, stride, padding, output_padding, dilation, h, w, bias, strided_dy):
+    x = channels_last_view(fast, rng, (3, c, h, w))
+    weight = fast.from_numpy(rng.standard_normal((c, f) + k).astype(np.float32))
+    b = fast.from_numpy(rng.standard_normal(f).astype(np.float32)) if bias else None
+    args = (stride, padding, output_padding, dilation, 1)
+    (y, saved), (y_ref, saved_ref) = (be.conv_transpose2d(x, weight, b, *args) for be in (fast, generic(fast)))
+    close(fast, y, y_ref, what="y")
+    # As a Concatenate's backward pass hands it on: a channel slice of a channels-last gradient.
+    dy = channels_last_view(fast, rng, (y.shape[0], f + 2, y.shape[2], y.shape[3]))[:, 1:f + 1] if strided_dy \
+        else fast.from_numpy(rng.standard_normal(tuple(y.shape)).astype(np.float32))
+    for input_grad, weight_grad in ((True, True), (False, True), (True, False)):
+        flags = dict(input_grad=input_grad, weight_grad=weight_grad)
+        ours = fast.conv_transpose2d_backward(dy, saved, weight, **flags)
+        theirs = generic(fast).conv_transpose2d_backward(dy, saved_ref, weight, **flags)
+        for name, a, r in zip(("dx", "dw", "db"), ours, theirs):
+            assert (a is None) == (r is None), name
+            if a is not None:
+                close(fast, a, r, what=f"{name} {flags}")
+
+
 ACTIVATION_KINDS = [("leaky_relu", 0.01), ("leaky_relu", 0.3), ("elu", 1.0), ("elu", 0.4), ("sigmoid", 0.0),
                     ("tanh", 0.0), ("silu", 0.0), ("gelu", 0.0), ("gelu_tanh", 0.0), ("hardsigmoid", 0.0),
                     ("hardswish", 0.0)]
