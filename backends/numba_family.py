@@ -186,6 +186,35 @@ class NumbaFamily:
                 db += dyc[:, h * kh:].sum(axis=(0, 1, 2)) + dyc[:, :h * kh, w * kw:].sum(axis=(0, 1, 2))
         return (dx.transpose(0, 3, 1, 2) if input_grad else None), dw, db
 
+    # --- per-position cross-entropy (dense outputs, integer labels) -------------------------------
+    def cross_entropy_nd(self, logits, targets, weight=None, ignore_index=None, label_smoothing: float = 0.0):
+        """Two parallel passes over the logits, class axis last in memory (a U-Net's 1x1 convolution
+        gives them so), NumPy's exp between them; sums per position in float64 (dense_cross_entropy)."""
+        k = logits.shape[1]
+        if (targets.ndim != logits.ndim - 1 or logits.dtype not in (np.float32, np.float64)
+                or not np.issubdtype(targets.dtype, np.integer)):
+            return super().cross_entropy_nd(logits, targets, weight, ignore_index, label_smoothing)
+        rows = np.ascontiguousarray(np.moveaxis(logits, 1, -1))
+        labels = np.ascontiguousarray(targets).reshape(-1)
+        w = np.ones(k) if weight is None else np.asarray(weight, np.float64)
+        if weight is None and ignore_index is None:
+            count = labels.size
+        else:       # the kept positions' label weights, as the generic version counts them
+            kept = (labels >= 0) & (labels < k)
+            if ignore_index is not None:
+                kept &= labels != ignore_index
+            count = float(w[labels[kept]].sum()) if weight is not None else int(kept.sum())
+        scale = 1.0 / count if count > 0 else 0.0
+        grad = np.empty_like(rows)
+        part = np.empty(min(kernels.REDUCTION_CHUNKS, max(1, labels.size)))
+        kernels.shift_rows(rows.reshape(-1, k), grad.reshape(-1, k))
+        np.exp(grad, out=grad)
+        kernels.dense_cross_entropy(rows.reshape(-1, k), grad.reshape(-1, k), labels, w, ignore_index is not None,
+                                    0 if ignore_index is None else int(ignore_index), float(label_smoothing), scale,
+                                    part)
+        loss = np.asarray(part.sum() * scale, logits.dtype)      # numpy adds the chunks in order
+        return loss, np.moveaxis(grad, -1, 1)
+
     def activation(self, x, kind: str, alpha: float = 0.0):
         flat, back = flat_view(x)
         y = np.empty_like(flat)
@@ -255,6 +284,7 @@ class NumbaFamily:
             y, saved = self.conv_transpose2d(x, w, bias, (2, 2), (0, 0), (0, 0), (1, 1), 1)
             dy = y if bias is not None else np.concatenate([y, y], axis=1)[:, 4:]
             self.conv_transpose2d_backward(dy, saved, w)
+        self.cross_entropy_nd(x, np.zeros((2, 4, 4), np.int64))
         y, saved = self.activation(x, "silu")
         self.activation_backward(y, saved)
         r = np.ones(3, dtype)

@@ -204,6 +204,66 @@ def tiled_transpose_backward(sgemm, dy, x, wmat, kh, kw, dx, partial, per_task, 
                   dx.ctypes.data + b0 * h * w * c * F32, c)
 
 
+# --- cross-entropy over the class axis of dense outputs (labels), a row of K logits per position -----
+# Numba's exp is scalar (libm, ~7 ns a value): the exponentials run in NumPy's vectorised np.exp
+# between two parallel passes.
+
+@njit(inline="always", cache=True)
+def _row_max(logits, p):
+    mx = logits[p, 0]
+    for c in range(1, logits.shape[1]):
+        mx = max(mx, logits[p, c])       # a NaN logit makes its row's loss NaN all the same
+    return mx
+
+
+@njit(parallel=True, cache=True)
+def shift_rows(logits, out):
+    """out[p] = logits[p] - max(logits[p])."""
+    for p in prange(logits.shape[0]):
+        mx = _row_max(logits, p)
+        for c in range(logits.shape[1]):
+            out[p, c] = logits[p, c] - mx
+
+
+@njit(parallel=True, cache=True)
+def dense_cross_entropy(logits, e, labels, weight, has_ignore, ignore, smoothing, scale, part):
+    """Per position p with label y (kept unless it is the ignore index), given e = exp(shift_rows(logits)):
+    the target t_c = (1 - s) w_y [c == y] + s w_c / K, the loss -sum_c t_c log softmax_c (terms with
+    t_c = 0 left out; float64), e[p] replaced by the gradient (softmax * sum_c t_c - t) * scale;
+    part[chunk] = the loss summed over fixed chunks of positions, in order."""
+    m, k = logits.shape
+    chunks = part.shape[0]
+    wsum = 0.0
+    for c in range(k):
+        wsum += weight[c]
+    spread = smoothing / k
+    for chunk in prange(chunks):
+        acc = 0.0
+        for p in range(chunk * m // chunks, (chunk + 1) * m // chunks):
+            y = labels[p]
+            if has_ignore and y == ignore:
+                e[p, :] = 0
+                continue
+            total = 0.0
+            for c in range(k):
+                total += e[p, c]
+            log_total = math.log(total)
+            mx = np.float64(_row_max(logits, p))
+            wy = (1.0 - smoothing) * weight[y] if 0 <= y < k else 0.0
+            if wy != 0:
+                acc -= wy * (logits[p, y] - mx - log_total)
+            if spread != 0:
+                for c in range(k):
+                    if weight[c] != 0:
+                        acc -= spread * weight[c] * (logits[p, c] - mx - log_total)
+            ratio = (wy + spread * wsum) * scale / total
+            for c in range(k):
+                e[p, c] = e[p, c] * ratio - spread * weight[c] * scale
+            if wy != 0:
+                e[p, y] -= wy * scale
+        part[chunk] = acc
+
+
 # --- element-wise activations (codes as in numba_family.CODES), computed in float64 ---------------
 
 @njit(inline="always", cache=True)

@@ -354,6 +354,21 @@ def test_conv_transpose2d(fast, rng, c, f, k, stride, padding, output_padding, d
                 close(fast, a, r, what=f"{name} {flags}")
 
 
+@pytest.mark.parametrize("options", [{}, {"ignore_index": 255}, {"ignore_index": 0, "label_smoothing": 0.2},
+                                     {"weight": [0.5, 2.0, 1.0, 0.25, 3.0], "ignore_index": 255, "label_smoothing": 0.1}])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_cross_entropy_nd(fast, rng, options, layout):
+    logits = (channels_last_view(fast, rng, (3, 5, 6, 7)) if layout == "nhwc"
+              else fast.from_numpy(rng.standard_normal((3, 5, 6, 7)).astype(np.float32))) * 4
+    labels = rng.integers(0, 5, (3, 6, 7))
+    labels[0, :2] = 255 if options.get("ignore_index") == 255 else labels[0, :2]
+    weight = fast.from_numpy(np.asarray(options["weight"], np.float32)) if "weight" in options else None
+    args = (fast.from_numpy(labels), weight, options.get("ignore_index"), options.get("label_smoothing", 0.0))
+    for ours, ref, name in zip(fast.cross_entropy_nd(logits, *args), generic(fast).cross_entropy_nd(logits, *args),
+                               ("loss", "grad")):
+        close(fast, ours, ref, 1e-5, name)
+
+
 ACTIVATION_KINDS = [("leaky_relu", 0.01), ("leaky_relu", 0.3), ("elu", 1.0), ("elu", 0.4), ("sigmoid", 0.0),
                     ("tanh", 0.0), ("silu", 0.0), ("gelu", 0.0), ("gelu_tanh", 0.0), ("hardsigmoid", 0.0),
                     ("hardswish", 0.0)]
