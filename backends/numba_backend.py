@@ -49,11 +49,11 @@ class _PooledConvSaved(NamedTuple):
 
 
 class _NormSaved(NamedTuple):
-    x: np.ndarray          # the (M, C) channels-last input: xhat is recomputed from it
-    y: np.ndarray          # the (M, C) output: the fused ReLU's mask is read off it
+    x: np.ndarray          # the (M, C) channels-last input: xhat and the fused ReLU's input are recomputed from it
     mean: np.ndarray
     inv_std: np.ndarray
     scale: np.ndarray
+    shift: np.ndarray      # the output is x * scale + shift (before the ReLU)
     training: bool
     cap: float             # 0: no ReLU
     shape: tuple           # (N, C, H, W)
@@ -309,8 +309,9 @@ class NumbaBackend(NumbaFamily, NumpyBackend):
         scale = weight * inv_std
         cap = 0.0 if relu_cap is None else relu_cap
         y = np.empty_like(rows)
-        kernels.scale_shift(rows, scale, bias - mean * scale, dt(cap), y)
-        saved = _NormSaved(rows, y, mean, inv_std, scale, training, cap, (n, c, h, w))
+        shift = bias - mean * scale
+        kernels.scale_shift(rows, scale, shift, dt(cap), y)
+        saved = _NormSaved(rows, mean, inv_std, scale, shift, training, cap, (n, c, h, w))
         return _as_nchw(y, n, h, w, c), saved
 
     def batch_norm_backward(self, dy, saved, *, input_grad=True):
@@ -319,7 +320,7 @@ class NumbaBackend(NumbaFamily, NumpyBackend):
         g = _channels_last(dy).reshape(count, c)
         dt = g.dtype.type
         cap = dt(saved.cap)
-        sum_g, sum_gx = kernels.norm_grad_sums(g, saved.x, saved.y, saved.mean, saved.inv_std, cap)
+        sum_g, sum_gx = kernels.norm_grad_sums(g, saved.x, saved.mean, saved.inv_std, saved.scale, saved.shift, cap)
         dbias, dweight = sum_g.astype(g.dtype), sum_gx.astype(g.dtype)
         if not input_grad:
             return None, dweight, dbias
@@ -328,7 +329,7 @@ class NumbaBackend(NumbaFamily, NumpyBackend):
         else:
             b = c_ = np.zeros(c, g.dtype)
         dx = np.empty_like(g)
-        kernels.norm_input_grad(g, saved.x, saved.y, saved.mean, saved.inv_std, cap, saved.scale, b, c_, dx)
+        kernels.norm_input_grad(g, saved.x, saved.mean, saved.inv_std, saved.scale, saved.shift, cap, b, c_, dx)
         return _as_nchw(dx, n, h, w, c), dweight, dbias
 
     # --- optimisers over the flat buffer ---------------------------------------------------------
