@@ -106,7 +106,7 @@ def _threading_layer(one_pool: bool) -> str:
 
 class NumbaBackend(NumbaFamily, NumpyBackend):
     CONV_ROWS_PER_TASK = 784      # output pixels whose patch rows one task builds and multiplies (whole images)
-    CONV_BAND_ROWS = 196          # of those, the patch rows built at a time for narrow products (``_band``)
+    CONV_BAND_BYTES = 112 << 10   # of those, the patch rows built at a time for narrow products (``_band``)
     GEMM_MIN_WORK = 1 << 20       # multiply-adds per slice below which a product is not split
 
     def __init__(self, reason: str = "chosen explicitly"):
@@ -167,11 +167,14 @@ class NumbaBackend(NumbaFamily, NumpyBackend):
 
     def _band(self, filters: int, width: int, task_rows: int) -> int:
         """Patch rows built and multiplied at a time.  For narrow products (F <= 32 filters and
-        patch rows of <= 288 values: U-Net's full-resolution layers) the product is dominated by
-        reading the patch rows, which pays when they are still in L2: CONV_BAND_ROWS (batch 32,
-        1 thread, forward + backward: 16 -> 16 at 56x56 27.5 -> 23.1 ms, 32 -> 16 48.1 -> 39.1,
-        16 -> 32 at 28x28 10.5 -> 9.0).  Wider ones gained nothing from it (64 -> 32 at 28x28)."""
-        return min(task_rows, self.CONV_BAND_ROWS) if filters <= 32 and width <= 288 else task_rows
+        patch rows of <= 288 values: U-Net's 28x28 and 56x56 layers) the product is dominated by
+        reading the patch rows, which pays when they are still in L2: CONV_BAND_BYTES of them
+        (batch 32, 1 thread, forward + backward: 16 -> 16 at 56x56 27.5 -> 23.1 ms, 32 -> 16
+        48.1 -> 39.1, 32 -> 32 at 28x28 19.4 -> 16.6, 16 -> 32 10.9 -> 9.0).  Wider products
+        gained nothing from it (64 -> 32 at 28x28, 64 -> 64 at 14x14)."""
+        if filters > 32 or width > 288:
+            return task_rows
+        return max(1, min(task_rows, self.CONV_BAND_BYTES // (4 * width)))
 
     def matmul_rows(self, a, b):
         if a.ndim != 2 or b.ndim != 2 or not self._pooled(a, b):

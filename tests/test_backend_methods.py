@@ -34,7 +34,7 @@ def fast(request):
         from backends.numba_backend import NumbaBackend
         backend = NumbaBackend("test")
         if name == "numba-small-tasks":   # every product split, in uneven slices, even for tiny inputs
-            backend.CONV_ROWS_PER_TASK, backend.GEMM_MIN_WORK, backend.CONV_BAND_ROWS = 1, 1, 5
+            backend.CONV_ROWS_PER_TASK, backend.GEMM_MIN_WORK, backend.CONV_BAND_BYTES = 1, 1, 600
         else:                             # without NumPy's OpenBLAS: BLAS's own threads
             backend._sgemm = None
         return backend
@@ -280,7 +280,7 @@ def test_pooled_convolution_does_not_depend_on_the_thread_count(rng):
     """Fixed slices (images per task, so weight-gradient partials): 1 and 2 threads give the same bits."""
     import numba
     backend = pooled_backend()
-    backend.CONV_ROWS_PER_TASK, backend.CONV_BAND_ROWS = 2 * 7 * 7, 20   # 2 images a task: 5 tasks for 9 images, in bands
+    backend.CONV_ROWS_PER_TASK, backend.CONV_BAND_BYTES = 2 * 7 * 7, 2000   # 2 images a task: 5 tasks for 9 images, in bands
     x = rng.standard_normal((9, 3, 7, 7)).astype(np.float32)
     weight = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
     bias = rng.standard_normal(5).astype(np.float32)
