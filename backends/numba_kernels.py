@@ -208,14 +208,18 @@ def conv_backward(sgemm, x, dyt, wmat, k, stride, pad, ones, dx, partial, per_ta
 
 @njit(parallel=True, cache=True)
 def sum_in_order(partial, out):
-    """out = partial[0] + partial[1] + ..., in that order, element by element."""
+    """out = partial[0] + partial[1] + ..., in that order, element by element: each task adds the
+    partials into its slice of ``out`` one after another (contiguous, vectorised)."""
     chunks = partial.shape[0]
     flat, parts = out.reshape(-1), partial.reshape(chunks, -1)
-    for i in prange(flat.size):
-        total = parts[0, i]
+    size = flat.size
+    slices = (size + 4095) // 4096
+    for s in prange(slices):
+        i0, i1 = s * 4096, min(size, (s + 1) * 4096)
+        flat[i0:i1] = parts[0, i0:i1]
         for t in range(1, chunks):
-            total += parts[t, i]
-        flat[i] = total
+            for i in range(i0, i1):
+                flat[i] += parts[t, i]
 
 
 # --- max pooling --------------------------------------------------------------------------------
