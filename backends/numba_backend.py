@@ -242,9 +242,20 @@ class NumbaBackend(NumbaFamily, NumpyBackend):
         wmat = np.ascontiguousarray(weight.transpose(0, 2, 3, 1).reshape(f, kkc))       # (F, KH*KW*C)
         dx = np.empty((n, h, w, c) if input_grad else (0, 1, 1, 1), x.dtype)
         partial = np.empty(((n + per_task - 1) // per_task if weight_grad else 0, f, kkc + saved.has_bias), x.dtype)
-        band = self._band(f, kkc + saved.has_bias, per_task * saved.output_hw[0] * saved.output_hw[1])
-        self._in_pool(kernels.conv_backward, x, dyt, wmat, k, saved.stride, saved.padding, saved.has_bias, dx,
-                      partial, per_task, band, input_grad, weight_grad)
+        (oh, ow), task_rows = saved.output_hw, per_task * saved.output_hw[0] * saved.output_hw[1]
+        # A stride-1 convolution with no more filters than channels (U-Net's layers after a
+        # Concatenate, C = 2F) takes its input gradient as a convolution of dy: a gather straight
+        # into dx, no column gradient and no scatter-add (1 thread, batch 32: 32 -> 16 at 56x56
+        # 13.5 -> 11.3 ms, 16 -> 16 7.9 -> 7.1, 64 -> 32 at 28x28 11.5 -> 10.3).
+        gather = input_grad and saved.stride == 1 and saved.padding <= k - 1 and f <= c
+        if weight_grad or (input_grad and not gather):
+            self._in_pool(kernels.conv_backward, x, dyt, wmat, k, saved.stride, saved.padding, saved.has_bias, dx,
+                          partial, per_task, self._band(f, kkc + saved.has_bias, task_rows),
+                          input_grad and not gather, weight_grad)
+        if gather:
+            flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(k * k * f, c))
+            self._in_pool(kernels.conv_input_grad, dyt.reshape(n, oh, ow, f), flipped, k, k - 1 - saved.padding, dx,
+                          self._band(c, k * k * f, self._images_per_task(h * w) * h * w))
         dw = db = None
         if weight_grad:
             total = np.empty(partial.shape[1:], x.dtype)

@@ -207,6 +207,23 @@ def conv_backward(sgemm, x, dyt, wmat, k, stride, pad, ones, dx, partial, per_ta
 
 
 @njit(parallel=True, cache=True)
+def conv_input_grad(sgemm, dy, flipped, k, pad, dx, band):
+    """dx of a stride-1 convolution with padding p as a convolution of dy, ``band`` dx rows a task:
+    dx = im2col(dy, padding k - 1 - p) @ flipped, flipped[(i, j, f), c] = w[f, c, k-1-i, k-1-j]
+    (dy (N, OH, OW, F); each dx row written once, no column gradient)."""
+    n, h, w, c = dx.shape
+    width = flipped.shape[0]
+    total = n * h * w
+    for t in prange((total + band - 1) // band):
+        r0 = t * band
+        r1 = min(total, r0 + band)
+        cols = np.empty((r1 - r0, width), dx.dtype)
+        im2col_rows(dy, k, 1, pad, False, cols, r0, r1)
+        sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, r1 - r0, c, width, 1.0, cols.ctypes.data, width,
+              flipped.ctypes.data, c, 0.0, dx.ctypes.data + r0 * c * F32, c)
+
+
+@njit(parallel=True, cache=True)
 def sum_in_order(partial, out):
     """out = partial[0] + partial[1] + ..., in that order, element by element: each task adds the
     partials into its slice of ``out`` one after another (contiguous, vectorised)."""
