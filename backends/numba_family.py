@@ -1,6 +1,7 @@
 """NumbaBackend's overrides of issue 20's operations (kernels in backends/numba_family_kernels.py):
 depthwise convolution (a direct loop: im2col + GEMM would waste the GEMM, each output channel
-seeing one input channel), 1x1 convolutions (one GEMM, no im2col copy), the element-wise
+seeing one input channel), 1x1 convolutions (one GEMM, no im2col copy), transposed convolutions
+whose kernel is their stride (U-Net's 2x2 stride 2: a GEMM and a pixel shuffle), the element-wise
 activations (one pass instead of several) and LayerNorm / GroupNorm (a task per row, its values
 in cache for both passes).
 
@@ -13,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import numba_family_kernels as kernels
+from .numba_kernels import sum_in_order
 from .ops.activation import ACTIVATIONS, FROM_OUTPUT, ActivationSaved
 from .ops.conv_general import conv_out
 
@@ -36,6 +38,12 @@ class _RowNormSaved(NamedTuple):
     groups: int
     hw: int
     per_element: int
+
+
+class _TiledTransposeSaved(NamedTuple):
+    x: np.ndarray           # the C-contiguous (N, H, W, C) input
+    output_hw: tuple
+    has_bias: bool
 
 
 class PointwiseSaved(NamedTuple):
@@ -63,6 +71,12 @@ def same_layout(a, like):
     if like.ndim == 4 and not like.flags.c_contiguous and like.transpose(0, 2, 3, 1).flags.c_contiguous:
         return channels_last(a)
     return np.ascontiguousarray(a)
+
+
+def _tiled_weight(weight):
+    """(C, F, KH, KW) -> (C, KH*KW*F), contiguous: a transposed convolution's product's columns."""
+    c, f, kh, kw = weight.shape
+    return np.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(c, kh * kw * f)
 
 
 def _taps(weight):
@@ -132,6 +146,75 @@ class NumbaFamily:
             dx = dx.transpose(0, 3, 1, 2)
         return dx, dw, db
 
+    # --- transposed convolutions whose kernel tiles the output (kernel == stride) -------------------
+    def conv_transpose2d(self, x, weight, bias, stride, padding, output_padding, dilation, groups: int):
+        c, f, kh, kw = weight.shape
+        if (groups != 1 or tuple(stride) != (kh, kw) or any(padding) or tuple(dilation) != (1, 1)
+                or not self._pooled(x, weight)):
+            return super().conv_transpose2d(x, weight, bias, stride, padding, output_padding, dilation, groups)
+        n, _, h, w = x.shape
+        oh, ow = h * kh + output_padding[0], w * kw + output_padding[1]
+        xc = channels_last(x)
+        y = np.empty((n, oh, ow, f), x.dtype)
+        b = np.zeros(f, x.dtype) if bias is None else np.ascontiguousarray(bias)
+        self._in_pool(kernels.tiled_transpose_forward, xc, _tiled_weight(weight), b, kh, kw, y,
+                      self._images_per_task(h * w))
+        return y.transpose(0, 3, 1, 2), _TiledTransposeSaved(xc, (oh, ow), bias is not None)
+
+    def conv_transpose2d_backward(self, dy, saved, weight, *, input_grad=True, weight_grad=True):
+        if not isinstance(saved, _TiledTransposeSaved):
+            return super().conv_transpose2d_backward(dy, saved, weight, input_grad=input_grad,
+                                                     weight_grad=weight_grad)
+        x = saved.x
+        n, h, w, c = x.shape
+        _, f, kh, kw = weight.shape
+        per_task = self._images_per_task(h * w)
+        dyc = dy.transpose(0, 2, 3, 1)
+        if not (dyc.dtype == x.dtype and dyc.strides[3] == dyc.itemsize):
+            dyc = np.ascontiguousarray(dyc, x.dtype)
+        dx = np.empty(x.shape if input_grad else (0, 1, 1, 1), x.dtype)
+        partial = np.empty(((n + per_task - 1) // per_task if weight_grad else 0, c + 1, kh * kw * f), x.dtype)
+        self._in_pool(kernels.tiled_transpose_backward, dyc, x, _tiled_weight(weight), kh, kw, dx, partial,
+                      per_task, input_grad, weight_grad)
+        dw = db = None
+        if weight_grad:
+            total = np.empty(partial.shape[1:], x.dtype)
+            sum_in_order(partial, total)
+            dw = total[:c].reshape(c, kh, kw, f).transpose(0, 3, 1, 2)
+            db = total[c].reshape(kh * kw, f).sum(axis=0) if saved.has_bias else None
+            if saved.has_bias and saved.output_hw != (h * kh, w * kw):        # the output_padding's edge saw the bias alone
+                db += dyc[:, h * kh:].sum(axis=(0, 1, 2)) + dyc[:, :h * kh, w * kw:].sum(axis=(0, 1, 2))
+        return (dx.transpose(0, 3, 1, 2) if input_grad else None), dw, db
+
+    # --- per-position cross-entropy (dense outputs, integer labels) -------------------------------
+    def cross_entropy_nd(self, logits, targets, weight=None, ignore_index=None, label_smoothing: float = 0.0):
+        """Two parallel passes over the logits, class axis last in memory (a U-Net's 1x1 convolution
+        gives them so), NumPy's exp between them; sums per position in float64 (dense_cross_entropy)."""
+        k = logits.shape[1]
+        if (targets.ndim != logits.ndim - 1 or logits.dtype not in (np.float32, np.float64)
+                or not np.issubdtype(targets.dtype, np.integer)):
+            return super().cross_entropy_nd(logits, targets, weight, ignore_index, label_smoothing)
+        rows = np.ascontiguousarray(np.moveaxis(logits, 1, -1))
+        labels = np.ascontiguousarray(targets).reshape(-1)
+        w = np.ones(k) if weight is None else np.asarray(weight, np.float64)
+        if weight is None and ignore_index is None:
+            count = labels.size
+        else:       # the kept positions' label weights, as the generic version counts them
+            kept = (labels >= 0) & (labels < k)
+            if ignore_index is not None:
+                kept &= labels != ignore_index
+            count = float(w[labels[kept]].sum()) if weight is not None else int(kept.sum())
+        scale = 1.0 / count if count > 0 else 0.0
+        grad = np.empty_like(rows)
+        part = np.empty(min(kernels.REDUCTION_CHUNKS, max(1, labels.size)))
+        kernels.shift_rows(rows.reshape(-1, k), grad.reshape(-1, k))
+        np.exp(grad, out=grad)
+        kernels.dense_cross_entropy(rows.reshape(-1, k), grad.reshape(-1, k), labels, w, ignore_index is not None,
+                                    0 if ignore_index is None else int(ignore_index), float(label_smoothing), scale,
+                                    part)
+        loss = np.asarray(part.sum() * scale, logits.dtype)      # numpy adds the chunks in order
+        return loss, np.moveaxis(grad, -1, 1)
+
     def activation(self, x, kind: str, alpha: float = 0.0):
         flat, back = flat_view(x)
         y = np.empty_like(flat)
@@ -196,6 +279,12 @@ class NumbaFamily:
         w = np.ones((3, 1, 3, 3), dtype)
         y, saved = self.depthwise_conv2d(x, w, None, (2, 2), (1, 1, 1, 1), (1, 1))
         self.depthwise_conv2d_backward(y, saved, w)
+        for bias in (np.ones(4, dtype), None):       # contiguous, then a strided gradient (a Concatenate's slice)
+            w = np.ones((3, 4, 2, 2), dtype)
+            y, saved = self.conv_transpose2d(x, w, bias, (2, 2), (0, 0), (0, 0), (1, 1), 1)
+            dy = y if bias is not None else np.concatenate([y, y], axis=1)[:, 4:]
+            self.conv_transpose2d_backward(dy, saved, w)
+        self.cross_entropy_nd(x, np.zeros((2, 4, 4), np.int64))
         y, saved = self.activation(x, "silu")
         self.activation_backward(y, saved)
         r = np.ones(3, dtype)

@@ -1,5 +1,6 @@
-"""Numba CPU kernels of issue 20's operations (backends/numba_family.py): depthwise convolution
-and the element-wise activations.
+"""Numba CPU kernels of issue 20's operations (backends/numba_family.py): depthwise convolution,
+the transposed convolution whose kernel tiles its output (kernel == stride) and the element-wise
+activations.
 
 As in backends/numba_kernels.py: parallel loops (``prange``), cached on disk, no fastmath,
 channels-last (N, H, W, C) arrays, and reductions over a fixed number of chunks in float64,
@@ -11,6 +12,8 @@ import math
 
 import numpy as np
 from numba import njit, prange
+
+from .numba_kernels import F32, NO_TRANS, ROW_MAJOR, TRANS
 
 REDUCTION_CHUNKS = 32
 
@@ -125,6 +128,140 @@ def depthwise_weight_grad(x, dy, kh, kw, sh, sw, dh, dw, pt, pl, out):
             for chunk in range(1, chunks):
                 total += part[chunk, t, o]
             out[t, o] = total
+
+
+# --- transposed convolution with kernel == stride (no padding, dilation or groups) -------------------
+# Each input pixel's taps land on their own output pixels, so the convolution is one GEMM,
+# (pixels, C) @ (C, KH*KW*F), and a pixel shuffle; its gradients are the shuffle's gather and two
+# GEMMs.  ``per_task`` images a task, their products in the task's buffer (in its core's cache).
+
+@njit(parallel=True, cache=True)
+def tiled_transpose_forward(sgemm, x, wmat, bias, kh, kw, y, per_task):
+    """y[b, h*kh + i, w*kw + j, f] = sum_c x[b, h, w, c] * wmat[c, (i*kw + j)*F + f] + bias[f]; output rows
+    and columns past H*kh, W*kw (an output_padding) hold the bias alone.  x: C-contiguous (N, H, W, C)."""
+    n, h, w, c = x.shape
+    _, oh, ow, f = y.shape
+    width = kh * kw * f
+    for t in prange((n + per_task - 1) // per_task):
+        b0 = t * per_task
+        b1 = min(n, b0 + per_task)
+        buf = np.empty(((b1 - b0) * h * w, width), np.float32)
+        sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, buf.shape[0], width, c, 1.0, x.ctypes.data + b0 * h * w * c * F32, c,
+              wmat.ctypes.data, width, 0.0, buf.ctypes.data, width)
+        for b in range(b0, b1):
+            for yy in range(h):
+                for i in range(kh):
+                    row = y[b, yy * kh + i]
+                    for xx in range(w):
+                        r = ((b - b0) * h + yy) * w + xx
+                        for j in range(kw):
+                            base = (i * kw + j) * f
+                            for o in range(f):
+                                row[xx * kw + j, o] = buf[r, base + o] + bias[o]
+                for xo in range(w * kw, ow):
+                    for i in range(kh):
+                        y[b, yy * kh + i, xo] = bias
+            for yo in range(h * kh, oh):
+                for xo in range(ow):
+                    y[b, yo, xo] = bias
+
+
+@njit(parallel=True, cache=True)
+def tiled_transpose_backward(sgemm, dy, x, wmat, kh, kw, dx, partial, per_task, input_grad, weight_grad):
+    """Gradients of ``tiled_transpose_forward``: each task gathers its pixels' (KH*KW*F) output gradient
+    rows g (any strides: dy may be a view), then partial[t, :C] = x_rows.T @ g, partial[t, C] = the
+    column sums of g (float64, in row order; the bias's), dx rows = g @ wmat.T.  The caller adds the
+    partials in order and the output_padding's edge to the bias gradient."""
+    n, h, w, c = x.shape
+    f = dy.shape[3]
+    width = kh * kw * f
+    for t in prange((n + per_task - 1) // per_task):
+        b0 = t * per_task
+        b1 = min(n, b0 + per_task)
+        m = (b1 - b0) * h * w
+        g = np.empty((m, width), np.float32)
+        for b in range(b0, b1):
+            for yy in range(h):
+                for xx in range(w):
+                    r = ((b - b0) * h + yy) * w + xx
+                    for i in range(kh):
+                        for j in range(kw):
+                            src = dy[b, yy * kh + i, xx * kw + j]
+                            base = (i * kw + j) * f
+                            for o in range(f):
+                                g[r, base + o] = src[o]
+        if weight_grad:
+            sgemm(ROW_MAJOR, TRANS, NO_TRANS, c, width, m, 1.0, x.ctypes.data + b0 * h * w * c * F32, c,
+                  g.ctypes.data, width, 0.0, partial[t].ctypes.data, width)
+            sums = np.zeros(width)
+            for r in range(m):
+                for col in range(width):
+                    sums[col] += g[r, col]
+            for col in range(width):
+                partial[t, c, col] = sums[col]
+        if input_grad:
+            sgemm(ROW_MAJOR, NO_TRANS, TRANS, m, c, width, 1.0, g.ctypes.data, width, wmat.ctypes.data, width, 0.0,
+                  dx.ctypes.data + b0 * h * w * c * F32, c)
+
+
+# --- cross-entropy over the class axis of dense outputs (labels), a row of K logits per position -----
+# Numba's exp is scalar (libm, ~7 ns a value): the exponentials run in NumPy's vectorised np.exp
+# between two parallel passes.
+
+@njit(inline="always", cache=True)
+def _row_max(logits, p):
+    mx = logits[p, 0]
+    for c in range(1, logits.shape[1]):
+        mx = max(mx, logits[p, c])       # a NaN logit makes its row's loss NaN all the same
+    return mx
+
+
+@njit(parallel=True, cache=True)
+def shift_rows(logits, out):
+    """out[p] = logits[p] - max(logits[p])."""
+    for p in prange(logits.shape[0]):
+        mx = _row_max(logits, p)
+        for c in range(logits.shape[1]):
+            out[p, c] = logits[p, c] - mx
+
+
+@njit(parallel=True, cache=True)
+def dense_cross_entropy(logits, e, labels, weight, has_ignore, ignore, smoothing, scale, part):
+    """Per position p with label y (kept unless it is the ignore index), given e = exp(shift_rows(logits)):
+    the target t_c = (1 - s) w_y [c == y] + s w_c / K, the loss -sum_c t_c log softmax_c (terms with
+    t_c = 0 left out; float64), e[p] replaced by the gradient (softmax * sum_c t_c - t) * scale;
+    part[chunk] = the loss summed over fixed chunks of positions, in order."""
+    m, k = logits.shape
+    chunks = part.shape[0]
+    wsum = 0.0
+    for c in range(k):
+        wsum += weight[c]
+    spread = smoothing / k
+    for chunk in prange(chunks):
+        acc = 0.0
+        for p in range(chunk * m // chunks, (chunk + 1) * m // chunks):
+            y = labels[p]
+            if has_ignore and y == ignore:
+                e[p, :] = 0
+                continue
+            total = 0.0
+            for c in range(k):
+                total += e[p, c]
+            log_total = math.log(total)
+            mx = np.float64(_row_max(logits, p))
+            wy = (1.0 - smoothing) * weight[y] if 0 <= y < k else 0.0
+            if wy != 0:
+                acc -= wy * (logits[p, y] - mx - log_total)
+            if spread != 0:
+                for c in range(k):
+                    if weight[c] != 0:
+                        acc -= spread * weight[c] * (logits[p, c] - mx - log_total)
+            ratio = (wy + spread * wsum) * scale / total
+            for c in range(k):
+                e[p, c] = e[p, c] * ratio - spread * weight[c] * scale
+            if wy != 0:
+                e[p, y] -= wy * scale
+        part[chunk] = acc
 
 
 # --- element-wise activations (codes as in numba_family.CODES), computed in float64 ---------------

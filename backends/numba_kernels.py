@@ -17,55 +17,68 @@ REDUCTION_CHUNKS = 32     # fixed: the float64 partial sums do not depend on the
 # --- convolution ------------------------------------------------------------------------------
 
 @njit(cache=True)
-def im2col_images(x, k, stride, pad, ones, out, b0, b1):
-    """Rows of images b0..b1-1 of the patch matrix of zero-padded ``x``:
-    out[(b, y, x), (i, j, c)] = x[b, y*s + i - p, x*s + j - p, c], plus a last column of ones if ``ones``."""
+def im2col_rows(x, k, stride, pad, ones, out, r0, r1):
+    """Rows r0..r1-1 of the patch matrix of zero-padded ``x`` into out[0 : r1 - r0]:
+    row (b, y, x), column (i, j, c) is x[b, y*s + i - p, x*s + j - p, c], plus a last column of ones if ``ones``."""
     n, h, w, c = x.shape
     oh = (h + 2 * pad - k) // stride + 1
     ow = (w + 2 * pad - k) // stride + 1
     kkc = k * k * c
-    for b in range(b0, b1):
-        for y in range(oh):
-            for xo in range(ow):
-                r = (b * oh + y) * ow + xo
-                for i in range(k):
-                    ih = y * stride + i - pad
-                    for j in range(k):
-                        iw = xo * stride + j - pad
-                        base = (i * k + j) * c
-                        if 0 <= ih < h and 0 <= iw < w:
-                            for ch in range(c):
-                                out[r, base + ch] = x[b, ih, iw, ch]
-                        else:
-                            for ch in range(c):
-                                out[r, base + ch] = 0
-                if ones:
-                    out[r, kkc] = 1
+    for r in range(r0, r1):
+        b, y, xo = r // (oh * ow), (r // ow) % oh, r % ow
+        row = out[r - r0]
+        for i in range(k):
+            ih = y * stride + i - pad
+            for j in range(k):
+                iw = xo * stride + j - pad
+                base = (i * k + j) * c
+                if 0 <= ih < h and 0 <= iw < w:
+                    for ch in range(c):
+                        row[base + ch] = x[b, ih, iw, ch]
+                else:
+                    for ch in range(c):
+                        row[base + ch] = 0
+        if ones:
+            row[kkc] = 1
+
+
+@njit(cache=True)
+def im2col_images(x, k, stride, pad, ones, out, b0, b1):
+    """Rows of images b0..b1-1 of the patch matrix of zero-padded ``x``, at their own rows of ``out``."""
+    rows = ((x.shape[1] + 2 * pad - k) // stride + 1) * ((x.shape[2] + 2 * pad - k) // stride + 1)
+    im2col_rows(x, k, stride, pad, ones, out[b0 * rows:b1 * rows], b0 * rows, b1 * rows)
+
+
+@njit(cache=True)
+def col2im_rows(dcols, k, stride, pad, dx, r0, r1):
+    """dx[b, y*s + i - p, x*s + j - p, c] += dcols[(b, y, x) - r0, (i, j, c)] inside the unpadded
+    input, for the patch rows r0..r1-1 (the adjoint of ``im2col_rows``; dx is not zeroed)."""
+    n, h, w, c = dx.shape
+    oh = (h + 2 * pad - k) // stride + 1
+    ow = (w + 2 * pad - k) // stride + 1
+    for r in range(r0, r1):
+        b, y, xo = r // (oh * ow), (r // ow) % oh, r % ow
+        row = dcols[r - r0]
+        for i in range(k):
+            ih = y * stride + i - pad
+            if ih < 0 or ih >= h:
+                continue
+            for j in range(k):
+                iw = xo * stride + j - pad
+                if iw < 0 or iw >= w:
+                    continue
+                base = (i * k + j) * c
+                for ch in range(c):
+                    dx[b, ih, iw, ch] += row[base + ch]
 
 
 @njit(cache=True)
 def col2im_images(dcols, first_row, k, stride, pad, dx, b0, b1):
-    """dx[b, y*s + i - p, x*s + j - p, c] = sum of dcols[(b, y, x) - first_row, (i, j, c)] inside the
-    unpadded input, for images b0..b1-1 (``dcols`` holds their rows, from ``first_row`` on)."""
-    n, h, w, c = dx.shape
-    oh = (h + 2 * pad - k) // stride + 1
-    ow = (w + 2 * pad - k) // stride + 1
-    for b in range(b0, b1):
-        dx[b] = 0
-        for y in range(oh):
-            for xo in range(ow):
-                r = (b * oh + y) * ow + xo - first_row
-                for i in range(k):
-                    ih = y * stride + i - pad
-                    if ih < 0 or ih >= h:
-                        continue
-                    for j in range(k):
-                        iw = xo * stride + j - pad
-                        if iw < 0 or iw >= w:
-                            continue
-                        base = (i * k + j) * c
-                        for ch in range(c):
-                            dx[b, ih, iw, ch] += dcols[r, base + ch]
+    """dx[b] = the sum of its patch rows' gradients (``col2im_rows``) for images b0..b1-1; ``dcols``
+    holds their rows, from ``first_row`` on."""
+    rows = ((dx.shape[1] + 2 * pad - k) // stride + 1) * ((dx.shape[2] + 2 * pad - k) // stride + 1)
+    dx[b0:b1] = 0
+    col2im_rows(dcols[b0 * rows - first_row:], k, stride, pad, dx, b0 * rows, b1 * rows)
 
 
 @njit(parallel=True, cache=True)
@@ -125,16 +138,19 @@ def conv_images(sgemm, images, k, stride, pad, ones, wmat, rows, out_address):
 
 
 @njit(parallel=True, cache=True)
-def conv_forward(sgemm, x, k, stride, pad, ones, wmat, y, per_task):
-    """y = im2col(x) @ wmat, ``per_task`` images a task (``conv_images``): the whole patch matrix
-    (tens of MB) is never written to memory; the backward pass rebuilds its slices the same way."""
-    n = x.shape[0]
-    rows = y.shape[0] // n
-    f = wmat.shape[1]
-    for t in prange((n + per_task - 1) // per_task):
-        b0 = t * per_task
-        b1 = min(n, b0 + per_task)
-        conv_images(sgemm, x[b0:b1], k, stride, pad, ones, wmat, rows, y.ctypes.data + b0 * rows * f * F32)
+def conv_forward(sgemm, x, k, stride, pad, ones, wmat, y, band):
+    """y = im2col(x) @ wmat, ``band`` output rows a task: each task builds its patch rows in its own
+    buffer and multiplies them there, so the whole patch matrix (tens of MB) is never written to
+    memory; the backward pass rebuilds its slices the same way."""
+    width, f = wmat.shape
+    total = y.shape[0]
+    for t in prange((total + band - 1) // band):
+        r0 = t * band
+        r1 = min(total, r0 + band)
+        cols = np.empty((r1 - r0, width), x.dtype)
+        im2col_rows(x, k, stride, pad, ones, cols, r0, r1)
+        sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, r1 - r0, f, width, 1.0, cols.ctypes.data, width,
+              wmat.ctypes.data, f, 0.0, y.ctypes.data + r0 * f * F32, f)
 
 
 @njit(parallel=True, cache=True)
@@ -153,15 +169,17 @@ def conv_max_pool_forward(sgemm, x, k, stride, pad, ones, wmat, conv_hw, pool_k,
 
 
 @njit(parallel=True, cache=True)
-def conv_backward(sgemm, x, dyt, wmat, k, stride, pad, ones, dx, partial, per_task, input_grad, weight_grad):
-    """Both gradients of ``conv_forward``, ``per_task`` images at a time, reading each task's
-    slice of ``dyt`` (N*OH*OW, F) once:
+def conv_backward(sgemm, x, dyt, wmat, k, stride, pad, ones, dx, partial, per_task, band, input_grad, weight_grad):
+    """Both gradients of ``conv_forward``, ``per_task`` images a task, in bands of ``band`` patch rows
+    (so that a band's patch rows stay in the core's cache), reading each band of ``dyt``
+    (N*OH*OW, F) once:
 
     - dx = col2im(dyt @ wmat), ``wmat`` being (F, KH*KW*C): the column gradient exists only as
-      the task's slice;
+      the band's slice;
     - partial[task] = dyt.T @ im2col(x) over the task's rows ((F, KH*KW*C [+ 1]), the bias's
-      column last); the caller adds the partials in order, so the weight gradient depends on
-      the batch and ``per_task``, never on the thread count.
+      column last), the bands added into it in order; the caller adds the partials in order,
+      so the weight gradient depends on the batch, ``per_task`` and ``band``, never on the
+      thread count.
     """
     n = x.shape[0]
     rows = dyt.shape[0] // n
@@ -170,30 +188,55 @@ def conv_backward(sgemm, x, dyt, wmat, k, stride, pad, ones, dx, partial, per_ta
     for t in prange((n + per_task - 1) // per_task):
         b0 = t * per_task
         b1 = min(n, b0 + per_task)
-        m = (b1 - b0) * rows
-        dy_at = dyt.ctypes.data + b0 * rows * f * F32
-        if weight_grad:
-            cols = np.empty((m, width), x.dtype)
-            im2col_images(x[b0:b1], k, stride, pad, ones, cols, 0, b1 - b0)
-            sgemm(ROW_MAJOR, TRANS, NO_TRANS, f, width, m, 1.0, dy_at, f, cols.ctypes.data, width, 0.0,
-                  partial[t].ctypes.data, width)
+        first, m = b0 * rows, (b1 - b0) * rows
+        cols = np.empty((min(band, m), width if weight_grad else 0), x.dtype)
+        dcols = np.empty((min(band, m), kkc if input_grad else 0), x.dtype)
         if input_grad:
-            dcols = np.empty((m, kkc), dyt.dtype)
-            sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, m, kkc, f, 1.0, dy_at, f, wmat.ctypes.data, kkc, 0.0,
-                  dcols.ctypes.data, kkc)
-            col2im_images(dcols, b0 * rows, k, stride, pad, dx, b0, b1)
+            dx[b0:b1] = 0
+        for r0 in range(0, m, band):
+            r1 = min(m, r0 + band)
+            dy_at = dyt.ctypes.data + (first + r0) * f * F32
+            if weight_grad:
+                im2col_rows(x, k, stride, pad, ones, cols, first + r0, first + r1)
+                sgemm(ROW_MAJOR, TRANS, NO_TRANS, f, width, r1 - r0, 1.0, dy_at, f, cols.ctypes.data, width,
+                      0.0 if r0 == 0 else 1.0, partial[t].ctypes.data, width)
+            if input_grad:
+                sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, r1 - r0, kkc, f, 1.0, dy_at, f, wmat.ctypes.data, kkc, 0.0,
+                      dcols.ctypes.data, kkc)
+                col2im_rows(dcols, k, stride, pad, dx, first + r0, first + r1)
+
+
+@njit(parallel=True, cache=True)
+def conv_input_grad(sgemm, dy, flipped, k, pad, dx, band):
+    """dx of a stride-1 convolution with padding p as a convolution of dy, ``band`` dx rows a task:
+    dx = im2col(dy, padding k - 1 - p) @ flipped, flipped[(i, j, f), c] = w[f, c, k-1-i, k-1-j]
+    (dy (N, OH, OW, F); each dx row written once, no column gradient)."""
+    n, h, w, c = dx.shape
+    width = flipped.shape[0]
+    total = n * h * w
+    for t in prange((total + band - 1) // band):
+        r0 = t * band
+        r1 = min(total, r0 + band)
+        cols = np.empty((r1 - r0, width), dx.dtype)
+        im2col_rows(dy, k, 1, pad, False, cols, r0, r1)
+        sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, r1 - r0, c, width, 1.0, cols.ctypes.data, width,
+              flipped.ctypes.data, c, 0.0, dx.ctypes.data + r0 * c * F32, c)
 
 
 @njit(parallel=True, cache=True)
 def sum_in_order(partial, out):
-    """out = partial[0] + partial[1] + ..., in that order, element by element."""
+    """out = partial[0] + partial[1] + ..., in that order, element by element: each task adds the
+    partials into its slice of ``out`` one after another (contiguous, vectorised)."""
     chunks = partial.shape[0]
     flat, parts = out.reshape(-1), partial.reshape(chunks, -1)
-    for i in prange(flat.size):
-        total = parts[0, i]
+    size = flat.size
+    slices = (size + 4095) // 4096
+    for s in prange(slices):
+        i0, i1 = s * 4096, min(size, (s + 1) * 4096)
+        flat[i0:i1] = parts[0, i0:i1]
         for t in range(1, chunks):
-            total += parts[t, i]
-        flat[i] = total
+            for i in range(i0, i1):
+                flat[i] += parts[t, i]
 
 
 # --- max pooling --------------------------------------------------------------------------------
@@ -307,23 +350,27 @@ def scale_shift(rows, scale, shift, cap, out):
 
 
 @njit(inline="always", cache=True)
-def relu_masked(g, y, cap):
-    """g where the fused ReLU passed its input (0 < y < cap, read off its output y), else 0;
-    cap 0 means no ReLU."""
-    return g if cap <= 0 or (y > 0 and y < cap) else g * 0
+def relu_masked(g, x, scale, shift, cap):
+    """g where the fused ReLU passed its input, else 0; cap 0 means no ReLU.  The ReLU's input
+    is recomputed from x with scale_shift's operations (so bitwise the same): reading it back
+    costs less than reading the saved output, a third of these passes' traffic."""
+    if cap <= 0:
+        return g
+    v = x * scale + shift
+    return g if (v > 0 and v < cap) else g * 0
 
 
 @njit(parallel=True, cache=True)
-def norm_grad_sums(dy, x, y, mean, inv_std, cap):
+def norm_grad_sums(dy, x, mean, inv_std, scale, shift, cap):
     """Per-channel sums of g and g * xhat in float64, g = dy masked by the fused
-    ReLU (cap > 0) read off the output y, xhat = (x - mean) * inv_std."""
+    ReLU (cap > 0), xhat = (x - mean) * inv_std."""
     m, c = dy.shape
     part = np.zeros((REDUCTION_CHUNKS, 2, c))
     for chunk in prange(REDUCTION_CHUNKS):
         s1, s2 = np.zeros(c), np.zeros(c)
         for r in range(chunk * m // REDUCTION_CHUNKS, (chunk + 1) * m // REDUCTION_CHUNKS):
             for ch in range(c):
-                g = relu_masked(dy[r, ch], y[r, ch], cap)
+                g = relu_masked(dy[r, ch], x[r, ch], scale[ch], shift[ch], cap)
                 s1[ch] += g
                 s2[ch] += g * ((x[r, ch] - mean[ch]) * inv_std[ch])
         part[chunk, 0, :] = s1
@@ -332,16 +379,16 @@ def norm_grad_sums(dy, x, y, mean, inv_std, cap):
 
 
 @njit(parallel=True, cache=True)
-def norm_input_grad(dy, x, y, mean, inv_std, cap, a, b, c_, out):
-    """out = a * g - b - c_ * xhat per channel (the training-mode BatchNorm input
-    gradient with a = scale, b = scale * sum(g) / M, c_ = scale * sum(g xhat) / M);
+def norm_input_grad(dy, x, mean, inv_std, scale, shift, cap, b, c_, out):
+    """out = scale * g - b - c_ * xhat per channel (the training-mode BatchNorm input
+    gradient with b = scale * sum(g) / M, c_ = scale * sum(g xhat) / M);
     with b = c_ = 0 it is the eval-mode gradient."""
     m, c = dy.shape
     for r in prange(m):
         for ch in range(c):
-            g = relu_masked(dy[r, ch], y[r, ch], cap)
+            g = relu_masked(dy[r, ch], x[r, ch], scale[ch], shift[ch], cap)
             xhat = (x[r, ch] - mean[ch]) * inv_std[ch]
-            out[r, ch] = a[ch] * g - b[ch] - c_[ch] * xhat
+            out[r, ch] = scale[ch] * g - b[ch] - c_[ch] * xhat
 
 
 # --- optimisers (flat buffers) -------------------------------------------------------------------

@@ -34,7 +34,7 @@ def fast(request):
         from backends.numba_backend import NumbaBackend
         backend = NumbaBackend("test")
         if name == "numba-small-tasks":   # every product split, in uneven slices, even for tiny inputs
-            backend.CONV_ROWS_PER_TASK, backend.GEMM_MIN_WORK = 1, 1
+            backend.CONV_ROWS_PER_TASK, backend.GEMM_MIN_WORK, backend.CONV_BAND_BYTES = 1, 1, 600
         else:                             # without NumPy's OpenBLAS: BLAS's own threads
             backend._sgemm = None
         return backend
@@ -280,7 +280,7 @@ def test_pooled_convolution_does_not_depend_on_the_thread_count(rng):
     """Fixed slices (images per task, so weight-gradient partials): 1 and 2 threads give the same bits."""
     import numba
     backend = pooled_backend()
-    backend.CONV_ROWS_PER_TASK = 2 * 7 * 7      # 2 images a task: 5 tasks for 9 images
+    backend.CONV_ROWS_PER_TASK, backend.CONV_BAND_BYTES = 2 * 7 * 7, 2000   # 2 images a task: 5 tasks for 9 images, in bands
     x = rng.standard_normal((9, 3, 7, 7)).astype(np.float32)
     weight = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
     bias = rng.standard_normal(5).astype(np.float32)
@@ -324,6 +324,49 @@ def test_depthwise_conv2d(fast, rng, c, m, k, stride, pads, dilation, h, w, bias
             assert (a is None) == (r is None), name
             if a is not None:
                 close(fast, a, r, tol, name)
+
+
+TRANSPOSED = [  # (channels, filters, (kh, kw), stride, padding, output_padding, dilation, h, w)
+    (3, 4, (2, 2), (2, 2), (0, 0), (0, 0), (1, 1), 5, 4), (5, 2, (2, 3), (2, 3), (0, 0), (1, 2), (1, 1), 3, 4),
+    (2, 3, (1, 1), (1, 1), (0, 0), (0, 0), (1, 1), 4, 3), (4, 3, (3, 3), (2, 2), (1, 1), (1, 1), (1, 1), 4, 5)]
+
+
+@pytest.mark.parametrize("c,f,k,stride,padding,output_padding,dilation,h,w", TRANSPOSED)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("strided_dy", [False, True])
+def test_conv_transpose2d(fast, rng, c, f, k, stride, padding, output_padding, dilation, h, w, bias, strided_dy):
+    x = channels_last_view(fast, rng, (3, c, h, w))
+    weight = fast.from_numpy(rng.standard_normal((c, f) + k).astype(np.float32))
+    b = fast.from_numpy(rng.standard_normal(f).astype(np.float32)) if bias else None
+    args = (stride, padding, output_padding, dilation, 1)
+    (y, saved), (y_ref, saved_ref) = (be.conv_transpose2d(x, weight, b, *args) for be in (fast, generic(fast)))
+    close(fast, y, y_ref, what="y")
+    # As a Concatenate's backward pass hands it on: a channel slice of a channels-last gradient.
+    dy = channels_last_view(fast, rng, (y.shape[0], f + 2, y.shape[2], y.shape[3]))[:, 1:f + 1] if strided_dy \
+        else fast.from_numpy(rng.standard_normal(tuple(y.shape)).astype(np.float32))
+    for input_grad, weight_grad in ((True, True), (False, True), (True, False)):
+        flags = dict(input_grad=input_grad, weight_grad=weight_grad)
+        ours = fast.conv_transpose2d_backward(dy, saved, weight, **flags)
+        theirs = generic(fast).conv_transpose2d_backward(dy, saved_ref, weight, **flags)
+        for name, a, r in zip(("dx", "dw", "db"), ours, theirs):
+            assert (a is None) == (r is None), name
+            if a is not None:
+                close(fast, a, r, what=f"{name} {flags}")
+
+
+@pytest.mark.parametrize("options", [{}, {"ignore_index": 255}, {"ignore_index": 0, "label_smoothing": 0.2},
+                                     {"weight": [0.5, 2.0, 1.0, 0.25, 3.0], "ignore_index": 255, "label_smoothing": 0.1}])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_cross_entropy_nd(fast, rng, options, layout):
+    logits = (channels_last_view(fast, rng, (3, 5, 6, 7)) if layout == "nhwc"
+              else fast.from_numpy(rng.standard_normal((3, 5, 6, 7)).astype(np.float32))) * 4
+    labels = rng.integers(0, 5, (3, 6, 7))
+    labels[0, :2] = 255 if options.get("ignore_index") == 255 else labels[0, :2]
+    weight = fast.from_numpy(np.asarray(options["weight"], np.float32)) if "weight" in options else None
+    args = (fast.from_numpy(labels), weight, options.get("ignore_index"), options.get("label_smoothing", 0.0))
+    for ours, ref, name in zip(fast.cross_entropy_nd(logits, *args), generic(fast).cross_entropy_nd(logits, *args),
+                               ("loss", "grad")):
+        close(fast, ours, ref, 1e-5, name)
 
 
 ACTIVATION_KINDS = [("leaky_relu", 0.01), ("leaky_relu", 0.3), ("elu", 1.0), ("elu", 0.4), ("sigmoid", 0.0),
