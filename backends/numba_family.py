@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import numba_elementwise_kernels as elementwise
 from . import numba_family_kernels as kernels
 from .numba_kernels import sum_in_order
 from .ops.activation import ACTIVATIONS, FROM_OUTPUT, ActivationSaved
@@ -218,7 +219,7 @@ class NumbaFamily:
     def activation(self, x, kind: str, alpha: float = 0.0):
         flat, back = flat_view(x)
         y = np.empty_like(flat)
-        kernels.activation(flat.reshape(-1), CODES[kind], float(alpha), y.reshape(-1))
+        elementwise.activation(flat.reshape(-1), CODES[kind], float(alpha), y.reshape(-1))
         y = back(y)
         return y, ActivationSaved(kind, alpha, y if kind in FROM_OUTPUT else x)
 
@@ -226,8 +227,8 @@ class NumbaFamily:
         v, back = flat_view(saved.value)
         g = same_layout(dy, saved.value)
         dx = np.empty_like(v)
-        kernels.activation_backward(g.reshape(-1), v.reshape(-1), CODES[saved.kind], float(saved.alpha),
-                                    dx.reshape(-1))
+        elementwise.activation_backward(g.reshape(-1), v.reshape(-1), CODES[saved.kind], float(saved.alpha),
+                                        dx.reshape(-1))
         return back(dx)
 
     # --- LayerNorm and GroupNorm: one task per row of D values --------------------------------------
