@@ -1,5 +1,6 @@
 """Numba CPU kernels of element-wise passes: ReLU and the other activations, the optimiser
-updates over the flat parameter buffer (backends/numba_backend.py, backends/numba_family.py).
+updates over the flat parameter buffer, Concatenate's copy and the sum of a fan-out's gradients
+(backends/numba_backend.py, backends/numba_family.py).
 
 As in backends/numba_kernels.py: parallel loops (``prange``), cached on disk, no fastmath; each
 value is computed on its own, so a result does not depend on the thread count.
@@ -28,6 +29,29 @@ def relu_backward(dy, y, cap, dx):
     for i in prange(dy.size):
         v = y[i]
         dx[i] = dy[i] if (v > 0 and v < cap) else 0
+
+
+# --- merges: rows of channels (N*H*W, C) in C order; a channel slice is its columns from an offset ---
+# (a Concatenate's output and its gradient's slices), so every inner loop is contiguous.
+
+@njit(parallel=True, cache=True)
+def copy_rows(src, s0, dst, d0, c):
+    """dst[:, d0:d0 + c] = src[:, s0:s0 + c].  Each row's values through views of it: indices from
+    a range, which Numba need not wrap (as it must a computed index), so the copy is vectorised."""
+    for r in prange(dst.shape[0]):
+        to, of = dst[r, d0:d0 + c], src[r, s0:s0 + c]
+        for ch in range(c):
+            to[ch] = of[ch]
+
+
+@njit(parallel=True, cache=True)
+def add_rows(a, a0, b, b0, out):
+    """out = a[:, a0:a0 + C] + b[:, b0:b0 + C], out (M, C); as ``copy_rows``, through row views."""
+    c = out.shape[1]
+    for r in prange(out.shape[0]):
+        to, x, y = out[r], a[r, a0:a0 + c], b[r, b0:b0 + c]
+        for ch in range(c):
+            to[ch] = x[ch] + y[ch]
 
 
 # --- element-wise activations (codes as in numba_family.CODES), computed in float64 ---------------
