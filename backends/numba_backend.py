@@ -4,7 +4,7 @@
 a required dependency; ``DCNN_NUMBA=0`` turns it off).  It overrides the hot
 operations whose NumPy versions take several passes over memory on one core
 (max-pool, BatchNorm+ReLU, ReLU, the optimiser updates) with one parallel loop
-each (backends/numba_kernels.py).
+each (backends/numba_kernels.py, the element-wise ones in backends/numba_elementwise_kernels.py).
 
 Its float32 products run inside the same Numba thread pool: each task calls
 NumPy's own OpenBLAS, single-threaded, on its slice (backends/openblas.py).  Two
@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from . import numba_elementwise_kernels as elementwise
 from . import numba_kernels as kernels
 from . import openblas
 from .numba_family import NumbaFamily, PointwiseSaved
@@ -292,7 +293,7 @@ class NumbaBackend(NumbaFamily, NumpyBackend):
     def relu(self, x, cap: float = math.inf):
         flat = _channels_last(x) if x.ndim == 4 else np.ascontiguousarray(x)
         y = np.empty_like(flat)
-        kernels.relu(flat.reshape(-1), flat.dtype.type(cap), y.reshape(-1))
+        elementwise.relu(flat.reshape(-1), flat.dtype.type(cap), y.reshape(-1))
         y = y.transpose(0, 3, 1, 2) if x.ndim == 4 else y
         return y, (y, cap)
 
@@ -301,7 +302,7 @@ class NumbaBackend(NumbaFamily, NumpyBackend):
         yc = _channels_last(y) if y.ndim == 4 else y
         dyc = _channels_last(dy) if dy.ndim == 4 else np.ascontiguousarray(dy)
         dx = np.empty_like(yc)
-        kernels.relu_backward(dyc.reshape(-1), yc.reshape(-1), yc.dtype.type(cap), dx.reshape(-1))
+        elementwise.relu_backward(dyc.reshape(-1), yc.reshape(-1), yc.dtype.type(cap), dx.reshape(-1))
         return dx.transpose(0, 3, 1, 2) if dy.ndim == 4 else dx
 
     # --- BatchNorm (+ ReLU): float64 channel sums, one pass to normalise ------------------------
@@ -350,11 +351,11 @@ class NumbaBackend(NumbaFamily, NumpyBackend):
     def adam_update(self, param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, weight_decay, decoupled,
                     step):
         dt = param.dtype.type
-        kernels.adam(param, grad, exp_avg, exp_avg_sq, dt(lr / (1 - beta1 ** step)), dt(beta1), dt(1 - beta1),
-                     dt(beta2), dt(1 - beta2), dt((1 - beta2 ** step) ** 0.5), dt(eps),
-                     dt(0.0 if decoupled else weight_decay), dt(1 - lr * weight_decay if decoupled else 1.0))
+        elementwise.adam(param, grad, exp_avg, exp_avg_sq, dt(lr / (1 - beta1 ** step)), dt(beta1), dt(1 - beta1),
+                         dt(beta2), dt(1 - beta2), dt((1 - beta2 ** step) ** 0.5), dt(eps),
+                         dt(0.0 if decoupled else weight_decay), dt(1 - lr * weight_decay if decoupled else 1.0))
 
     def sgd_update(self, param, grad, momentum_buffer, *, lr, momentum, nesterov, weight_decay):
         dt = param.dtype.type
         buf = momentum_buffer if momentum_buffer is not None else param[:0]
-        kernels.sgd(param, grad, buf, dt(lr), dt(momentum), bool(nesterov), dt(weight_decay))
+        elementwise.sgd(param, grad, buf, dt(lr), dt(momentum), bool(nesterov), dt(weight_decay))

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import numba_elementwise_kernels as elementwise
 from . import numba_family_kernels as kernels
 from .numba_kernels import sum_in_order
 from .ops.activation import ACTIVATIONS, FROM_OUTPUT, ActivationSaved
@@ -71,6 +72,27 @@ def same_layout(a, like):
     if like.ndim == 4 and not like.flags.c_contiguous and like.transpose(0, 2, 3, 1).flags.c_contiguous:
         return channels_last(a)
     return np.ascontiguousarray(a)
+
+
+def _channel_rows(x):
+    """(C-contiguous (N*H*W, C') rows, c0) whose columns c0.. hold x's channels, for a non-empty 4-D
+    float ``x`` whose memory is channels-last or a channel slice of channels-last memory (a
+    Concatenate's gradient: a view of its owner, ``x.base``); else None."""
+    if not (isinstance(x, np.ndarray) and x.ndim == 4 and x.size and x.dtype in (np.float32, np.float64)):
+        return None
+    n, c, h, w = x.shape
+    nhwc = x.transpose(0, 2, 3, 1)
+    if nhwc.flags.c_contiguous:
+        return nhwc.reshape(n * h * w, c), 0
+    base, item = x.base, x.itemsize
+    if not (isinstance(base, np.ndarray) and base.flags.c_contiguous and base.dtype == x.dtype
+            and base.size % (n * h * w) == 0):
+        return None
+    width = base.size // (n * h * w)
+    c0, rest = divmod(x.ctypes.data - base.ctypes.data, item)
+    if rest or not 0 <= c0 <= width - c or x.strides != (h * w * width * item, item, w * width * item, width * item):
+        return None
+    return base.reshape(n * h * w, width), c0
 
 
 def _tiled_weight(weight):
@@ -215,10 +237,37 @@ class NumbaFamily:
         loss = np.asarray(part.sum() * scale, logits.dtype)      # numpy adds the chunks in order
         return loss, np.moveaxis(grad, -1, 1)
 
+    # --- merges: one parallel pass into channels-last memory (NumPy's concatenate and + take one core) ---
+    def concat(self, xs, axis: int):
+        """Channels (axis 1) of 4-D arrays joined into channels-last memory, one parallel copy per
+        input (a U-Net's Concatenate of a skip and the transposed convolution's output)."""
+        xs = list(xs)
+        rows = [_channel_rows(x) for x in xs]
+        if axis != 1 or None in rows or len({(x.shape[0],) + x.shape[2:] + (x.dtype,) for x in xs}) != 1:
+            return super().concat(xs, axis)
+        n, _, h, w = xs[0].shape
+        out = np.empty((n * h * w, sum(x.shape[1] for x in xs)), xs[0].dtype)
+        start = 0
+        for x, (src, s0) in zip(xs, rows):
+            elementwise.copy_rows(src, s0, out, start, x.shape[1])
+            start += x.shape[1]
+        return out.reshape(n, h, w, start).transpose(0, 3, 1, 2)
+
+    def add(self, a, b):
+        """a + b into channels-last memory, in parallel (a skip's two gradients, one of them a
+        Concatenate's slice)."""
+        ra, rb = _channel_rows(a), _channel_rows(b)
+        if ra is None or rb is None or a.shape != b.shape or a.dtype != b.dtype:
+            return super().add(a, b)
+        n, c, h, w = a.shape
+        out = np.empty((n * h * w, c), a.dtype)
+        elementwise.add_rows(*ra, *rb, out)
+        return out.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+
     def activation(self, x, kind: str, alpha: float = 0.0):
         flat, back = flat_view(x)
         y = np.empty_like(flat)
-        kernels.activation(flat.reshape(-1), CODES[kind], float(alpha), y.reshape(-1))
+        elementwise.activation(flat.reshape(-1), CODES[kind], float(alpha), y.reshape(-1))
         y = back(y)
         return y, ActivationSaved(kind, alpha, y if kind in FROM_OUTPUT else x)
 
@@ -226,8 +275,8 @@ class NumbaFamily:
         v, back = flat_view(saved.value)
         g = same_layout(dy, saved.value)
         dx = np.empty_like(v)
-        kernels.activation_backward(g.reshape(-1), v.reshape(-1), CODES[saved.kind], float(saved.alpha),
-                                    dx.reshape(-1))
+        elementwise.activation_backward(g.reshape(-1), v.reshape(-1), CODES[saved.kind], float(saved.alpha),
+                                        dx.reshape(-1))
         return back(dx)
 
     # --- LayerNorm and GroupNorm: one task per row of D values --------------------------------------
@@ -285,6 +334,9 @@ class NumbaFamily:
             dy = y if bias is not None else np.concatenate([y, y], axis=1)[:, 4:]
             self.conv_transpose2d_backward(dy, saved, w)
         self.cross_entropy_nd(x, np.zeros((2, 4, 4), np.int64))
+        skip = np.ones((2, 8, 8, 3), dtype).transpose(0, 3, 1, 2)      # a U-Net's skip and upsampled maps
+        both = self.concat([skip, y], axis=1)
+        self.add(both[:, :3], skip)
         y, saved = self.activation(x, "silu")
         self.activation_backward(y, saved)
         r = np.ones(3, dtype)

@@ -1,6 +1,6 @@
 """Numba CPU kernels of issue 20's operations (backends/numba_family.py): depthwise convolution,
-the transposed convolution whose kernel tiles its output (kernel == stride) and the element-wise
-activations.
+the transposed convolution whose kernel tiles its output (kernel == stride), dense cross-entropy
+and LayerNorm / GroupNorm (the element-wise activations are in backends/numba_elementwise_kernels.py).
 
 As in backends/numba_kernels.py: parallel loops (``prange``), cached on disk, no fastmath,
 channels-last (N, H, W, C) arrays, and reductions over a fixed number of chunks in float64,
@@ -262,75 +262,6 @@ def dense_cross_entropy(logits, e, labels, weight, has_ignore, ignore, smoothing
             if wy != 0:
                 e[p, y] -= wy * scale
         part[chunk] = acc
-
-
-# --- element-wise activations (codes as in numba_family.CODES), computed in float64 ---------------
-
-@njit(inline="always", cache=True)
-def _sigmoid(v):
-    e = math.exp(-abs(v))
-    return 1.0 / (1.0 + e) if v >= 0 else e / (1.0 + e)
-
-
-@njit(inline="always", cache=True)
-def _forward(code, v, a):
-    if code == 0:
-        return v if v > 0 else v * a
-    if code == 1:
-        return v if v > 0 else (math.exp(min(v, 0.0)) - 1.0) * a
-    if code == 2:
-        return _sigmoid(v)
-    if code == 3:
-        return math.tanh(v)
-    if code == 4:
-        return v * _sigmoid(v)
-    if code == 5:
-        return v * 0.5 * (1.0 + math.erf(v * 0.7071067811865476))
-    if code == 6:
-        return 0.5 * v * (1.0 + math.tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)))
-    if code == 7:
-        return min(max(v + 3.0, 0.0), 6.0) / 6.0
-    return v * min(max(v + 3.0, 0.0), 6.0) / 6.0
-
-
-@njit(inline="always", cache=True)
-def _slope(code, v, a):
-    """dy/dx at x = v (or, for sigmoid and tanh, y = v)."""
-    if code == 0:
-        return 1.0 if v > 0 else a
-    if code == 1:
-        return 1.0 if v > 0 else math.exp(min(v, 0.0)) * a
-    if code == 2:
-        return v * (1.0 - v)
-    if code == 3:
-        return 1.0 - v * v
-    if code == 4:
-        s = _sigmoid(v)
-        return s * (1.0 + v * (1.0 - s))
-    if code == 5:
-        return 0.5 * (1.0 + math.erf(v * 0.7071067811865476)) + v * math.exp(-0.5 * v * v) * 0.3989422804014327
-    if code == 6:
-        t = math.tanh(0.7978845608028654 * (v + 0.044715 * v * v * v))
-        return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * v * v)
-    if code == 7:
-        return 1.0 / 6.0 if -3.0 < v < 3.0 else 0.0
-    if v <= -3.0:
-        return 0.0
-    return v / 3.0 + 0.5 if v < 3.0 else 1.0
-
-
-@njit(parallel=True, cache=True)
-def activation(x, code, a, y):
-    """y = f(x) over flat arrays."""
-    for i in prange(x.size):
-        y[i] = _forward(code, np.float64(x[i]), a)
-
-
-@njit(parallel=True, cache=True)
-def activation_backward(dy, v, code, a, dx):
-    """dx = dy * f'(x) over flat arrays (``v`` is x, or y for sigmoid and tanh)."""
-    for i in prange(dy.size):
-        dx[i] = dy[i] * _slope(code, np.float64(v[i]), a)
 
 
 # --- LayerNorm / GroupNorm: rows of D values (a sample, or a group of Cg channels), C order -------------

@@ -293,24 +293,6 @@ def max_pool_backward(dy, arg, k, stride, dx):
                     dx[b, yo * stride + t // k, xo * stride + t % k, ch] += dy[b, yo, xo, ch]
 
 
-# --- element-wise -------------------------------------------------------------------------------
-
-@njit(parallel=True, cache=True)
-def relu(x, cap, y):
-    """y = min(max(x, 0), cap) over flat arrays."""
-    for i in prange(x.size):
-        v = x[i]
-        y[i] = v if v != v else (cap if v >= cap else (v if v > 0 else 0))   # NaN stays NaN, as maximum
-
-
-@njit(parallel=True, cache=True)
-def relu_backward(dy, y, cap, dx):
-    """dx = dy where 0 < y < cap (y is the ReLU's output), else 0."""
-    for i in prange(dy.size):
-        v = y[i]
-        dx[i] = dy[i] if (v > 0 and v < cap) else 0
-
-
 # --- batch normalisation (channels last: rows of C values) -----------------------------------
 
 @njit(parallel=True, cache=True)
@@ -389,37 +371,3 @@ def norm_input_grad(dy, x, mean, inv_std, scale, shift, cap, b, c_, out):
             g = relu_masked(dy[r, ch], x[r, ch], scale[ch], shift[ch], cap)
             xhat = (x[r, ch] - mean[ch]) * inv_std[ch]
             out[r, ch] = scale[ch] * g - b[ch] - c_[ch] * xhat
-
-
-# --- optimisers (flat buffers) -------------------------------------------------------------------
-
-@njit(parallel=True, cache=True)
-def adam(param, grad, m, v, lr_t, beta1, one_minus_beta1, beta2, one_minus_beta2, bias2_sqrt, eps,
-         weight_decay, decoupled_factor):
-    """torch.optim.Adam/AdamW, the same operations in the same order as the generic
-    version (scalars come in the parameter's dtype): bitwise equal to it."""
-    for i in prange(param.size):
-        p = param[i] * decoupled_factor
-        g = grad[i] + weight_decay * p if weight_decay != 0 else grad[i]
-        mi = m[i] * beta1
-        mi = mi + one_minus_beta1 * g
-        vi = v[i] * beta2
-        vi = vi + one_minus_beta2 * (g * g)
-        m[i] = mi
-        v[i] = vi
-        denom = np.sqrt(vi) / bias2_sqrt + eps
-        param[i] = p - lr_t * (mi / denom)
-
-
-@njit(parallel=True, cache=True)
-def sgd(param, grad, buf, lr, momentum, nesterov, weight_decay):
-    """torch.optim.SGD, in the generic version's order; ``buf`` is unused without momentum."""
-    for i in prange(param.size):
-        p = param[i]
-        g = grad[i] + weight_decay * p if weight_decay != 0 else grad[i]
-        if momentum != 0:
-            bi = buf[i] * momentum
-            bi = bi + g
-            buf[i] = bi
-            g = g + momentum * bi if nesterov else bi
-        param[i] = p - lr * g

@@ -154,6 +154,25 @@ def test_relu_exact(fast, rng, cap, shape):
                                   host(fast, generic(fast).relu_backward(dy, saved_ref)))
 
 
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_concat_and_add_exact(fast, rng, layout, dtype):
+    # As a U-Net's skip: concatenated with the upsampled maps, then its two gradients summed, one
+    # of them the Concatenate's slice of a channels-last gradient.
+    def maps(c):
+        if layout == "nhwc":
+            return channels_last_view(fast, rng, (3, c, 5, 4), dtype)
+        return fast.from_numpy(rng.standard_normal((3, c, 5, 4)).astype(dtype))
+    skip, up = maps(2), maps(3)
+    y, y_ref = fast.concat([skip, up], 1), generic(fast).concat([skip, up], 1)
+    np.testing.assert_array_equal(host(fast, y), host(fast, y_ref))
+    sliced, other = channels_last_view(fast, rng, (3, 5, 5, 4), dtype)[:, 1:3], maps(2)
+    for a, b in ((sliced, other), (other, sliced), (skip, other)):
+        ours, ref = fast.add(a, b), generic(fast).add(a, b)
+        assert host(fast, ours).dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(host(fast, ours), host(fast, ref))
+
+
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("relu_cap", [None, math.inf, 1.5])
 @pytest.mark.parametrize("shape", [(4, 3, 5, 6), (2, 7, 3, 3), (1, 2, 1, 2)])

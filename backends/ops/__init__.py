@@ -12,9 +12,11 @@ from .activation import ActivationOps
 from .conv import ConvOps
 from .conv_general import GeneralConvOps
 from .loss import LossOps
+from .merge import MergeOps
 from .norm import NormOps
 from .optim import OptimOps
 from .pool import PoolOps
 from .resample import ResampleOps
 
-__all__ = ["ActivationOps", "ConvOps", "GeneralConvOps", "LossOps", "NormOps", "OptimOps", "PoolOps", "ResampleOps"]
+__all__ = ["ActivationOps", "ConvOps", "GeneralConvOps", "LossOps", "MergeOps", "NormOps", "OptimOps", "PoolOps",
+           "ResampleOps"]

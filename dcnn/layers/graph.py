@@ -13,6 +13,8 @@ the gradients of a tensor that feeds several nodes as they arrive.
 """
 from __future__ import annotations
 
+from backends import backend_of
+
 from .base import Layer, snake_case
 from .container import apply_steps, backprop_steps, run_order
 from .symbolic import SymbolicTensor, fmt_shapes
@@ -176,7 +178,7 @@ class Graph(Layer):
 def _accumulate(grads: dict, tensor, g) -> None:
     # A fan-out's gradients are summed as they arrive, out of place: a consumer's dx may be the
     # very array another consumer received (Add hands dy to each input), so it is never written into.
-    grads[tensor.id] = g if tensor.id not in grads else grads[tensor.id] + g
+    grads[tensor.id] = g if tensor.id not in grads else backend_of(g).add(grads[tensor.id], g)
 
 
 def _tensors(value, what: str) -> list[SymbolicTensor]:

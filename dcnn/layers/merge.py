@@ -152,9 +152,8 @@ class Concatenate(Layer):
         return shapes[0][:axis] + (sum(s[axis] for s in shapes),) + shapes[0][axis + 1:]
 
     def apply(self, xs):
-        xp = backend_of(xs[0]).xp
         axis = self._axis(xs[0].ndim - 1) + 1
-        return xp.concat(list(xs), axis=axis), (axis, [int(x.shape[axis]) for x in xs])
+        return backend_of(xs[0]).concat(list(xs), axis), (axis, [int(x.shape[axis]) for x in xs])
 
     def backprop(self, dy, saved):
         axis, sizes = saved
