@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops import (ActivationOps, ConvOps, GeneralConvOps, LossOps, MergeOps, NormOps, OptimOps, PoolOps,
-                  ResampleOps)
+from .ops import (ActivationOps, ConvOps, CountOps, GeneralConvOps, LossOps, MergeOps, NormOps, OptimOps,
+                  PoolOps, ResampleOps)
 from .ops.pool import taps  # noqa: F401  (re-exported for the backends' fast paths)
 
 
-class Backend(ConvOps, GeneralConvOps, PoolOps, ResampleOps, NormOps, ActivationOps, LossOps, OptimOps, MergeOps):
+class Backend(ConvOps, GeneralConvOps, PoolOps, ResampleOps, NormOps, ActivationOps, LossOps, OptimOps, MergeOps,
+              CountOps):
     """One array library on one device: ``xp``, data movement, randomness, and the
     hot operations as methods (generic versions in ``backends.ops``)."""
 

@@ -78,6 +78,18 @@ class NumpyBackend(Backend):
     def owns(self, array) -> bool:
         return isinstance(array, (np.ndarray, np.generic))
 
+    def confusion_counts(self, predicted, labels, k: int, ignore_index=None):
+        # One bincount of exact integers instead of two one-hot (M, k) arrays and a BLAS product,
+        # whose own threads would keep spinning on the core that the next Numba kernel needs.
+        true = np.reshape(labels, -1).astype(np.int64, copy=False)
+        pred = np.reshape(predicted, -1).astype(np.int64, copy=False)
+        kept = (true >= 0) & (true < k)          # as the generic one-hot rows: other labels count nowhere
+        if ignore_index is not None:
+            kept &= true != ignore_index
+        if not kept.all():
+            true, pred = true[kept], pred[kept]
+        return np.bincount(true * k + pred, minlength=k * k).reshape(k, k)
+
     def from_numpy(self, array, dtype=None):
         array = np.asarray(array)
         return array if dtype is None else array.astype(dtype, copy=False)

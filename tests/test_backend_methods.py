@@ -173,6 +173,27 @@ def test_concat_and_add_exact(fast, rng, layout, dtype):
         np.testing.assert_array_equal(host(fast, ours), host(fast, ref))
 
 
+@pytest.mark.parametrize("ignore_index", [None, 3, 255])
+def test_confusion_counts_exact(fast, rng, ignore_index):
+    # A class metric's counts every step: (N, H, W) predictions of a channels-last arg-max against
+    # masks, some labels ignored and, for 255, some outside the classes (they count nowhere).
+    k = 5
+    logits = channels_last_view(fast, rng, (4, k, 6, 7), np.float32)
+    predicted = fast.xp.argmax(logits, axis=1)
+    labels = rng.integers(0, k, (4, 6, 7))
+    labels[0, :2] = 3 if ignore_index is None else ignore_index
+    labels = fast.from_numpy(labels)
+    ours = fast.confusion_counts(predicted, labels, k, ignore_index)
+    ref = generic(fast).confusion_counts(predicted, labels, k, ignore_index)
+    assert host(fast, ours).dtype == np.int64 and host(fast, ours).shape == (k, k)
+    np.testing.assert_array_equal(host(fast, ours), host(fast, ref))
+    expected = np.zeros((k, k), np.int64)
+    true, pred = host(fast, labels).ravel(), host(fast, predicted).ravel()
+    kept = (true < k) & (true != (-1 if ignore_index is None else ignore_index))
+    np.add.at(expected, (true[kept], pred[kept]), 1)
+    np.testing.assert_array_equal(host(fast, ours), expected)
+
+
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("relu_cap", [None, math.inf, 1.5])
 @pytest.mark.parametrize("shape", [(4, 3, 5, 6), (2, 7, 3, 3), (1, 2, 1, 2)])

@@ -11,6 +11,7 @@ the forward method keeps for its backward.
 from .activation import ActivationOps
 from .conv import ConvOps
 from .conv_general import GeneralConvOps
+from .counts import CountOps
 from .loss import LossOps
 from .merge import MergeOps
 from .norm import NormOps
@@ -18,5 +19,5 @@ from .optim import OptimOps
 from .pool import PoolOps
 from .resample import ResampleOps
 
-__all__ = ["ActivationOps", "ConvOps", "GeneralConvOps", "LossOps", "MergeOps", "NormOps", "OptimOps", "PoolOps",
+__all__ = ["ActivationOps", "ConvOps", "CountOps", "GeneralConvOps", "LossOps", "MergeOps", "NormOps", "OptimOps", "PoolOps",
            "ResampleOps"]

@@ -33,8 +33,6 @@ import numpy as np
 
 from backends import backend_of
 
-EXACT_FLOAT32_COUNT = 1 << 24     # float32 sums of ones are exact up to here
-
 
 class Metric:
     """Running sums on a backend's device; ``result`` reads them with one transfer."""
@@ -202,14 +200,7 @@ class ConfusionMatrix(_ClassMetric):
             self._counts = xp.zeros((k, k), dtype=xp.int64, device=self.backend.device)
         elif self._counts.shape[0] != k:
             raise ValueError(f"{self.name} has counted {self._counts.shape[0]} classes; these outputs have {k}")
-        m = _count(labels.shape)
-        dtype = xp.float32 if m <= EXACT_FLOAT32_COUNT else xp.float64
-        classes = xp.reshape(xp.arange(k, dtype=labels.dtype, device=self.backend.device), (1, k))
-        true = xp.astype(xp.reshape(labels, (m, 1)) == classes, dtype)
-        if self.ignore_index is not None:    # an ignored label's row of ``true`` is all 0 once masked
-            true = true * xp.astype(xp.reshape(labels != self.ignore_index, (m, 1)), dtype)
-        hit = xp.astype(xp.reshape(xp.astype(predicted, labels.dtype), (m, 1)) == classes, dtype)
-        self._counts = self._counts + xp.astype(xp.matrix_transpose(true) @ hit, xp.int64)
+        self._counts = self._counts + self.backend.confusion_counts(predicted, labels, k, self.ignore_index)
 
     def result(self) -> np.ndarray:
         if self._counts is None:
