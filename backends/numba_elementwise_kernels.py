@@ -54,6 +54,24 @@ def add_rows(a, a0, b, b0, out):
             to[ch] = x[ch] + y[ch]
 
 
+@njit(parallel=True, cache=True)
+def argmax_rows(rows, out):
+    """out[r] = the index of row r's first maximum (or first NaN, as np.argmax)."""
+    c = rows.shape[1]
+    for r in prange(rows.shape[0]):
+        row = rows[r]
+        best, top = 0, row[0]
+        if top == top:
+            for ch in range(1, c):
+                v = row[ch]
+                if v != v:
+                    best = ch
+                    break
+                if v > top:
+                    best, top = ch, v
+        out[r] = best
+
+
 # --- element-wise activations (codes as in numba_family.CODES), computed in float64 ---------------
 
 @njit(inline="always", cache=True)

@@ -173,6 +173,20 @@ def test_concat_and_add_exact(fast, rng, layout, dtype):
         np.testing.assert_array_equal(host(fast, ours), host(fast, ref))
 
 
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_class_argmax_exact(fast, rng, layout):
+    # Per-pixel predicted classes of channels-last logits, with ties and NaNs (the first wins, as NumPy's).
+    shape = (3, 6, 5, 4)
+    logits = rng.integers(0, 3, shape).astype(np.float32)        # small integers: many ties
+    logits[0, 2, 1, 1] = logits[1, 4, 2, 3] = logits[1, 1, 2, 3] = np.nan
+    x = fast.from_numpy(logits)
+    if layout == "nhwc":
+        x = fast.xp.permute_dims(fast.from_numpy(np.ascontiguousarray(logits.transpose(0, 2, 3, 1))), (0, 3, 1, 2))
+    ours, ref = fast.class_argmax(x), generic(fast).class_argmax(x)
+    np.testing.assert_array_equal(host(fast, ours), host(fast, ref))
+    np.testing.assert_array_equal(host(fast, ours), logits.argmax(axis=1))
+
+
 @pytest.mark.parametrize("ignore_index", [None, 3, 255])
 def test_confusion_counts_exact(fast, rng, ignore_index):
     # A class metric's counts every step: (N, H, W) predictions of a channels-last arg-max against

@@ -1,11 +1,16 @@
-"""Counting predictions, generic version: the confusion matrix that the class metrics
-(confusion matrix, IoU, Dice) add up every step."""
+"""Counting predictions, generic versions: the predicted classes and the confusion matrix that the
+class metrics (accuracy, confusion matrix, IoU, Dice) add up every step."""
 from __future__ import annotations
 
 EXACT_FLOAT32_COUNT = 1 << 24     # counts up to this are exact in float32
 
 
 class CountOps:
+    def class_argmax(self, outputs):
+        """The predicted class of every position: the arg-max over axis 1 (first maximum, or first
+        NaN, as NumPy's), int64 of the outputs' shape without axis 1."""
+        return self.xp.argmax(outputs, axis=1)
+
     def confusion_counts(self, predicted, labels, k: int, ignore_index=None):
         """counts[true, predicted] (k, k) int64 over every position, skipping labels equal to
         ``ignore_index``; ``predicted`` and ``labels`` are integer arrays of one shape.

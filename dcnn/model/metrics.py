@@ -119,7 +119,8 @@ class _ClassMetric(Metric):
 
     def _classes(self, outputs, targets):
         """(predicted, true) labels of the same shape, and the number of classes."""
-        xp = backend_of(outputs).xp
+        backend = backend_of(outputs)
+        xp = backend.xp
         if outputs.ndim < 2:
             raise ValueError(f"{self.name} expects outputs (N, classes, ...) with the classes on axis 1; got shape "
                              f"{tuple(outputs.shape)}")
@@ -128,11 +129,11 @@ class _ClassMetric(Metric):
             if outputs.shape[1] == 1:        # one logit: binary
                 return (xp.astype(outputs[:, 0, ...] > 0, xp.int64), xp.astype(targets[:, 0, ...] > 0.5, xp.int64),
                         2)
-            return xp.argmax(outputs, axis=1), xp.argmax(targets, axis=1), outputs.shape[1]
+            return backend.class_argmax(outputs), xp.argmax(targets, axis=1), outputs.shape[1]
         if tuple(targets.shape) != labels:
             raise ValueError(f"{self.name} on outputs of shape {tuple(outputs.shape)} expects labels of shape {labels} "
                              f"or class probabilities of shape {tuple(outputs.shape)}; got {tuple(targets.shape)}")
-        return xp.argmax(outputs, axis=1), targets, outputs.shape[1]
+        return backend.class_argmax(outputs), targets, outputs.shape[1]
 
 
 class Accuracy(_ClassMetric):

@@ -238,7 +238,7 @@ class DCNNetwork:
         if logits.ndim > 2 and not self._fuses_softmax:
             return xp.zeros((), dtype=xp.int64, device=self.backend.device)
         labels = y if y.ndim == logits.ndim - 1 else xp.argmax(y, axis=1)
-        return xp.sum(xp.astype(xp.argmax(logits, axis=1) == labels, xp.int64))
+        return xp.sum(xp.astype(self.backend.class_argmax(logits) == labels, xp.int64))
 
     def _prepare(self, x, y=None):
         if not self.model.built and self.input_shape is None and hasattr(x, "shape") and len(x.shape) > 1:
