@@ -77,3 +77,21 @@ def fmt_seconds(seconds: float) -> str:
     return f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
 
 
+
+
+def read_model_images(paths, net, args):
+    """The pictures prepared as the model's inputs (``model_image``), the paths that gave them, and
+    a failure record per file that could not be read (reported on stderr unless ``--json``)."""
+    from ..data.images import model_image
+    images, good, failures = [], [], []
+    for image in paths:
+        try:
+            images.append(model_image(image, net.input_shape, args.invert))
+            good.append(image)
+        except ImportError as exc:          # Pillow missing: the same for every file
+            raise ValueError(str(exc)) from None
+        except (ValueError, OSError) as exc:
+            failures.append({"image": str(image), "error": " ".join(str(exc).split())})
+            if not args.json:
+                error(failures[-1]["error"])
+    return images, good, failures

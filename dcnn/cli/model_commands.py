@@ -7,7 +7,7 @@ import platform
 
 import numpy as np
 
-from .common import EXIT_FAILED, error, use_backend
+from .common import EXIT_FAILED, error, read_model_images, use_backend
 
 # --- evaluate -------------------------------------------------------------------------------------
 
@@ -67,7 +67,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     """Each image on its own: a file that cannot be read is reported and the rest go on (exit 1 at the end)."""
-    from ..data.images import expand_image_paths, model_image
+    from ..data.images import expand_image_paths
     from ..io.loading import load_trained
     from .segment_commands import is_segmentation, predict_segmentation
     backend = use_backend(args.backend)
@@ -79,17 +79,7 @@ def cmd_predict(args) -> int:
     if args.out is not None:
         raise ValueError(f"--out writes the masks of a segmentation model; {path} classifies whole images "
                          "(its predictions are printed)")
-    images, good, failures = [], [], []
-    for image in paths:
-        try:
-            images.append(model_image(image, net.input_shape, args.invert))
-            good.append(image)
-        except ImportError as exc:          # Pillow missing: the same for every file
-            raise ValueError(str(exc)) from None
-        except (ValueError, OSError) as exc:
-            failures.append({"image": str(image), "error": " ".join(str(exc).split())})
-            if not args.json:
-                error(failures[-1]["error"])
+    images, good, failures = read_model_images(paths, net, args)
     probs = net.predict(np.stack(images)) if images else np.zeros((0, len(classes)), np.float32)
     top = min(args.top, len(classes))
     results = []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import EXIT_FAILED, error
+from .common import EXIT_FAILED, error, read_model_images
 
 
 def is_segmentation(net, meta: dict) -> bool:
@@ -87,27 +87,21 @@ def mask_paths(out, images: list) -> tuple[list, Path | None]:
 
 
 def predict_segmentation(args, net, meta: dict, path, paths: list) -> int:
-    """Each image on its own, as the dataset's images are (grey, 56x56): a coloured mask per image and
-    each class's share of its pixels; a file that cannot be read is reported and the rest go on."""
-    from ..data.images import model_image
+    """The pictures prepared as the dataset's images are (grey, 56x56) and predicted as one batch: a
+    coloured mask per image and each class's share of its pixels; a file that cannot be read is
+    reported and the rest go on."""
     from ..viz.masks import write_legend, write_mask
     classes = list(meta["classes"])
     masks, legend = mask_paths(args.out, paths)
-    results, failures = [], []
-    for image, mask_file in zip(paths, masks):
-        try:
-            x = model_image(image, net.input_shape, args.invert)
-        except ImportError as exc:          # Pillow missing: the same for every file
-            raise ValueError(str(exc)) from None
-        except (ValueError, OSError) as exc:
-            failures.append({"image": str(image), "error": " ".join(str(exc).split())})
-            if not args.json:
-                error(failures[-1]["error"])
-            continue
-        labels = net.predict(x[None])[0].argmax(axis=0)
-        shares = np.bincount(labels.ravel(), minlength=len(classes)) / labels.size
+    mask_of = dict(zip(paths, masks))
+    images, good, failures = read_model_images(paths, net, args)
+    labels = net.predict(np.stack(images)).argmax(axis=1) if images else []
+    results = []
+    for image, mask in zip(good, labels):
+        shares = np.bincount(mask.ravel(), minlength=len(classes)) / mask.size
+        mask_file = mask_of[image]
         if mask_file is not None:
-            write_mask(mask_file, labels, len(classes))
+            write_mask(mask_file, mask, len(classes))
         results.append({"image": str(image), "mask": None if mask_file is None else str(mask_file),
                         "shares": {c: float(s) for c, s in zip(classes, shares)}})
     if legend is not None and results:
