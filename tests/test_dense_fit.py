@@ -104,6 +104,52 @@ def test_evaluate_matches_numpy_from_predicts_arg_max(ignore, given):
         assert set(got) == {"loss", "miou", "pixel_accuracy", "accuracy", *(f"iou_{c}" for c in range(K))}
 
 
+def test_one_arg_max_a_step_serves_the_hit_count_and_every_class_metric(monkeypatch):
+    """class_argmax once per training step and per evaluation batch, however many class metrics
+    read it (each used to make its own), and the metrics' sums are those of their own arg-max."""
+    x, y = mosaics(6, seed=4)
+    metrics = ["miou", "pixel_accuracy", "iou", "accuracy", "dice"]
+    shared, own = seg_net(metrics), seg_net(metrics)
+    backend = shared.backend
+    calls = []
+    real = type(backend).class_argmax
+    monkeypatch.setattr(type(backend), "class_argmax", lambda self, v: calls.append(1) or real(self, v))
+    shared.fit(x, y, epochs=1, batch_size=3, verbose=0)
+    assert len(calls) == 2                                  # 2 steps
+    calls.clear()
+    got = shared.evaluate(x, y, batch_size=2)
+    assert len(calls) == 3                                  # 3 batches
+    # The same sums as metrics that each take their own arg-max of the same outputs.
+    logits = shared.logits(shared._prepare(x), training=False)
+    yd = fitting.targets(shared, y, len(y))
+    each = own.metric_set()
+    each.update(logits, yd)
+    together = shared.metric_set()
+    together.update(logits, yd, metric_state.hits(shared, logits, yd)[1])
+    assert [backend.to_numpy(s).tolist() for s in together.states()] == \
+        [backend.to_numpy(s).tolist() for s in each.states()]
+    assert got["miou"] == pytest.approx(host_segmentation_metrics(shared.predict(x), y)[2], rel=1e-12)
+
+
+def test_the_final_test_counts_come_from_the_last_pass_over_the_test_set(monkeypatch):
+    """dcnn train's closing pixel confusion matrix is the one its last test pass counted (no second
+    pass), and only where that pass counted every pixel of these masks."""
+    from dcnn.train.metrics import dense_confusion_matrix, final_confusion_matrix
+    x, y = mosaics(7, seed=5)
+    net = seg_net()
+    net.fit(x[:4], y[:4], epochs=1, batch_size=2, validation_data=(x[4:], y[4:]), verbose=0)
+    expected = dense_confusion_matrix(net, x[4:], y[4:], batch_size=2)
+    assert expected.sum() == y[4:].size
+    monkeypatch.setattr(net, "logits", lambda *a, **k: pytest.fail("a second pass over the test set"))
+    np.testing.assert_array_equal(final_confusion_matrix(net, x[4:], y[4:], 2, last_pass_was_this=True), expected)
+    monkeypatch.undo()
+    # A pass that did not count these pixels, or is not known to be over this set, is not taken.
+    other = final_confusion_matrix(net, x[:2], y[:2], 2, last_pass_was_this=True)
+    np.testing.assert_array_equal(other, dense_confusion_matrix(net, x[:2], y[:2], batch_size=2))
+    net.evaluate(x[:3], y[:3])
+    np.testing.assert_array_equal(final_confusion_matrix(net, x[4:], y[4:], 2, last_pass_was_this=False), expected)
+
+
 class MaskLoader:
     """The loader protocol (dcnn.model.fitting): uint8 image batches with their masks."""
 

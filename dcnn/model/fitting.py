@@ -19,7 +19,7 @@ import numpy as np
 from ..utils.checks import as_targets
 from .callbacks import CallbackList, History, ProgbarLogger
 from .losses import VALUE_LOSSES, BCEWithLogits, CrossEntropy, TargetError, get_loss
-from .metric_state import read
+from .metric_state import hits, read
 
 
 def check_batch_size(batch_size) -> None:
@@ -77,8 +77,9 @@ def evaluate_local(net, xd, yd, batch_size, metrics):
         xb, yb = xd[start:stop, ...], yd[start:stop, ...]
         logits = net.logits(xb, training=False)
         loss_sum += net.loss.forward(logits, yb) * xb.shape[0]
-        correct += net._correct(logits, yb)
-        metrics.update(logits, yb)
+        batch_hits, predicted = hits(net, logits, yb)
+        correct += batch_hits
+        metrics.update(logits, yb, predicted)
     return loss_sum, correct, n
 
 
@@ -130,8 +131,9 @@ def evaluate_loader(net, loader) -> dict:
         metrics = metrics or net.metric_set()     # after the first batch: the model is built
         logits = net.logits(xb, training=False)
         loss_sum += net.loss.forward(logits, yb) * xb.shape[0]
-        correct += net._correct(logits, yb)
-        metrics.update(logits, yb)
+        batch_hits, predicted = hits(net, logits, yb)
+        correct += batch_hits
+        metrics.update(logits, yb, predicted)
         n += xb.shape[0]
     net.model.release()
     if metrics is None and net.model.built:     # a rank with no batches still joins the all-reduce

@@ -12,6 +12,7 @@ its row count, so it costs nothing per step and resumes with fit's saved sums.
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -44,6 +45,18 @@ def compile_metrics(metrics, loss) -> list:
     return out
 
 
+def hits(net, logits, y):
+    """(the right arg-maxes over axis 1 as a 0-d device count, the arg-maxes or None): the predicted
+    classes of images or pixels, made once a batch for the hit count and the class metrics alike;
+    a count of 0 and no arg-max for dense values (mse, mae, bce), which have no classes."""
+    xp = net.backend.xp
+    if logits.ndim > 2 and isinstance(net.loss, VALUE_LOSSES):
+        return xp.zeros((), dtype=xp.int64, device=net.backend.device), None
+    predicted = net.backend.class_argmax(logits)
+    labels = y if y.ndim == logits.ndim - 1 else xp.argmax(y, axis=1)
+    return xp.sum(xp.astype(predicted == labels, xp.int64)), predicted
+
+
 class MetricSet:
     """Running metrics of one pass over outputs of per-sample shape ``output_shape`` (K, ...)."""
 
@@ -59,6 +72,8 @@ class MetricSet:
                     and k > 1:
                 self.fast = m
         self.device = [m for m in self.metrics if m is not self.fast]
+        # The metrics that take the batch's arg-max from the caller (the class metrics), not their own.
+        self._takes_predicted = [m for m in self.device if "predicted" in inspect.signature(m.update).parameters]
         self.reset(backend)
 
     def reset(self, backend) -> "MetricSet":
@@ -66,10 +81,14 @@ class MetricSet:
             m.reset(backend)
         return self
 
-    def update(self, outputs, targets) -> None:
-        """Queue the device metrics' updates for one batch (never waits for the device)."""
+    def update(self, outputs, targets, predicted=None) -> None:
+        """Queue the device metrics' updates for one batch (never waits for the device); ``predicted``:
+        the outputs' arg-max over axis 1 (``hits``'), shared by the class metrics."""
         for m in self.device:
-            m.update(outputs, targets)
+            if predicted is not None and m in self._takes_predicted:
+                m.update(outputs, targets, predicted=predicted)
+            else:
+                m.update(outputs, targets)
 
     def states(self) -> list:
         for m in self.device:

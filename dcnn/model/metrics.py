@@ -117,8 +117,9 @@ class _ClassMetric(Metric):
             raise ValueError(f"ignore_index must be an int (a label to skip) or None; got {ignore_index!r}")
         self.ignore_index = None if ignore_index is None else int(ignore_index)
 
-    def _classes(self, outputs, targets):
-        """(predicted, true) labels of the same shape, and the number of classes."""
+    def _classes(self, outputs, targets, predicted=None):
+        """(predicted, true) labels of the same shape, and the number of classes; ``predicted``: the
+        outputs' arg-max over axis 1 where the caller has it already (one arg-max a batch, not one a metric)."""
         backend = backend_of(outputs)
         xp = backend.xp
         if outputs.ndim < 2:
@@ -129,11 +130,15 @@ class _ClassMetric(Metric):
             if outputs.shape[1] == 1:        # one logit: binary
                 return (xp.astype(outputs[:, 0, ...] > 0, xp.int64), xp.astype(targets[:, 0, ...] > 0.5, xp.int64),
                         2)
-            return backend.class_argmax(outputs), xp.argmax(targets, axis=1), outputs.shape[1]
+            return self._argmax(backend, outputs, predicted), xp.argmax(targets, axis=1), outputs.shape[1]
         if tuple(targets.shape) != labels:
             raise ValueError(f"{self.name} on outputs of shape {tuple(outputs.shape)} expects labels of shape {labels} "
                              f"or class probabilities of shape {tuple(outputs.shape)}; got {tuple(targets.shape)}")
-        return backend.class_argmax(outputs), targets, outputs.shape[1]
+        return self._argmax(backend, outputs, predicted), targets, outputs.shape[1]
+
+    @staticmethod
+    def _argmax(backend, outputs, predicted):
+        return backend.class_argmax(outputs) if predicted is None else predicted
 
 
 class Accuracy(_ClassMetric):
@@ -147,10 +152,10 @@ class Accuracy(_ClassMetric):
         self._right = xp.zeros((), dtype=xp.int64, device=self.backend.device)
         self._seen = 0
 
-    def update(self, outputs, targets) -> None:
+    def update(self, outputs, targets, predicted=None) -> None:
         self._begin(outputs)
         xp = self.backend.xp
-        predicted, labels, _ = self._classes(outputs, targets)
+        predicted, labels, _ = self._classes(outputs, targets, predicted)
         right = predicted == labels
         if self.ignore_index is None:
             self._seen = self._seen + _count(labels.shape)
@@ -190,10 +195,10 @@ class ConfusionMatrix(_ClassMetric):
         k, xp = self.num_classes, self.backend.xp     # k known: the sums exist before any update (all-reducible)
         self._counts = None if k is None else xp.zeros((k, k), dtype=xp.int64, device=self.backend.device)
 
-    def update(self, outputs, targets) -> None:
+    def update(self, outputs, targets, predicted=None) -> None:
         self._begin(outputs)
         xp = self.backend.xp
-        predicted, labels, k = self._classes(outputs, targets)
+        predicted, labels, k = self._classes(outputs, targets, predicted)
         if self.num_classes is not None and k != self.num_classes:
             raise ValueError(f"{self.name} was made for {self.num_classes} classes; the outputs have {k}")
         if self._counts is None:

@@ -56,6 +56,7 @@ class DCNNetwork:
         self.optimizer = None
         self.metrics = None           # Metric objects, set by compile (None: the loss's default)
         self._train_metrics = None    # the MetricSet that train_on_batch updates
+        self.last_evaluation = None   # the MetricSet of the latest evaluate (or fit's validation pass)
         self.history = History()
         self.data_parallel = None     # set by dcnn.distributed.DataParallel
 
@@ -105,7 +106,7 @@ class DCNNetwork:
                              f"{type(loss).__name__} object (set its options when making it)")
         self.loss = get_loss(loss, **options)
         self.metrics = metric_state.compile_metrics(metrics, self.loss)
-        self._train_metrics = None
+        self._train_metrics = self.last_evaluation = None
         return self
 
     @property
@@ -191,10 +192,10 @@ class DCNNetwork:
         """Loss and hit count (0-d device arrays); leaves the gradients in the layers."""
         logits, saved = self._apply(x, training=True)
         loss = self.loss.forward(logits, y)
-        correct = getattr(self.loss, "correct", None)
+        correct, predicted = getattr(self.loss, "correct", None), None
         if correct is None:
-            correct = self._correct(logits, y)
-        (self._train_metrics or self.reset_metrics()).update(logits, y)   # device work only: read once per epoch
+            correct, predicted = metric_state.hits(self, logits, y)
+        (self._train_metrics or self.reset_metrics()).update(logits, y, predicted)   # device work: read once an epoch
         del logits
         self.model.zero_grad()
         self._backprop(self.loss.backward(), saved)
@@ -232,14 +233,6 @@ class DCNNetwork:
     _flat = None
     _grad_refs = ()
 
-    def _correct(self, logits, y):
-        """Right arg-maxes over axis 1 (images, or pixels of dense outputs); 0 for values, not classes."""
-        xp = self.backend.xp
-        if logits.ndim > 2 and not self._fuses_softmax:
-            return xp.zeros((), dtype=xp.int64, device=self.backend.device)
-        labels = y if y.ndim == logits.ndim - 1 else xp.argmax(y, axis=1)
-        return xp.sum(xp.astype(self.backend.class_argmax(logits) == labels, xp.int64))
-
     def _prepare(self, x, y=None):
         if not self.model.built and self.input_shape is None and hasattr(x, "shape") and len(x.shape) > 1:
             self.input_shape = tuple(int(d) for d in x.shape[1:])
@@ -267,7 +260,7 @@ class DCNNetwork:
     stop_training = False
 
     def _evaluate_device(self, xd, yd, batch_size):
-        metrics = self.metric_set()
+        metrics = self.last_evaluation = self.metric_set()    # kept: its sums are the pass's (e.g. confusion counts)
         if self.data_parallel is not None:      # each rank its part; sums all-reduced
             return self.data_parallel.evaluate(xd, yd, batch_size, metrics)
         return metric_state.evaluation_logs(self, metrics, *fitting.evaluate_local(self, xd, yd, batch_size, metrics))
@@ -394,7 +387,7 @@ class DCNNetwork:
         if self.optimizer is not None:
             self.optimizer.to(target)
         self._flat = None
-        self._train_metrics = None
+        self._train_metrics = self.last_evaluation = None
         self.backend = target
         return self
 

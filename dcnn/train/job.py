@@ -41,7 +41,7 @@ from ..model.callbacks import Callback
 from .augment import RandomShiftFlip
 from .callbacks import LRSchedule
 from .config import TrainConfig, check_data_task, merge_resume_config
-from .metrics import dense_confusion_matrix, segmentation_scores
+from .metrics import final_confusion_matrix, segmentation_scores
 from .monitor import Monitor
 from .stream import MidEpochCheckpoints, ResumeLR, StreamData
 
@@ -341,7 +341,9 @@ def _train(config, out_dir, *, resume, requested, backend, progress, log_every, 
     best = checkpoint.best_epoch(history, preset.monitor)
     dense = {}
     if preset.task == "segmentation" and len(data.y_test):   # the final weights, from one pixel confusion matrix
-        counts = dense_confusion_matrix(net, data.x_test, data.y_test, batch_size=config.batch_size)
+        # The latest pass was over the test set with these weights: the last epoch's, or evaluate's just above.
+        tested = comm is None and (held_out == "val" or not net.stop_training)
+        counts = final_confusion_matrix(net, data.x_test, data.y_test, config.batch_size, last_pass_was_this=tested)
         dense = {f"test_{k}": v for k, v in segmentation_scores(counts, data.classes).items() if k != "pixels"}
     seconds = time.perf_counter() - started
     return {

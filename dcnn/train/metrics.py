@@ -1,5 +1,6 @@
 """Counting how a classifier does: the one confusion matrix (the CLI and dcnn.viz both use it), and its
-per-pixel twin for a segmentation model (``dense_confusion_matrix``, ``segmentation_scores``)."""
+per-pixel twin for a segmentation model (``dense_confusion_matrix``, ``final_confusion_matrix``,
+``segmentation_scores``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -47,6 +48,22 @@ def dense_confusion_matrix(net, x, y, batch_size: int = 128) -> np.ndarray:
         xb = fitting.device_images(net, x[start:stop])     # a batch at a time: the test set stays on the host
         matrix.update(net.logits(xb, training=False), fitting.targets(net, y[start:stop], xb.shape[0]))
     return matrix.result()
+
+
+def final_confusion_matrix(net, x, y, batch_size: int = 128, *, last_pass_was_this: bool = False) -> np.ndarray:
+    """``dense_confusion_matrix(net, x, y)``, taken from the network's latest evaluation where that
+    pass was over these images with these weights (``last_pass_was_this``: fit's last validation pass
+    was on this test set) and counted every pixel of ``y``: one pass over the test set, not two."""
+    from ..model.metrics import ConfusionMatrix
+    ignore = getattr(net.loss, "ignore_index", None)
+    if last_pass_was_this and net.last_evaluation is not None:
+        counted = np.asarray(y).size if ignore is None else int(np.count_nonzero(np.asarray(y) != ignore))
+        for metric in net.last_evaluation.device:
+            if isinstance(metric, ConfusionMatrix) and metric.ignore_index == ignore:
+                counts = ConfusionMatrix.result(metric)     # the counts, whatever the subclass makes of them
+                if int(counts.sum()) == counted:
+                    return counts
+    return dense_confusion_matrix(net, x, y, batch_size)
 
 
 def segmentation_scores(counts: np.ndarray, classes) -> dict:
