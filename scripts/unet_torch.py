@@ -4,6 +4,7 @@
     python scripts/unet_torch.py                         # PyTorch trains the whole recipe (one JSON line)
     python scripts/unet_torch.py --framework dcnn        # dcnn trains it, the same way
     python scripts/unet_torch.py --epochs 1 --limit 2000 --json out.json
+    python scripts/unet_torch.py --layers 10             # each convolution's forward + backward, both, interleaved
 
 The data are the files ``dcnn.data.mosaic`` writes (made on first use from Fashion-MNIST): 12,000
 training and 2,000 test mosaics of 56x56, 11 classes (background and the 10 garments).
@@ -56,6 +57,8 @@ def parse_args(argv=None):
     p.add_argument("--base", type=int, default=16, help="channels at full resolution (c)")
     p.add_argument("--up", choices=("transpose", "upsample"), default="transpose")
     p.add_argument("--steps", type=int, default=0, help="timed steps per framework, interleaved (no job)")
+    p.add_argument("--layers", type=int, default=0,
+                   help="timed forward + backward passes of each convolution alone, interleaved (no job)")
     p.add_argument("--framework", choices=("torch", "dcnn"), default="torch", help="which one trains the job")
     p.add_argument("--backend", default="numpy", help="dcnn's backend")
     p.add_argument("--epochs", type=int, default=None, help="default: the preset's (4)")
@@ -209,6 +212,71 @@ def compare_steps(args) -> dict:
     return result
 
 
+def compare_layers(args) -> dict:
+    """Each convolution of the network alone, forward and backward on a random batch: dcnn's layer
+    (its activations channels-last, as in a step) against torch's functional twin (NCHW, as the twin
+    runs), alternating, median of ``--layers`` passes after 2 warm-ups.  Where a step's time goes."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    torch.set_num_threads(args.threads)
+    net, _ = build(args)
+    net.backend.warm_up()
+    net.model.train(True)
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for key, layer in net.model.named_modules():
+        kind = type(layer).__name__
+        if kind not in ("Conv2D", "Conv2DTranspose"):
+            continue
+        c, h, w = layer.input_shape
+        x = rng.standard_normal((args.batch_size, h, w, c), dtype=np.float32).transpose(0, 3, 1, 2)
+        y, saved = layer.apply(x)
+        dy = rng.standard_normal(y.shape[:1] + y.shape[2:] + y.shape[1:2], dtype=np.float32).transpose(0, 3, 1, 2)
+        weight = torch.from_numpy(np.asarray(layer.params["weight"])).requires_grad_(True)
+        xt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(layer.needs_input_grad)
+        dyt = torch.from_numpy(np.ascontiguousarray(dy))
+        conv = F.conv2d if kind == "Conv2D" else F.conv_transpose2d
+        options = {"stride": layer.stride, "padding": layer.padding}
+        if kind == "Conv2DTranspose":
+            options["output_padding"] = layer.output_padding
+
+        same = conv(xt, weight, None, **options).detach().numpy()     # the same work: the same outputs
+        if not np.allclose(same, y, rtol=1e-4, atol=1e-4):
+            raise AssertionError(f"{key}: dcnn's and torch's outputs differ by {np.abs(same - y).max():g}")
+
+        def dcnn_pass(layer=layer, x=x, dy=dy):
+            layer.zero_grad()
+            out, kept = layer.apply(x)
+            layer.backprop(dy, kept)
+
+        def torch_pass(conv=conv, xt=xt, weight=weight, dyt=dyt, options=options):
+            weight.grad = xt.grad = None
+            conv(xt, weight, None, **options).backward(dyt)
+
+        times = {"dcnn": [], "torch": []}
+        for i in range(args.layers + 2):
+            for who, run in (("dcnn", dcnn_pass), ("torch", torch_pass))[::1 if i % 2 else -1]:
+                t = time.perf_counter()
+                run()
+                if i >= 2:
+                    times[who].append(time.perf_counter() - t)
+        ms = {k: float(np.median(v)) * 1000 for k, v in times.items()}
+        rows.append({"layer": key, "kind": kind, "in": [c, h, w], "out": list(y.shape[1:]),
+                     "dcnn_ms": ms["dcnn"], "torch_ms": ms["torch"], "dcnn_over_torch": ms["dcnn"] / ms["torch"]})
+        shape = f"{c} -> {y.shape[1]} at {h}x{w}" + ("" if kind == "Conv2D" else ", transposed")
+        print(f"{key:20s} {shape:34s} dcnn {ms['dcnn']:6.2f} ms  torch {ms['torch']:6.2f} ms  "
+              f"{ms['dcnn'] / ms['torch']:.2f}", file=sys.stderr)
+    total = {k: sum(r[f"{k}_ms"] for r in rows) for k in ("dcnn", "torch")}
+    print(f"all convolutions: dcnn {total['dcnn']:.1f} ms, torch {total['torch']:.1f} ms, "
+          f"dcnn / torch = {total['dcnn'] / total['torch']:.2f}", file=sys.stderr)
+    result = {"model": f"unet-{args.base}-{args.up}", "batch": args.batch_size, "threads": args.threads,
+              "passes": args.layers, "layers": rows, "dcnn_ms": total["dcnn"], "torch_ms": total["torch"],
+              "dcnn_over_torch": total["dcnn"] / total["torch"]}
+    print(json.dumps(result))
+    return result
+
+
 def job(args) -> dict:
     """The whole recipe in one framework; progress on stderr, one JSON line (the summary) on stdout."""
     import numpy as np
@@ -267,6 +335,8 @@ def job(args) -> dict:
 def main(argv=None):
     sys.path.insert(0, ROOT)
     args = parse_args(argv)
+    if args.layers:
+        return compare_layers(args)
     return compare_steps(args) if args.steps else job(args)
 
 

@@ -152,6 +152,18 @@ def test_torch_twin_scores_as_dcnn_and_runs(cache, in_cache, rng, monkeypatch):
     assert summary["train_mosaics"] == 64 and summary["steps"] == 2 and 0 <= summary["test_miou"] <= 1
 
 
+def test_torch_twin_times_each_convolution_of_the_same_network(monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import unet_torch
+    result = unet_torch.main(["--layers", "1", "--base", "4", "--threads", "1"])
+    kinds = [r["kind"] for r in result["layers"]]
+    assert kinds.count("Conv2D") == 15 and kinds.count("Conv2DTranspose") == 3     # every convolution, in order
+    assert result["layers"][0]["in"] == [1, 56, 56] and result["layers"][-1]["out"] == [11, 56, 56]
+    assert all(r["dcnn_ms"] > 0 and r["torch_ms"] > 0 for r in result["layers"])
+    assert result["dcnn_ms"] == pytest.approx(sum(r["dcnn_ms"] for r in result["layers"]))
+
+
 def _result(metric, backend, outputs, targets):
     metric.reset(backend)
     metric.update(outputs, targets)
