@@ -19,27 +19,43 @@ REDUCTION_CHUNKS = 32     # fixed: the float64 partial sums do not depend on the
 @njit(cache=True)
 def im2col_rows(x, k, stride, pad, ones, out, r0, r1):
     """Rows r0..r1-1 of the patch matrix of zero-padded ``x`` into out[0 : r1 - r0]:
-    row (b, y, x), column (i, j, c) is x[b, y*s + i - p, x*s + j - p, c], plus a last column of ones if ``ones``."""
+    row (b, y, x), column (i, j, c) is x[b, y*s + i - p, x*s + j - p, c], plus a last column of ones if ``ones``.
+
+    A patch row's taps (i, 0..k-1) are neighbouring pixels: one run of up to k*c values of ``x``, copied
+    with unsigned offsets (no negative-index wrap-around, so the copy vectorises), and (b, y, x) is
+    counted on from row to row, not divided out of r (3 integer divisions a row were a third of the
+    time: C = 16 at 56x56, 5.3 -> 3.4 ms a batch of 32 on one core)."""
     n, h, w, c = x.shape
     oh = (h + 2 * pad - k) // stride + 1
     ow = (w + 2 * pad - k) // stride + 1
-    kkc = k * k * c
+    kc = k * c
+    xf = x.reshape(-1)
+    b, y, xo = r0 // (oh * ow), (r0 // ow) % oh, r0 % ow
     for r in range(r0, r1):
-        b, y, xo = r // (oh * ow), (r // ow) % oh, r % ow
         row = out[r - r0]
+        iw0 = xo * stride - pad
+        j0, j1 = max(0, -iw0), min(k, w - iw0)          # the taps inside the image's width
         for i in range(k):
             ih = y * stride + i - pad
-            for j in range(k):
-                iw = xo * stride + j - pad
-                base = (i * k + j) * c
-                if 0 <= ih < h and 0 <= iw < w:
-                    for ch in range(c):
-                        row[base + ch] = x[b, ih, iw, ch]
-                else:
-                    for ch in range(c):
-                        row[base + ch] = 0
+            base = i * kc
+            if ih < 0 or ih >= h or j0 >= j1:
+                for q in range(np.uint64(base), np.uint64(base + kc)):
+                    row[q] = 0
+                continue
+            for q in range(np.uint64(base), np.uint64(base + j0 * c)):
+                row[q] = 0
+            src, dst = np.uint64(((b * h + ih) * w + iw0 + j0) * c), np.uint64(base + j0 * c)
+            for q in range(np.uint64((j1 - j0) * c)):
+                row[dst + q] = xf[src + q]
+            for q in range(np.uint64(base + j1 * c), np.uint64(base + kc)):
+                row[q] = 0
         if ones:
-            row[kkc] = 1
+            row[k * kc] = 1
+        xo += 1
+        if xo == ow:
+            xo, y = 0, y + 1
+            if y == oh:
+                y, b = 0, b + 1
 
 
 @njit(cache=True)
@@ -52,24 +68,30 @@ def im2col_images(x, k, stride, pad, ones, out, b0, b1):
 @njit(cache=True)
 def col2im_rows(dcols, k, stride, pad, dx, r0, r1):
     """dx[b, y*s + i - p, x*s + j - p, c] += dcols[(b, y, x) - r0, (i, j, c)] inside the unpadded
-    input, for the patch rows r0..r1-1 (the adjoint of ``im2col_rows``; dx is not zeroed)."""
+    input, for the patch rows r0..r1-1 (the adjoint of ``im2col_rows``, in runs as it copies them;
+    dx is not zeroed).  Each dx value gets its rows' terms in row order, one term a row."""
     n, h, w, c = dx.shape
     oh = (h + 2 * pad - k) // stride + 1
     ow = (w + 2 * pad - k) // stride + 1
+    kc = k * c
+    xf = dx.reshape(-1)
+    b, y, xo = r0 // (oh * ow), (r0 // ow) % oh, r0 % ow
     for r in range(r0, r1):
-        b, y, xo = r // (oh * ow), (r // ow) % oh, r % ow
         row = dcols[r - r0]
+        iw0 = xo * stride - pad
+        j0, j1 = max(0, -iw0), min(k, w - iw0)
         for i in range(k):
             ih = y * stride + i - pad
-            if ih < 0 or ih >= h:
+            if ih < 0 or ih >= h or j0 >= j1:
                 continue
-            for j in range(k):
-                iw = xo * stride + j - pad
-                if iw < 0 or iw >= w:
-                    continue
-                base = (i * k + j) * c
-                for ch in range(c):
-                    dx[b, ih, iw, ch] += row[base + ch]
+            src, dst = np.uint64(i * kc + j0 * c), np.uint64(((b * h + ih) * w + iw0 + j0) * c)
+            for q in range(np.uint64((j1 - j0) * c)):
+                xf[dst + q] += row[src + q]
+        xo += 1
+        if xo == ow:
+            xo, y = 0, y + 1
+            if y == oh:
+                y, b = 0, b + 1
 
 
 @njit(cache=True)
