@@ -83,7 +83,9 @@ def parse_args(argv=None):
 
 
 def _threads(n: int) -> None:
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    # dcnn's backend gives Numba's pool the same count; NUMBA_NUM_THREADS itself is left alone, since
+    # Numba re-reads it whenever it compiles and refuses a change once its pool is up (the tests call main).
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
 
 

@@ -1,6 +1,7 @@
 """fashion-mosaic: made by its stated rules, the same bytes everywhere (the recorded checksum),
 train and test garments kept apart, cached atomically, and loaded through dcnn.datasets."""
 import dataclasses
+import os
 import types
 from pathlib import Path
 
@@ -131,7 +132,17 @@ def test_names_and_errors(tmp_path, monkeypatch):
         mosaic.make_split(np.zeros((12, 28, 28), np.uint8), np.zeros(12), 10, "train")
 
 
-def test_torch_twin_scores_as_dcnn_and_runs(cache, in_cache, rng, monkeypatch):
+@pytest.fixture
+def twin_threads(monkeypatch):
+    """unet_torch sets the thread variables for its own process; here they are put back after the test."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        if var in os.environ:
+            monkeypatch.setenv(var, os.environ[var])
+        else:
+            monkeypatch.delenv(var, raising=False)
+
+
+def test_torch_twin_scores_as_dcnn_and_runs(cache, in_cache, rng, monkeypatch, twin_threads):
     pytest.importorskip("torch")
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     import unet_torch
@@ -152,7 +163,7 @@ def test_torch_twin_scores_as_dcnn_and_runs(cache, in_cache, rng, monkeypatch):
     assert summary["train_mosaics"] == 64 and summary["steps"] == 2 and 0 <= summary["test_miou"] <= 1
 
 
-def test_torch_twin_times_each_convolution_of_the_same_network(monkeypatch):
+def test_torch_twin_times_each_convolution_of_the_same_network(monkeypatch, twin_threads):
     pytest.importorskip("torch")
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     import unet_torch
