@@ -148,6 +148,12 @@ def test_the_final_test_counts_come_from_the_last_pass_over_the_test_set(monkeyp
     np.testing.assert_array_equal(other, dense_confusion_matrix(net, x[:2], y[:2], batch_size=2))
     net.evaluate(x[:3], y[:3])
     np.testing.assert_array_equal(final_confusion_matrix(net, x[4:], y[4:], 2, last_pass_was_this=False), expected)
+    # A loader's evaluation is the latest pass too, not the arrays' pass of as many pixels before it.
+    images = np.round(x * 255).astype(np.uint8)
+    net.evaluate(x[4:], y[4:])
+    net.evaluate(MaskLoader(images[:3], y[:3], 2))
+    np.testing.assert_array_equal(final_confusion_matrix(net, images[:3], y[:3], 2, last_pass_was_this=True),
+                                  dense_confusion_matrix(net, images[:3], y[:3], batch_size=2))
 
 
 class MaskLoader:

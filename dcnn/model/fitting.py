@@ -74,13 +74,20 @@ def evaluate_local(net, xd, yd, batch_size, metrics):
     correct = xp.zeros((), dtype=xp.int64, device=net.backend.device)
     n = xd.shape[0]
     for start, stop in spans(n, batch_size):
-        xb, yb = xd[start:stop, ...], yd[start:stop, ...]
-        logits = net.logits(xb, training=False)
-        loss_sum += net.loss.forward(logits, yb) * xb.shape[0]
-        batch_hits, predicted = hits(net, logits, yb)
+        batch_loss, batch_hits = _evaluate_batch(net, xd[start:stop, ...], yd[start:stop, ...], metrics)
+        loss_sum += batch_loss
         correct += batch_hits
-        metrics.update(logits, yb, predicted)
     return loss_sum, correct, n
+
+
+def _evaluate_batch(net, xb, yb, metrics):
+    """(the batch's loss sum, its hit count), device values, in eval mode; ``metrics`` updated with
+    the same arg-max as the hit count."""
+    logits = net.logits(xb, training=False)
+    loss = net.loss.forward(logits, yb) * xb.shape[0]
+    batch_hits, predicted = hits(net, logits, yb)
+    metrics.update(logits, yb, predicted)
+    return loss, batch_hits
 
 
 def device_images(net, xb):
@@ -129,15 +136,14 @@ def evaluate_loader(net, loader) -> dict:
             continue
         xb, yb = batch
         metrics = metrics or net.metric_set()     # after the first batch: the model is built
-        logits = net.logits(xb, training=False)
-        loss_sum += net.loss.forward(logits, yb) * xb.shape[0]
-        batch_hits, predicted = hits(net, logits, yb)
+        batch_loss, batch_hits = _evaluate_batch(net, xb, yb, metrics)
+        loss_sum += batch_loss
         correct += batch_hits
-        metrics.update(logits, yb, predicted)
         n += xb.shape[0]
     net.model.release()
     if metrics is None and net.model.built:     # a rank with no batches still joins the all-reduce
         metrics = net.metric_set()
+    net.last_evaluation = metrics  # as _evaluate_device keeps its pass's: never an earlier pass's sums
     states = None
     if metrics is not None:        # one read at the end (data-parallel: one all-reduce first)
         (loss_sum, correct, n), states = read(net, metrics, [loss_sum, correct, n], local_values=True)
