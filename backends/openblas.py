@@ -1,6 +1,7 @@
-"""The OpenBLAS that NumPy loaded, reached through ctypes.
+"""The OpenBLAS that NumPy loaded, reached through ctypes, and the kernels it picks.
 
-Two things of it are used: its thread count (``thread_control``) and its
+Three things of it are used: which CPU's kernels it runs (``corename``; OpenBLAS picks
+them as it loads, or ``OPENBLAS_CORETYPE`` does), its thread count (``thread_control``) and its
 single-precision GEMM (``sgemm``), which the Numba kernels call on slices of a
 product from inside their own thread pool (backends/numba_kernels.py), each
 call single-threaded.  NumPy's wheels ship OpenBLAS with prefixed, 64-bit-integer
@@ -16,6 +17,19 @@ import functools
 # (symbol prefix, symbol suffix, BLAS integer type)
 _VARIANTS = (("scipy_", "64_", ctypes.c_int64), ("", "64_", ctypes.c_int64), ("scipy_", "", ctypes.c_int),
              ("", "", ctypes.c_int))
+
+
+@functools.cache
+def corename() -> str | None:
+    """The kernels NumPy's OpenBLAS runs ("Haswell", "SkylakeX", ...), or None (no OpenBLAS)."""
+    for lib in _libraries():
+        for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename64_",
+                     "openblas_get_corename"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.restype = ctypes.c_char_p
+                return fn().decode("ascii", "replace").strip() or None
+    return None
 
 
 @functools.cache

@@ -40,6 +40,11 @@ processes stretch some steps many times over, so ``median_train_s`` (steps x the
 and ``quietest_train_s`` (steps x the lowest of the epochs' median steps) estimate the same run
 on idle cores.  ``--steps N`` alternates steps (dcnn, torch, torch, dcnn, ...) on random batches,
 so load from other processes falls on both alike, after 3 untimed warm-up steps each.
+
+Every summary records the kernels each framework ran (``kernels``): the core NumPy's OpenBLAS picked
+(``OPENBLAS_CORETYPE`` overrides its choice), torch's ATen CPU capability and the cap on oneDNN's
+instruction set (``ONEDNN_MAX_CPU_ISA``), since a pin on one side and not the other (say OpenBLAS's
+AVX2 kernels against oneDNN's AVX-512) decides the ratio more than either framework does.
 """
 from __future__ import annotations
 
@@ -87,6 +92,17 @@ def _threads(n: int) -> None:
     # Numba re-reads it whenever it compiles and refuses a change once its pool is up (the tests call main).
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
+
+
+def kernels() -> dict:
+    """The CPU kernels each side runs, for the record (printed on stderr too)."""
+    import torch
+    from backends import openblas
+    found = {"openblas": openblas.corename() or "none", "torch": torch.backends.cpu.get_cpu_capability(),
+             "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "unset")}
+    print("kernels: dcnn's OpenBLAS {openblas}, torch's ATen {torch}, oneDNN's cap {onednn_max_isa}".format(**found),
+          file=sys.stderr)
+    return found
 
 
 def load(data_dir=None):
@@ -206,7 +222,8 @@ def compare_steps(args) -> dict:
     med = {k: float(np.median(v)) for k, v in times.items()}
     result = {"model": f"unet-{args.base}-{args.up}", "batch": args.batch_size, "steps": args.steps,
               "threads": args.threads, "dcnn_step_ms": med["dcnn"] * 1000, "torch_step_ms": med["torch"] * 1000,
-              "dcnn_over_torch": med["dcnn"] / med["torch"], "load_average": os.getloadavg()[0]}
+              "dcnn_over_torch": med["dcnn"] / med["torch"], "load_average": os.getloadavg()[0],
+              "kernels": kernels()}
     print(f"unet-{args.base}: batch {args.batch_size}, {args.steps} steps each, {args.threads} threads, median "
           f"training step: dcnn {result['dcnn_step_ms']:.1f} ms, torch {result['torch_step_ms']:.1f} ms, "
           f"dcnn / torch = {result['dcnn_over_torch']:.2f}", file=sys.stderr)
@@ -274,7 +291,7 @@ def compare_layers(args) -> dict:
           f"dcnn / torch = {total['dcnn'] / total['torch']:.2f}", file=sys.stderr)
     result = {"model": f"unet-{args.base}-{args.up}", "batch": args.batch_size, "threads": args.threads,
               "passes": args.layers, "layers": rows, "dcnn_ms": total["dcnn"], "torch_ms": total["torch"],
-              "dcnn_over_torch": total["dcnn"] / total["torch"]}
+              "dcnn_over_torch": total["dcnn"] / total["torch"], "kernels": kernels()}
     print(json.dumps(result))
     return result
 
@@ -325,7 +342,7 @@ def job(args) -> dict:
                "epoch_median_step_ms": [round(m * 1000, 1) for m in epoch_medians],
                "seconds": time.perf_counter() - started, "test_pixel_accuracy": result["pixel_accuracy"],
                "test_miou": result["miou"], "test_iou": dict(zip(mosaic.CLASSES, result["iou"])), "history": history,
-               "torch": torch.__version__}
+               "torch": torch.__version__, "kernels": kernels()}
     log("per-class IoU: " + ", ".join(f"{k} {v:.3f}" for k, v in summary["test_iou"].items()))
     if args.json:
         with open(args.json, "w") as f:

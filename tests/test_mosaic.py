@@ -161,6 +161,7 @@ def test_torch_twin_scores_as_dcnn_and_runs(cache, in_cache, rng, monkeypatch, t
     summary = unet_torch.main(["--epochs", "1", "--limit", "64", "--base", "4", "--threads", "1",
                                "--data-dir", str(in_cache.parent.parent)])
     assert summary["train_mosaics"] == 64 and summary["steps"] == 2 and 0 <= summary["test_miou"] <= 1
+    assert set(summary["kernels"]) == {"openblas", "torch", "onednn_max_isa"}      # which kernels ran, recorded
 
 
 def test_torch_twin_times_each_convolution_of_the_same_network(monkeypatch, twin_threads):
