@@ -118,9 +118,8 @@ class NumbaBackend(NumbaFamily, NumpyBackend):
         numba.set_num_threads(max(1, min(self.threads, numba.config.NUMBA_NUM_THREADS)))
 
     def describe(self) -> str:
-        core = openblas.corename()
-        blas = f", OpenBLAS {core}" if core else ""
-        return f"numpy {np.__version__} + numba {numba.__version__} (CPU, {numba.get_num_threads()} threads{blas})"
+        return (f"numpy {np.__version__} + numba {numba.__version__} (CPU, {numba.get_num_threads()} threads"
+                f"{self._blas_kernels()})")
 
     def warm_up(self, dtype=np.float32) -> None:
         """Compile the kernels for ``dtype`` now (each op once on tiny arrays): about

@@ -95,7 +95,13 @@ class NumpyBackend(Backend):
         return array if dtype is None else array.astype(dtype, copy=False)
 
     def describe(self) -> str:
-        return f"numpy {np.__version__} (CPU)"
+        return f"numpy {np.__version__} (CPU{self._blas_kernels()})"
+
+    @staticmethod
+    def _blas_kernels() -> str:
+        """", OpenBLAS <core>" (the kernels its products run, which a pin in the environment may choose), or ""."""
+        core = openblas.corename()
+        return f", OpenBLAS {core}" if core else ""
 
     def _over_batch(self, work, n: int, size: int) -> None:
         """Run ``work(batch_slice)`` on ``threads`` contiguous parts of range(n)."""

@@ -20,19 +20,6 @@ _VARIANTS = (("scipy_", "64_", ctypes.c_int64), ("", "64_", ctypes.c_int64), ("s
 
 
 @functools.cache
-def corename() -> str | None:
-    """The kernels NumPy's OpenBLAS runs ("Haswell", "SkylakeX", ...), or None (no OpenBLAS)."""
-    for lib in _libraries():
-        for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename64_",
-                     "openblas_get_corename"):
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                fn.restype = ctypes.c_char_p
-                return fn().decode("ascii", "replace").strip() or None
-    return None
-
-
-@functools.cache
 def _libraries() -> tuple:
     """The OpenBLAS shared objects mapped into this process (NumPy's, once NumPy is imported)."""
     try:
@@ -49,18 +36,37 @@ def _libraries() -> tuple:
     return tuple(libraries)
 
 
-@functools.cache
-def thread_control():
-    """(set_num_threads, get_num_threads) of NumPy's OpenBLAS, or None."""
+def _functions(*stems: str):
+    """The OpenBLAS functions ``stems`` from the first library that has them all, in any of its
+    symbol spellings (``scipy_openblas_<stem>64_`` in NumPy's wheels ... ``openblas_<stem>``), or None."""
     for lib in _libraries():
         for prefix in ("scipy_openblas", "openblas"):
             for suffix in ("64_", ""):
-                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                if setter is not None and getter is not None:
-                    setter.argtypes, getter.restype = [ctypes.c_int], ctypes.c_int
-                    return setter, getter
+                found = [getattr(lib, f"{prefix}_{stem}{suffix}", None) for stem in stems]
+                if all(fn is not None for fn in found):
+                    return found
     return None
+
+
+@functools.cache
+def corename() -> str | None:
+    """The kernels NumPy's OpenBLAS runs ("Haswell", "SkylakeX", ...), or None (no OpenBLAS)."""
+    found = _functions("get_corename")
+    if found is None:
+        return None
+    found[0].restype = ctypes.c_char_p
+    return found[0]().decode("ascii", "replace").strip() or None
+
+
+@functools.cache
+def thread_control():
+    """(set_num_threads, get_num_threads) of NumPy's OpenBLAS, or None."""
+    found = _functions("set_num_threads", "get_num_threads")
+    if found is None:
+        return None
+    setter, getter = found
+    setter.argtypes, getter.restype = [ctypes.c_int], ctypes.c_int
+    return setter, getter
 
 
 @functools.cache

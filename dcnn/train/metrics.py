@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..model import fitting
+from ..model.metrics import ConfusionMatrix, iou_per_class
+
 
 def class_labels(y, name: str = "y") -> np.ndarray:
     """Integer class labels (N,) from labels, one-hot rows or probabilities."""
@@ -39,8 +42,6 @@ def per_class_accuracy(counts: np.ndarray) -> np.ndarray:
 def dense_confusion_matrix(net, x, y, batch_size: int = 128) -> np.ndarray:
     """Pixel counts[true, predicted] of a per-pixel classifier over images ``x`` and masks ``y`` (host
     arrays), in eval mode: summed on the device (``metrics.ConfusionMatrix``) and read back once."""
-    from ..model import fitting
-    from ..model.metrics import ConfusionMatrix
     fitting.check_batch_size(batch_size)
     matrix = ConfusionMatrix(net.num_classes, ignore_index=getattr(net.loss, "ignore_index", None))
     matrix.reset(net.backend)
@@ -54,7 +55,6 @@ def final_confusion_matrix(net, x, y, batch_size: int = 128, *, last_pass_was_th
     """``dense_confusion_matrix(net, x, y)``, taken from the network's latest evaluation where that
     pass was over these images with these weights (``last_pass_was_this``: fit's last validation pass
     was on this test set) and counted every pixel of ``y``: one pass over the test set, not two."""
-    from ..model.metrics import ConfusionMatrix
     ignore = getattr(net.loss, "ignore_index", None)
     if last_pass_was_this and net.last_evaluation is not None:
         counted = np.asarray(y).size if ignore is None else int(np.count_nonzero(np.asarray(y) != ignore))
@@ -69,7 +69,6 @@ def final_confusion_matrix(net, x, y, batch_size: int = 128, *, last_pass_was_th
 def segmentation_scores(counts: np.ndarray, classes) -> dict:
     """Mean IoU, pixel accuracy and each class's IoU (by name; None for a class in neither the masks nor the
     predictions, which the mean leaves out, as torchmetrics does) from a pixel confusion matrix."""
-    from ..model.metrics import iou_per_class
     counts = np.asarray(counts, np.int64)
     present = (counts.sum(0) + counts.sum(1)) > 0
     iou = iou_per_class(counts)
